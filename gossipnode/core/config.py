@@ -1,0 +1,31 @@
+"""MoDeST protocol parameters (ALGORITHMS.md section 1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModestConfig:
+    sample_size: int = 10             # s: trainers per round
+    aggregators: int = 1              # a: aggregators per round
+    success_fraction: float = 1.0     # sf: aggregate once s_eff * sf updates arrived
+    ping_timeout: float = 5.0         # give up on a candidate after this many seconds
+    ping_interval: float = 1.0        # re-send an unanswered ping this often
+    inactivity_threshold: int = 50    # tau: a peer silent for more rounds leaves the sample
+    aggregation_timeout: float = 30.0  # aggregate what arrived (>= 1 update) after this wait
+    round_timeout: float = 60.0       # no progress after sending: redo the walk and re-send
+    max_retries: int = 3              # of the round_timeout re-sends
+    bootstrap_wait: float = 3.0       # wait at least this long for peers before round 1
+    bootstrap_timeout: float = 30.0   # start round 1 after this even if bootstrap peers are silent
+    fresh_contact: float = 1.0        # a peer heard from this recently counts as reachable
+    max_rounds: int | None = None     # leave after the model of round max_rounds + 1 exists
+
+    def __post_init__(self) -> None:
+        if self.sample_size < 1 or self.aggregators < 1:
+            raise ValueError("sample_size and aggregators must be >= 1")
+        if not 0 < self.success_fraction <= 1:
+            raise ValueError("success_fraction must be in (0, 1]")
+        if self.ping_timeout <= 0 or self.ping_interval <= 0:
+            raise ValueError("ping timeout and interval must be > 0")
+        if self.inactivity_threshold < 0:
+            raise ValueError("inactivity_threshold must be >= 0")

@@ -1,0 +1,109 @@
+"""Protocol messages as plain frozen dataclasses.
+
+These are the values the sans-I/O core consumes and produces. `wire/` turns them into
+signed bytes and back; nothing here touches bytes from the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    JOIN = 0
+    LEAVE = 1
+
+
+class ModelKind(IntEnum):
+    TRAINED = 0      # a trainer's locally trained model, sent to the aggregators of round k
+    AGGREGATED = 1   # an aggregator's result for round k, sent to the trainers of round k
+
+
+@dataclass(frozen=True)
+class ViewRecord:
+    """One entry of a node's view: pk -> (last active round, membership index, status).
+
+    `addresses` are the transport URLs where the peer listens (e.g. "http://10.0.0.5:8470").
+    """
+    peer: bytes          # Ed25519 public key, 32 bytes
+    last_active: int
+    index: int
+    status: Status
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    """A tensor as it travels: little-endian C-order bytes plus dtype code and shape."""
+    name: str
+    dtype: str           # numpy dtype string, little-endian: "<f4", "<f2", "<f8", "<i8", "<i4", "|u1", "|b1"
+    shape: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Advertise:
+    round: int
+    index: int
+    status: Status
+    addresses: tuple[str, ...] = ()   # where the sender listens; max 8 URLs of <= 256 chars
+
+
+@dataclass(frozen=True)
+class ViewShare:
+    """Reply to a JOIN advert: the replier's current round and view, so a joiner learns the network."""
+    round: int
+    view: tuple[ViewRecord, ...]
+
+
+@dataclass(frozen=True)
+class Ping:
+    round: int
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    round: int
+    nonce: int
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """SybilWall gossip: the accumulated update history of `peer`, as last known."""
+    peer: bytes
+    round: int
+    distance: int
+    tensors: tuple[RawTensor, ...]
+
+
+@dataclass(frozen=True)
+class ModelMsg:
+    """A model transfer. `model` is the content hash (sha256) of the full model.
+
+    When `base` is set, `tensors` hold `model - base` (a delta); otherwise the full model.
+    The core only looks at round, kind, model and view; the runtime resolves the tensors.
+    """
+    round: int
+    kind: ModelKind
+    model: bytes
+    view: tuple[ViewRecord, ...]
+    base: bytes | None = None
+    tensors: tuple[RawTensor, ...] = ()
+    histories: tuple[HistoryRecord, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Ask a peer for the full model with this content hash (a missing delta base)."""
+    model: bytes
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """Answer to ModelRequest; `tensors` is empty when the model is not held any more."""
+    model: bytes
+    tensors: tuple[RawTensor, ...]
+
+
+Message = Advertise | ViewShare | Ping | Pong | ModelMsg | ModelRequest | ModelData

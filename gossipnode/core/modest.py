@@ -1,0 +1,411 @@
+"""MoDeST decentralized sampling as a sans-I/O state machine (ALGORITHMS.md section 1).
+
+Feed it events (`start`, `handle`, `training_done`, `aggregation_done`, `tick`) with the
+current time; it returns a list of actions for the runtime. It never reads a clock, never
+does I/O and never touches model tensors: models are content hashes here.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from .actions import (
+    Action, Aggregate, CancelTraining, Event, Finished, NewModel, Send, SendTo, StartTraining,
+)
+from .config import ModestConfig
+from .messages import (
+    Advertise, ModelKind, ModelMsg, Ping, Pong, Status, ViewShare,
+)
+from .pingwalk import PingWalk
+from .sampling import sample, sample_order
+from .view import View
+
+
+@dataclass
+class _Retry:
+    """Re-send after `round_timeout` without progress (a crashed aggregator or trainers)."""
+    at: float
+    round: int
+    kind: ModelKind
+    model: bytes
+    count: int
+    tries: int = 0
+
+
+class ModestCore:
+    def __init__(
+        self,
+        cfg: ModestConfig,
+        self_pk: bytes,
+        addresses: tuple[str, ...],
+        initial_model: bytes,
+        rng: random.Random,
+    ) -> None:
+        self.cfg = cfg
+        self.pk = self_pk
+        self.addresses = addresses
+        self.initial_model = initial_model
+        self.rng = rng
+        self.view = View()
+        self.pending: dict[bytes, tuple[int, int, Status, tuple[str, ...]]] = {}
+        self.index = 1
+        self.train_idx = 0
+        self.agg_idx = 0
+        self.training: int | None = None
+        self.completed_training = False
+        self.completed_aggregation = False
+        self.buffer: dict[bytes, bytes] = {}
+        self.agg_deadline: float | None = None
+        self.walks: list[PingWalk] = []
+        self.retries: list[_Retry] = []
+        self.last_heard: dict[bytes, float] = {}
+        self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a ping/pong
+        self.model_round = 0
+        self.started = False
+        self.start_time = 0.0
+        self.bootstrap: list[str] = []
+        self.bootstrap_next = 0.0
+        self.finished = False
+        self._nonce = 0
+        self._out: list[Action] = []
+        self._local: list[tuple[bytes, object]] = []
+        self.now = 0.0
+
+    # ---- derived state -------------------------------------------------------------------
+    @property
+    def round(self) -> int:
+        """R = max(train_idx, agg_idx, max_j r_j)."""
+        return max(self.train_idx, self.agg_idx, self.view.max_round())
+
+    def active(self, k: int) -> list[bytes]:
+        return self.view.active(k, self.cfg.inactivity_threshold, self.pk)
+
+    def order(self, k: int) -> list[bytes]:
+        return sample_order(self.active(k), k)
+
+    def sample(self, k: int) -> list[bytes]:
+        return sample(self.active(k), k, self.cfg.sample_size)
+
+    def role(self) -> str:
+        if self.training is not None:
+            return "training"
+        if self.agg_idx and not self.completed_aggregation and self.buffer:
+            return "aggregating"
+        return "idle"
+
+    def address_of(self, pk: bytes) -> tuple[str, ...]:
+        e = self.view.get(pk)
+        if e is not None and e.addresses:
+            return e.addresses
+        p = self.pending.get(pk)
+        return p[3] if p else ()
+
+    def note_address(self, pk: bytes, addresses: tuple[str, ...]) -> None:
+        """A transport-level hint (e.g. HTTP reply-to) for a sender we cannot address yet."""
+        if pk != self.pk and not self.address_of(pk) and addresses:
+            if pk in self.view:
+                e = self.view.entries[pk]
+                self.view.apply(pk, e.last_active, e.index, e.status, addresses)
+
+    # ---- events ----------------------------------------------------------------------------
+    def start(self, now: float, bootstrap: list[str]) -> list[Action]:
+        self.now = now
+        self.started = True
+        self.start_time = now
+        self.view.apply(self.pk, 0, self.index, Status.JOIN, self.addresses)
+        self.bootstrap = [a for a in bootstrap if a not in self.addresses]
+        self._advertise_bootstrap(now)
+        return self._flush()
+
+    def handle(self, now: float, sender: bytes, msg: object) -> list[Action]:
+        self.now = now
+        if sender == self.pk:
+            self._dispatch(sender, msg)
+        else:
+            self.last_heard[sender] = now
+            self._dispatch(sender, msg)
+        return self._flush()
+
+    def training_done(self, now: float, round_: int, model: bytes) -> list[Action]:
+        self.now = now
+        if self.training != round_ or round_ != self.train_idx:
+            self._event(round_, "training_stale")
+            return self._flush()
+        self.training = None
+        self.completed_training = True
+        self._event(round_, "trained", model=model.hex()[:16])
+        nxt = round_ + 1
+
+        def send(aggs: list[bytes]) -> None:
+            self._event(nxt, "send_trained", to=[a.hex()[:16] for a in aggs])
+            for a in aggs:
+                self._send(a, ModelMsg(nxt, ModelKind.TRAINED, model, self.view.records()))
+            self._apply_pending()
+
+        self._walk(self.order(nxt), self.cfg.aggregators, nxt, send)
+        self.retries.append(_Retry(now + self.cfg.round_timeout, nxt, ModelKind.TRAINED, model,
+                                   self.cfg.aggregators))
+        return self._flush()
+
+    def training_failed(self, now: float, round_: int, reason: str) -> list[Action]:
+        self.now = now
+        if self.training == round_:
+            self.training = None
+        self._event(round_, "training_failed", reason=reason)
+        return self._flush()
+
+    def aggregation_done(self, now: float, round_: int, model: bytes) -> list[Action]:
+        self.now = now
+        if self.agg_idx > round_:
+            self._event(round_, "aggregation_stale")
+            return self._flush()
+        self._out.append(NewModel(round_, model, "aggregator"))
+        self.model_round = max(self.model_round, round_)
+
+        def send(trainers: list[bytes]) -> None:
+            if self.agg_idx > round_:
+                self._event(round_, "aggregation_stale")
+                return
+            self._event(round_, "send_aggregated", to=[t.hex()[:16] for t in trainers])
+            for t in trainers:
+                self._send(t, ModelMsg(round_, ModelKind.AGGREGATED, model, self.view.records()))
+            self._apply_pending()
+            self._maybe_finish(round_)
+
+        self._walk(self.order(round_), self.cfg.sample_size, round_, send)
+        self.retries.append(_Retry(now + self.cfg.round_timeout, round_, ModelKind.AGGREGATED, model,
+                                   self.cfg.sample_size))
+        return self._flush()
+
+    def tick(self, now: float) -> list[Action]:
+        self.now = now
+        for w in list(self.walks):
+            w.tick(now)
+        self.walks = [w for w in self.walks if not w.done]
+        if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
+            self._bootstrap_tick(now)
+        if (self.agg_deadline is not None and now >= self.agg_deadline
+                and not self.completed_aggregation and self.buffer):
+            self._event(self.agg_idx, "aggregation_timeout", received=len(self.buffer))
+            self._aggregate()
+        self._retry_tick(now)
+        return self._flush()
+
+    def next_deadline(self) -> float | None:
+        ds = [d for d in (w.next_deadline() for w in self.walks) if d is not None]
+        if self.agg_deadline is not None and not self.completed_aggregation and self.buffer:
+            ds.append(self.agg_deadline)
+        ds.extend(r.at for r in self.retries)
+        if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
+            ds.append(self.bootstrap_next)
+        return min(ds) if ds else None
+
+    def leave(self, now: float) -> list[Action]:
+        """Graceful leave: a LEAVE advert to `s` random known peers."""
+        self.now = now
+        self.index += 1
+        self.view.apply(self.pk, self.round, self.index, Status.LEAVE, self.addresses)
+        peers = [pk for pk in self.active(self.round) if pk != self.pk]
+        self.rng.shuffle(peers)
+        for pk in peers[: self.cfg.sample_size]:
+            self._send(pk, Advertise(self.round, self.index, Status.LEAVE, self.addresses))
+        self.finished = True
+        self.walks.clear()
+        self.retries.clear()
+        return self._flush()
+
+    # ---- message dispatch ------------------------------------------------------------------
+    def _dispatch(self, sender: bytes, msg: object) -> None:
+        if isinstance(msg, Ping):
+            self.peer_round[sender] = msg.round
+            self._bump(sender, max(self.round, msg.round))
+            self._send(sender, Pong(self.round, msg.nonce))
+        elif isinstance(msg, Pong):
+            self.peer_round[sender] = msg.round
+            self._bump(sender, max(self.round, msg.round))
+            for w in self.walks:
+                w.on_pong(self.now, sender, msg.nonce)
+            self.walks = [w for w in self.walks if not w.done]
+        elif isinstance(msg, ModelMsg):
+            self.view.merge(r for r in msg.view if r.peer != self.pk)
+            self._bump(sender, msg.round)
+            if msg.kind == ModelKind.AGGREGATED:
+                self._on_aggregated(msg.round, msg.model, sender)
+            else:
+                self._on_trained(msg.round, msg.model, sender)
+        elif isinstance(msg, Advertise):
+            self._on_advertise(sender, msg)
+        elif isinstance(msg, ViewShare):
+            self.view.merge(r for r in msg.view if r.peer != self.pk)
+            self._bump(sender, msg.round)
+
+    def _bump(self, pk: bytes, round_: int) -> None:
+        if pk != self.pk:
+            self.view.bump(pk, round_)
+
+    def _on_advertise(self, sender: bytes, msg: Advertise) -> None:
+        if sender == self.pk:
+            return
+        r = max(msg.round, self.round)
+        if msg.status == Status.LEAVE:
+            self.view.apply(sender, r, msg.index, Status.LEAVE, msg.addresses)
+            self.pending.pop(sender, None)
+            self._event(self.round, "peer_left", peer=sender.hex()[:16])
+            return
+        if self.round == 0 or sender in self.view:
+            # Before round 1 nobody is in a sample yet, so a join can apply at once.
+            self.view.apply(sender, r, msg.index, Status.JOIN, msg.addresses)
+        else:
+            self.pending[sender] = (r, msg.index, Status.JOIN, msg.addresses)
+            self._event(self.round, "peer_join_pending", peer=sender.hex()[:16])
+        self._send(sender, ViewShare(self.round, self.view.records()))
+
+    def _on_aggregated(self, k: int, model: bytes, sender: bytes) -> None:
+        """Trainer side: an aggregated model for round k arrived (or round 1 starts)."""
+        if k > self.train_idx:
+            self.train_idx = k
+            if self.training is not None:
+                self._out.append(CancelTraining(self.training))
+                self.training = None
+            self.completed_training = False
+            if k > self.model_round:
+                self.model_round = k
+                self._out.append(NewModel(k, model, "trainer"))
+        if k == self.train_idx and self.training is None and not self.completed_training:
+            if self.cfg.max_rounds is not None and k > self.cfg.max_rounds:
+                self._maybe_finish(k)
+                return
+            self.training = k
+            self._event(k, "training", sender=sender.hex()[:16])
+            self._out.append(StartTraining(k, model))
+
+    def _on_trained(self, k: int, model: bytes, sender: bytes) -> None:
+        """Aggregator side: a trained model for round k arrived from `sender`."""
+        if k > self.agg_idx:
+            self.agg_idx = k
+            self.buffer = {sender: model}
+            self.completed_aggregation = False
+            self.agg_deadline = self.now + self.cfg.aggregation_timeout
+            self._event(k, "aggregating", first=sender.hex()[:16])
+        elif k == self.agg_idx and not self.completed_aggregation:
+            if sender in self.buffer:
+                return  # duplicate (a retry or a QoS-1 redelivery)
+            self.buffer[sender] = model
+        else:
+            self._event(k, "stale_update_dropped", sender=sender.hex()[:16], agg_idx=self.agg_idx)
+            return
+        if len(self.buffer) >= self._needed(k):
+            self._aggregate()
+
+    def _needed(self, k: int) -> int:
+        s_eff = min(self.cfg.sample_size, len(self.active(k)))
+        return max(1, math.ceil(s_eff * self.cfg.success_fraction - 1e-9))
+
+    def _aggregate(self) -> None:
+        self.completed_aggregation = True
+        self.agg_deadline = None
+        contributions = tuple(sorted(self.buffer.items()))
+        self._event(self.agg_idx, "aggregate", contributors=len(contributions))
+        self._out.append(Aggregate(self.agg_idx, contributions))
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _walk(self, candidates: list[bytes], count: int, round_: int, on_done, fresh: bool = True) -> None:
+        def send_ping(pk: bytes, nonce: int) -> None:
+            self._send(pk, Ping(self.round, nonce))
+
+        def reachable_now(pk: bytes) -> bool:
+            if pk == self.pk:
+                return True
+            t = self.last_heard.get(pk)
+            return fresh and t is not None and self.now - t <= self.cfg.fresh_contact
+
+        w = PingWalk(list(candidates), count, self.cfg.ping_timeout, self.cfg.ping_interval,
+                     send_ping, on_done, reachable_now, self._new_nonce)
+        w.start(self.now)
+        if not w.done:
+            self.walks.append(w)
+
+    def _new_nonce(self) -> int:
+        self._nonce += 1
+        return self._nonce
+
+    def _send(self, pk: bytes, msg: object) -> None:
+        if pk == self.pk:
+            self._local.append((pk, msg))
+        else:
+            self._out.append(Send(pk, msg))  # type: ignore[arg-type]
+
+    def _apply_pending(self) -> None:
+        """Joins wait until after this node's next model send, so a joiner misses one sample."""
+        for pk, (r, idx, status, addrs) in self.pending.items():
+            self.view.apply(pk, r, idx, status, addrs)
+        self.pending.clear()
+
+    def _event(self, round_: int, kind: str, **detail) -> None:
+        self._out.append(Event(round_, kind, detail))
+
+    def _maybe_finish(self, k: int) -> None:
+        if self.cfg.max_rounds is not None and k > self.cfg.max_rounds and not self.finished:
+            self._out.append(Finished(f"round {k - 1} done (max_rounds={self.cfg.max_rounds})"))
+
+    def _advertise_bootstrap(self, now: float) -> None:
+        known = {a for e in self.view.entries.values() for a in e.addresses}
+        for addr in self.bootstrap:
+            if addr not in known:
+                self._out.append(SendTo(addr, Advertise(self.round, self.index, Status.JOIN, self.addresses)))
+        self.bootstrap_next = now + self.cfg.ping_interval
+
+    def _bootstrap_tick(self, now: float) -> None:
+        if now < self.bootstrap_next:
+            return
+        known = {a for e in self.view.entries.values() for a in e.addresses}
+        all_known = all(a in known for a in self.bootstrap)
+        waited = now - self.start_time
+        if (all_known and waited >= self.cfg.bootstrap_wait) or waited >= self.cfg.bootstrap_timeout:
+            self.started = False  # bootstrap phase over
+            if self.pk in self.sample(1):
+                self._event(1, "start", peers=len(self.view) - 1)
+                self._on_aggregated(1, self.initial_model, self.pk)
+            return
+        self._advertise_bootstrap(now)
+
+    def _retry_tick(self, now: float) -> None:
+        """No sign of progress `round_timeout` after a model send: ping-walk again and re-send
+        to those that answer with an older round (a crashed peer is skipped by the walk)."""
+        keep: list[_Retry] = []
+        for r in self.retries:
+            seen = self.round if r.kind == ModelKind.AGGREGATED else self.train_idx
+            if seen > r.round or (r.kind == ModelKind.TRAINED and seen >= r.round) or self.finished:
+                continue
+            if now < r.at:
+                keep.append(r)
+                continue
+            if r.tries >= self.cfg.max_retries:
+                self._event(r.round, "gave_up", model_kind=r.kind.name.lower())
+                continue
+            r.tries += 1
+            r.at = now + self.cfg.round_timeout
+            keep.append(r)
+
+            def resend(peers: list[bytes], r: _Retry = r) -> None:
+                behind = [p for p in peers if p != self.pk and self.peer_round.get(p, -1) < r.round]
+                if len(behind) < len(peers) and not behind:
+                    r.tries = self.cfg.max_retries  # every reachable peer is at or past the round
+                    return
+                self._event(r.round, "retry", model_kind=r.kind.name.lower(), attempt=r.tries,
+                            to=[p.hex()[:16] for p in behind])
+                for p in behind:
+                    self._send(p, ModelMsg(r.round, r.kind, r.model, self.view.records()))
+
+            # Really ping this time (no freshness shortcut), so crashed peers are skipped.
+            self._walk(self.order(r.round), r.count, r.round, resend, fresh=False)
+        self.retries = keep
+
+    def _flush(self) -> list[Action]:
+        # Messages to self are handled at once, in order, as if they had arrived.
+        while self._local:
+            sender, msg = self._local.pop(0)
+            self._dispatch(sender, msg)
+        out, self._out = self._out, []
+        return out

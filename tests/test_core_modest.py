@@ -1,0 +1,204 @@
+"""Unit tests of the sans-I/O MoDeST core (sampling, view, ping-walk, rounds)."""
+from __future__ import annotations
+
+import random
+
+from gossipnode.core.actions import Aggregate, Send, StartTraining
+from gossipnode.core.config import ModestConfig
+from gossipnode.core.messages import ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord
+from gossipnode.core.modest import ModestCore
+from gossipnode.core.pingwalk import PingWalk
+from gossipnode.core.sampling import sample, sample_order
+from gossipnode.core.view import View
+
+from core_harness import CoreNet, pk_of
+
+
+def test_samples_identical_with_same_view() -> None:
+    pks = [pk_of(i) for i in range(50)]
+    views = [list(pks) for _ in range(5)]
+    for v in views:
+        random.Random(len(v)).shuffle(v)
+    for k in range(1, 20):
+        samples = {tuple(sample(v, k, 10)) for v in views}
+        assert len(samples) == 1
+
+
+def test_samples_mostly_identical_with_slightly_different_views() -> None:
+    pks = [pk_of(i) for i in range(100)]
+    overlaps = []
+    for k in range(1, 50):
+        a = sample(pks, k, 10)
+        b = sample(pks[:-2], k, 10)  # the second node does not know two peers
+        overlaps.append(len(set(a) & set(b)))
+    # Missing two of 100 peers changes at most two sample slots.
+    assert min(overlaps) >= 8
+    assert sum(overlaps) / len(overlaps) > 9.5
+
+
+def test_sample_changes_with_round() -> None:
+    pks = [pk_of(i) for i in range(100)]
+    assert sample(pks, 1, 10) != sample(pks, 2, 10)
+    assert sample_order(pks, 3)[:10] == sample(pks, 3, 10)
+
+
+def test_view_merge_rules() -> None:
+    v = View()
+    a, b = pk_of(1), pk_of(2)
+    v.apply(a, 3, 1, Status.JOIN, ("http://a",))
+    # higher round wins for r; a lower index never overwrites membership
+    v.merge([ViewRecord(a, 7, 0, Status.LEAVE), ViewRecord(b, 2, 1, Status.JOIN, ("http://b",))])
+    assert v.get(a).last_active == 7 and v.get(a).index == 1 and v.get(a).status == Status.JOIN
+    assert v.get(b).last_active == 2
+    # higher index takes the membership entry; the round is not overwritten by the index
+    v.merge([ViewRecord(a, 1, 5, Status.LEAVE)])
+    assert v.get(a).index == 5 and v.get(a).status == Status.LEAVE and v.get(a).last_active == 7
+    # active set: leavers and peers inactive for more than tau rounds are out; self always in
+    me = pk_of(0)
+    assert set(v.active(4, 10, me)) == {b, me}
+    assert set(v.active(20, 10, me)) == {me}
+
+
+def _walk(candidates, count, reachable=()):
+    pings: list[tuple[bytes, int]] = []
+    result: list[list[bytes]] = []
+    nonces = iter(range(1, 10_000))
+    w = PingWalk(candidates, count, 5.0, 1.0, lambda p, n: pings.append((p, n)), result.append,
+                 lambda p: p in reachable, lambda: next(nonces))
+    return w, pings, result
+
+
+def test_pingwalk_skips_unreachable_candidates() -> None:
+    c = [pk_of(i) for i in range(6)]
+    w, pings, result = _walk(c, 2)
+    w.start(0.0)
+    assert [p for p, _ in pings] == c[:2]
+    # c[1] answers; c[0] never does
+    w.on_pong(0.1, c[1], dict(pings)[c[1]])
+    for t in (1.0, 2.0, 3.0, 4.0):
+        w.tick(t)
+    assert [p for p, _ in pings].count(c[0]) == 5  # re-pinged every second
+    w.tick(5.0)  # c[0] timed out -> c[2] pinged
+    assert pings[-1][0] == c[2]
+    w.on_pong(5.2, c[2], pings[-1][1])
+    assert result == [[c[1], c[2]]]
+    assert w.failed == [c[0]]
+
+
+def test_pingwalk_exhausted_returns_what_answered() -> None:
+    c = [pk_of(i) for i in range(3)]
+    w, pings, result = _walk(c, 3, reachable={c[0]})
+    w.start(0.0)
+    w.on_pong(0.5, c[2], dict(pings)[c[2]])
+    w.tick(5.0)
+    assert result == [[c[0], c[2]]]
+
+
+def test_pingwalk_wrong_nonce_ignored() -> None:
+    c = [pk_of(i) for i in range(2)]
+    w, pings, result = _walk(c, 1)
+    w.start(0.0)
+    assert not w.on_pong(0.1, c[0], 999)
+    assert not result
+
+
+def _core(i: int, **kw) -> ModestCore:
+    cfg = ModestConfig(**({"sample_size": 3, "ping_timeout": 2.0} | kw))
+    return ModestCore(cfg, pk_of(i), (f"mem://{i}",), b"\0" * 32, random.Random(i))
+
+
+def test_stale_updates_dropped() -> None:
+    c = _core(0, sample_size=3, aggregation_timeout=100.0)
+    c.start(0.0, [])
+    m = b"\1" * 32
+    c.handle(1.0, pk_of(1), ModelMsg(5, ModelKind.TRAINED, m, ()))
+    assert c.agg_idx == 5
+    out = c.handle(1.1, pk_of(2), ModelMsg(4, ModelKind.TRAINED, m, ()))
+    assert c.buffer == {pk_of(1): m}
+    assert any(getattr(a, "kind", "") == "stale_update_dropped" for a in out)
+    # a duplicate from the same sender is dropped too
+    c.handle(1.2, pk_of(1), ModelMsg(5, ModelKind.TRAINED, b"\2" * 32, ()))
+    assert c.buffer == {pk_of(1): m}
+    # a newer round resets the buffer
+    c.handle(1.3, pk_of(3), ModelMsg(6, ModelKind.TRAINED, m, ()))
+    assert c.agg_idx == 6 and list(c.buffer) == [pk_of(3)]
+
+
+def _known(c: ModestCore, n: int) -> None:
+    c.view.merge([ViewRecord(pk_of(i), 1, 1, Status.JOIN, (f"mem://{i}",)) for i in range(n)])
+
+
+def test_success_fraction_controls_when_aggregation_starts() -> None:
+    for sf, needed in ((1.0, 4), (0.5, 2), (0.8, 4)):  # s = 4: ceil(4 * 0.8) = 4
+        c = _core(0, sample_size=4, success_fraction=sf, aggregation_timeout=100.0)
+        c.start(0.0, [])
+        _known(c, 10)
+        got = None
+        for j in range(1, 6):
+            out = c.handle(float(j), pk_of(j), ModelMsg(2, ModelKind.TRAINED, bytes([j]) * 32, ()))
+            if any(isinstance(a, Aggregate) for a in out):
+                got = j
+                break
+        assert got == needed, (sf, got)
+
+
+def test_aggregation_timeout_aggregates_what_arrived() -> None:
+    c = _core(0, sample_size=5, aggregation_timeout=10.0)
+    c.start(0.0, [])
+    _known(c, 10)
+    c.handle(1.0, pk_of(1), ModelMsg(2, ModelKind.TRAINED, b"\1" * 32, ()))
+    c.handle(2.0, pk_of(2), ModelMsg(2, ModelKind.TRAINED, b"\2" * 32, ()))
+    assert not any(isinstance(a, Aggregate) for a in c.tick(10.9))
+    assert c.next_deadline() is not None and c.next_deadline() <= 11.0
+    out = c.tick(11.0)
+    agg = [a for a in out if isinstance(a, Aggregate)]
+    assert len(agg) == 1 and len(agg[0].contributions) == 2
+
+
+def test_ping_answered_with_pong_and_bumps_round() -> None:
+    c = _core(0)
+    c.start(0.0, [])
+    _known(c, 3)
+    out = c.handle(1.0, pk_of(1), Ping(7, 42))
+    sends = [a for a in out if isinstance(a, Send)]
+    assert sends == [Send(pk_of(1), Pong(0, 42))] or (sends[0].msg.nonce == 42 and sends[0].peer == pk_of(1))
+    assert c.view.get(pk_of(1)).last_active == 7 and c.round == 7
+
+
+def test_cluster_runs_rounds_and_samples_agree() -> None:
+    net = CoreNet(20, ModestConfig(sample_size=5, ping_timeout=2.0, bootstrap_wait=1.0))
+    net.start()
+    net.run_until(60.0)
+    assert net.max_round() >= 15
+    # Every aggregation of a round received only from trainers that were in that round's sample.
+    for k, aggs in net.aggregations.items():
+        assert len(aggs) == 1, f"round {k} aggregated by {len(aggs)} nodes"
+        agg_pk, contribs = aggs[0]
+        assert len(contribs) == 5
+        expected_trainers = set(net.cores[agg_pk].sample(k - 1))
+        assert {pk for pk, _ in contribs} == expected_trainers
+
+
+def test_cluster_survives_crashes() -> None:
+    cfg = ModestConfig(sample_size=5, success_fraction=0.8, ping_timeout=2.0, bootstrap_wait=1.0,
+                       aggregation_timeout=5.0, round_timeout=20.0, inactivity_threshold=5)
+    net = CoreNet(20, cfg)
+    net.start()
+    net.run_until(20.0)
+    r0 = net.max_round()
+    for i in range(14):  # 70 % crash
+        net.crash(pk_of(i))
+    net.run_until(200.0)
+    assert net.max_round() >= r0 + 10
+
+
+def test_join_through_one_bootstrap_peer() -> None:
+    net = CoreNet(6, ModestConfig(sample_size=3, ping_timeout=2.0, bootstrap_wait=1.0))
+    net.start()
+    net.run_until(20.0)
+    joiner = net.add_node(99, ["mem://0"])
+    net.run_until(80.0)
+    j = net.cores[joiner]
+    assert len(j.view) >= 6  # learned the network from the ViewShare reply
+    assert joiner in net.trainings  # and was sampled to train eventually
+    assert j.train_idx > 1
