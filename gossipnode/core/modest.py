@@ -41,6 +41,7 @@ class ModestCore:
         addresses: tuple[str, ...],
         initial_model: bytes,
         rng: random.Random,
+        index: int = 1,
     ) -> None:
         self.cfg = cfg
         self.pk = self_pk
@@ -49,7 +50,7 @@ class ModestCore:
         self.rng = rng
         self.view = View()
         self.pending: dict[bytes, tuple[int, int, Status, tuple[str, ...]]] = {}
-        self.index = 1
+        self.index = index   # membership index: bumped at every (re)join or leave
         self.train_idx = 0
         self.agg_idx = 0
         self.training: int | None = None

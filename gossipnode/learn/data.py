@@ -48,7 +48,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "gossipnode" / "data"
 
 
-def _make(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, num_classes: int | None) -> Dataset:
+def _make(
+    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, num_classes: int | None
+) -> Dataset:
     x = np.ascontiguousarray(x, dtype=np.float32)
     x_test = np.ascontiguousarray(x_test, dtype=np.float32)
     y = np.ascontiguousarray(y, dtype=np.int64)

@@ -99,14 +99,16 @@ def resolve_factory(spec: str) -> ModelFactory:
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec]
     if ":" not in spec:
-        raise ValueError(f"unknown model {spec!r}; built-ins: {sorted(BUILTIN_MODELS)} or 'pkg.module:factory'")
+        raise ValueError(
+            f"unknown model {spec!r}; built-ins: {sorted(BUILTIN_MODELS)} or 'pkg.module:factory'"
+        )
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot load model factory {spec!r}: {exc}") from exc
     if not callable(factory):
-        raise ValueError(f"model factory {spec!r} is not callable")
+        raise TypeError(f"model factory {spec!r} is not callable")
     return factory
 
 

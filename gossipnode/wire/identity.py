@@ -114,5 +114,5 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
             return False
         _public_key(public_key).verify(bytes(signature), bytes(data))
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to verify means "not valid"
         return False

@@ -1,0 +1,40 @@
+"""Run the node's aggregation pipeline over contributions held in the model store."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .learn.aggregation import Contribution
+from .learn.state import sub
+from .learner import Model, to_model, to_state
+from .wire.identity import node_id
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:
+    """Aggregate (pk, model, hash) contributions; returns the model and what the pipeline did.
+
+    The common base is the model most contributions were trained from (normally the round's
+    aggregated model); updates are measured against it.
+    """
+    parents = Counter(p for p in (node.store.parent(h) for _, _, h in held) if p is not None)
+    base_hash = parents.most_common(1)[0][0] if parents else node.current
+    base_model = node.store.get(base_hash)
+    base = to_state(base_model) if base_model is not None else None
+    contributions = []
+    for pk, model, h in held:
+        state = to_state(model)
+        d = node.store.delta_of(h)
+        delta = to_state(d[1]) if d is not None and d[0] == base_hash else (
+            sub(state, base) if base is not None else state)
+        contributions.append(Contribution(node_id(pk), state, delta, round_))
+    res = node.pipeline.aggregate(contributions, base)
+    info = {
+        "contributors": len(held),
+        "base": base_hash.hex()[:16],
+        "weights": {p: round(w, 6) for p, w in res.weights.items()},
+        "zeroed": res.zeroed,
+    }
+    return to_model(res.state), info

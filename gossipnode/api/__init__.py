@@ -1,0 +1,1 @@
+"""REST API served by every node."""

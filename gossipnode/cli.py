@@ -1,0 +1,217 @@
+"""Command line: gossipnode start | status | cluster | data split."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import fields
+from typing import Any
+
+from . import __version__
+from .config import NodeConfig, load_config
+
+# (flag, config field, type, help). Every flag can also come from a TOML file or GOSSIPNODE_<FIELD>.
+NODE_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--host", "host", str, "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
+    ("--port", "port", int, "REST and peer-message port (default 8470)"),
+    ("--advertise", "advertise", str, "URL peers use to reach this node (default http://HOST:PORT)"),
+    ("--peers", "peers", str, "bootstrap peers, comma-separated URLs"),
+    ("--state-dir", "state_dir", str, "identity key and checkpoints (default ./gossipnode-state)"),
+    ("--network-id", "network_id", str, "nodes only talk to nodes of the same network id"),
+    ("--dataset", "dataset", str, "built-in data set: mnist1d"),
+    ("--shard", "shard", str, "this node's shard I/N of the built-in data set"),
+    ("--partition", "partition", str, "iid or dirichlet:ALPHA"),
+    ("--data", "data", str, "your own .npz (arrays x, y, optional x_test, y_test)"),
+    ("--seed", "seed", int, "seed of the data split and the initial model"),
+    ("--mnist1d-samples", "mnist1d_samples", int, "MNIST-1D size (0: default)"),
+    ("--model", "model", str, "cnn1d, mlp, logreg, gnlenet or package.module:factory"),
+    ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps"),
+    ("--local-epochs", "local_epochs", int, "local epochs per round"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--lr", "lr", float, "SGD learning rate"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--threads", "threads", int, "torch CPU threads"),
+    ("--filter", "filter", str, "aggregation filter"),
+    ("--combine", "combine", str, "aggregation combiner"),
+    ("--correct", "correct", str, "aggregation correction"),
+    ("--sample-size", "sample_size", int, "MoDeST: trainers per round (s)"),
+    ("--aggregators", "aggregators", int, "MoDeST: aggregators per round (a)"),
+    ("--success-fraction", "success_fraction", float, "MoDeST: aggregate after s*sf updates"),
+    ("--ping-timeout", "ping_timeout", float, "MoDeST: seconds before an unanswered candidate is skipped"),
+    ("--inactivity-threshold", "inactivity_threshold", int, "MoDeST: tau, rounds of silence before a peer leaves the sample"),
+    ("--aggregation-timeout", "aggregation_timeout", float, "aggregate what arrived after this many seconds"),
+    ("--round-timeout", "round_timeout", float, "re-send after this many seconds without progress"),
+    ("--bootstrap-wait", "bootstrap_wait", float, "seconds to wait for peers before round 1"),
+    ("--bootstrap-timeout", "bootstrap_timeout", float, "start round 1 after this even if peers are silent"),
+    ("--rounds", "rounds", int, "leave gracefully after this many rounds (0: run until stopped)"),
+    ("--max-message-mb", "max_message_mb", float, "largest accepted message"),
+    ("--log-level", "log_level", str, "debug, info, warning"),
+]
+FIELD_NAMES = {f.name for f in fields(NodeConfig)}
+
+
+def _add_node_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+    for flag, name, typ, help_ in NODE_FLAGS:
+        if name not in skip:
+            p.add_argument(flag, dest=name, type=typ, default=None, help=help_)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in FIELD_NAMES and v is not None}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _run(coro) -> Any:
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+# ---- start -----------------------------------------------------------------------------------
+def cmd_start(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, overrides=_overrides(args))
+    except (ValueError, OSError) as e:
+        print(f"gossipnode: bad configuration: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(cfg.log_level)
+    return _run(_serve(cfg))
+
+
+async def _serve(cfg: NodeConfig) -> int:
+    from .node import Node
+    node = Node(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(
+            node.stop(graceful=True, reason=signal.Signals(s).name)))
+    try:
+        await node.start()
+    except OSError as e:
+        print(f"gossipnode: cannot listen on {cfg.host}:{cfg.port}: {e}", file=sys.stderr)
+        await node.stop(graceful=False)
+        return 1
+    await node.wait_stopped()
+    return 0
+
+
+# ---- status ----------------------------------------------------------------------------------
+def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    import urllib.request
+    with urllib.request.urlopen(url.rstrip("/") + "/v1/status", timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url or f"http://127.0.0.1:{os.environ.get('GOSSIPNODE_PORT', '8470')}"
+    try:
+        s = fetch_status(url)
+    except OSError as e:
+        print(f"gossipnode: no node answers at {url}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"gossipnode {s['node_id']} at {s['address']}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    ev = s.get("last_eval") or {}
+    rows = [
+        ("network", s["network_id"]), ("round", s["round"]), ("role", s["role"]),
+        ("peers known / active", f"{s['peers_known']} / {s['peers_active']}"),
+        ("rounds trained / aggregated", f"{s['rounds_trained']} / {s['rounds_aggregated']}"),
+        ("last eval", f"round {ev.get('round')}: accuracy {ev.get('accuracy')}, loss {ev.get('loss')}"
+         if ev else "none yet"),
+        ("model", s["model_hash"][:16]),
+        ("bytes sent / received", f"{s['bytes_sent']:,} / {s['bytes_received']:,}"),
+        ("rejected", ", ".join(f"{k}={v}" for k, v in s["messages_rejected"].items()) or "none"),
+        ("device", s["device"]), ("uptime", f"{s['uptime_s']:.0f} s"), ("version", s["version"]),
+    ]
+    for extra in ("pipeline", "protocol"):
+        if extra in s:
+            rows.append((extra, json.dumps(s[extra]) if isinstance(s[extra], dict) else str(s[extra])))
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)
+    return 0
+
+
+# ---- data split ------------------------------------------------------------------------------
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from .learn import data as ldata
+    try:
+        if args.from_file:
+            ds = ldata.load_npz(args.from_file)
+        else:
+            if args.dataset != "mnist1d":
+                print("gossipnode: built-in data set is mnist1d (or use --from FILE.npz)", file=sys.stderr)
+                return 2
+            ds = ldata.load_mnist1d(**({"num_samples": args.mnist1d_samples} if args.mnist1d_samples else {}))
+        paths = ldata.save_shards(ds, args.nodes, args.partition, args.seed, args.out)
+    except (ValueError, OSError) as e:
+        print(f"gossipnode: {e}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gossipnode", description="Peer-to-peer decentralized learning node.")
+    p.add_argument("--version", action="version", version=f"gossipnode {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("start", help="run one node")
+    s.add_argument("--config", help="TOML file with node settings (keys as flag names)")
+    _add_node_flags(s)
+    s.set_defaults(func=cmd_start)
+
+    st = sub.add_parser("status", help="show a node's status")
+    st.add_argument("url", nargs="?", help="node URL (default http://127.0.0.1:8470)")
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("cluster", help="run N local nodes with a live view, then print the results")
+    c.add_argument("--nodes", type=int, default=8)
+    c.add_argument("--base-port", type=int, default=8470)
+    c.add_argument("--dir", default="", help="state dirs go here (default: a temp dir)")
+    c.add_argument("--timeout", type=float, default=0, help="stop everything after this many seconds")
+    c.add_argument("--json-out", default="", help="write the final statuses as JSON here")
+    _add_node_flags(c, skip={"port", "peers", "state_dir", "shard", "advertise"})
+    c.set_defaults(func=lambda a: __import__("gossipnode.cluster", fromlist=["main"]).main(a))
+
+    d = sub.add_parser("data", help="data set tools")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    sp = dsub.add_parser("split", help="write one .npz shard per node")
+    sp.add_argument("--dataset", default="mnist1d")
+    sp.add_argument("--from", dest="from_file", default="", help="split this .npz instead")
+    sp.add_argument("--nodes", type=int, required=True)
+    sp.add_argument("--partition", default="iid")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--mnist1d-samples", type=int, default=0)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_data_split)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""`gossipnode cluster`: N local node processes, a live view, a final table."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .cli import NODE_FLAGS, fetch_status
+
+GRACE_S = 20.0  # after the first node finished its last round, give the others this long
+
+
+def node_command(i: int, n: int, base_port: int, state_root: Path, forwarded: list[str]) -> list[str]:
+    urls = [f"http://127.0.0.1:{base_port + j}" for j in range(n)]
+    return [sys.executable, "-m", "gossipnode", "start", "--port", str(base_port + i),
+            "--peers", ",".join(u for j, u in enumerate(urls) if j != i),
+            "--shard", f"{i}/{n}", "--state-dir", str(state_root / f"node-{i}"), *forwarded]
+
+
+def forwarded_flags(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for flag, name, _, _ in NODE_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            out += [flag, str(v)]
+    return out
+
+
+def _table(statuses: list[dict[str, Any] | None], title: str, final: bool = False) -> Table:
+    t = Table(title=title)
+    for col in ("node", "round", "role", "peers", "trained", "aggregated", "eval round", "accuracy",
+                "loss", "MB sent", "rejected"):
+        t.add_column(col, justify="right" if col not in ("node", "role") else "left")
+    accs = []
+    for i, s in enumerate(statuses):
+        if s is None:
+            t.add_row(str(i), *["-"] * 10)
+            continue
+        ev = s.get("last_eval") or {}
+        if ev.get("accuracy") is not None:
+            accs.append(ev["accuracy"])
+        role = "finished" if s.get("finished") else s["role"]
+        t.add_row(str(i), str(s["round"]), role, f"{s['peers_active']}/{s['peers_known']}",
+                  str(s["rounds_trained"]), str(s["rounds_aggregated"]), str(ev.get("round", "-")),
+                  f"{ev['accuracy']:.4f}" if "accuracy" in ev else "-",
+                  f"{ev['loss']:.4f}" if "loss" in ev else "-",
+                  f"{s['bytes_sent'] / 1e6:.2f}", str(sum(s["messages_rejected"].values())))
+    if accs:
+        t.caption = f"mean accuracy {sum(accs) / len(accs):.4f}  min {min(accs):.4f}  max {max(accs):.4f}" + (
+            "" if final else "   (Ctrl-C stops all nodes)")
+    return t
+
+
+def main(args: argparse.Namespace) -> int:
+    n = args.nodes
+    root = Path(args.dir or tempfile.mkdtemp(prefix="gossipnode-cluster-"))
+    root.mkdir(parents=True, exist_ok=True)
+    fwd = forwarded_flags(args)
+    console = Console()
+    console.print(f"[bold]gossipnode cluster[/]: {n} nodes on ports {args.base_port}..{args.base_port + n - 1}, "
+                  f"state and logs in {root}")
+    procs: list[subprocess.Popen] = []
+    logs = []
+    for i in range(n):
+        log = open(root / f"node-{i}.log", "ab")
+        logs.append(log)
+        procs.append(subprocess.Popen(node_command(i, n, args.base_port, root, fwd), stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+    statuses: list[dict[str, Any] | None] = [None] * n
+    urls = [f"http://127.0.0.1:{args.base_port + i}" for i in range(n)]
+    pool = ThreadPoolExecutor(max_workers=min(n, 16))
+    t0 = time.monotonic()
+    first_done: float | None = None
+    interrupted = False
+
+    def poll() -> None:
+        def one(i: int) -> dict[str, Any] | None:
+            if procs[i].poll() is not None:
+                return _final_status(root, i) or statuses[i]
+            try:
+                return fetch_status(urls[i], timeout=2.0)
+            except (OSError, ValueError):
+                return statuses[i]
+        for i, s in enumerate(pool.map(one, range(n))):
+            statuses[i] = s
+
+    try:
+        with Live(_table(statuses, "starting..."), console=console, refresh_per_second=2,
+                  transient=False) as live:
+            while True:
+                poll()
+                running = sum(p.poll() is None for p in procs)
+                elapsed = time.monotonic() - t0
+                live.update(_table(statuses, f"t = {elapsed:.0f} s, {running}/{n} nodes running"))
+                if running == 0:
+                    break
+                if running < n and first_done is None:
+                    first_done = time.monotonic()
+                if first_done is not None and time.monotonic() - first_done > GRACE_S:
+                    break  # the others never heard of the last round: stop them
+                if args.timeout and elapsed > args.timeout:
+                    console.print(f"[yellow]timeout after {args.timeout:.0f} s[/]")
+                    break
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted: stopping all nodes[/]")
+    _stop_all(procs)
+    for i in range(n):
+        statuses[i] = _final_status(root, i) or statuses[i]
+    for log in logs:
+        log.close()
+    pool.shutdown()
+    console.print(_table(statuses, f"final: {n} nodes, {time.monotonic() - t0:.0f} s", final=True))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(statuses, indent=2))
+    failed = [i for i, p in enumerate(procs) if p.returncode not in (0, -signal.SIGTERM)]
+    if failed and not interrupted:
+        console.print(f"[red]nodes {failed} exited with errors; see {root}/node-N.log[/]")
+        return 1
+    return 130 if interrupted else 0
+
+
+def _final_status(root: Path, i: int) -> dict[str, Any] | None:
+    p = root / f"node-{i}" / "status.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_all(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

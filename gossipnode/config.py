@@ -1,0 +1,124 @@
+"""Node configuration: one object, built from defaults < TOML file < environment < flags."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .core.config import ModestConfig
+
+ENV_PREFIX = "GOSSIPNODE_"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8470
+    advertise: str = ""                 # URL peers should use to reach us; default http://host:port
+    peers: tuple[str, ...] = ()
+    state_dir: str = "./gossipnode-state"
+    network_id: str = "gossipnode"
+    # data
+    dataset: str = "mnist1d"
+    shard: str = "0/1"                  # I/N
+    partition: str = "iid"
+    data: str = ""                      # a user .npz file (x, y, optional x_test, y_test)
+    seed: int = 0
+    mnist1d_samples: int = 0            # 0: the learn package's default
+    # model and training
+    model: str = "cnn1d"
+    device: str = "auto"
+    local_epochs: int = 1
+    batch_size: int = 20
+    lr: float = 0.05
+    momentum: float = 0.9
+    threads: int = 1                    # torch CPU threads per node
+    independent_init: bool = False
+    # aggregation pipeline
+    filter: str = "none"
+    combine: str = "mean"
+    correct: str = "none"
+    # MoDeST
+    sample_size: int = 10
+    aggregators: int = 1
+    success_fraction: float = 1.0
+    ping_timeout: float = 5.0
+    inactivity_threshold: int = 50
+    aggregation_timeout: float = 30.0
+    round_timeout: float = 60.0
+    bootstrap_wait: float = 3.0
+    bootstrap_timeout: float = 30.0
+    rounds: int = 0                     # 0: run until stopped
+    # limits
+    max_message_mb: float = 256.0
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.advertise or f"http://{self.host}:{self.port}"
+
+    def shard_index(self) -> tuple[int, int]:
+        try:
+            i, n = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must look like I/N, got {self.shard!r}") from None
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"--shard {self.shard}: need 0 <= I < N")
+        return i, n
+
+    def modest(self) -> ModestConfig:
+        return ModestConfig(
+            sample_size=self.sample_size, aggregators=self.aggregators,
+            success_fraction=self.success_fraction, ping_timeout=self.ping_timeout,
+            inactivity_threshold=self.inactivity_threshold,
+            aggregation_timeout=self.aggregation_timeout, round_timeout=self.round_timeout,
+            bootstrap_wait=self.bootstrap_wait, bootstrap_timeout=self.bootstrap_timeout,
+            max_rounds=self.rounds or None,
+        )
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    if t.startswith("tuple"):
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value)
+    if t == "bool":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if t == "int":
+        return int(value)
+    if t == "float":
+        return float(value)
+    if t == "str":
+        return str(value)
+    raise ValueError(f"cannot set {name} from {value!r}")
+
+
+def load_config(file: str | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> NodeConfig:
+    """Defaults, then a TOML file (keys as flag names with - or _), then GOSSIPNODE_* env, then flags."""
+    cfg = NodeConfig()
+    types = {f.name: f.type for f in fields(NodeConfig) if f.name != "extra"}
+    layers: list[dict[str, Any]] = []
+    if file:
+        with open(Path(file), "rb") as fh:
+            data = tomllib.load(fh)
+        data = data.get("node", data)
+        layers.append({k.replace("-", "_"): v for k, v in data.items()})
+    env = os.environ if env is None else env
+    layers.append({k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
+                   if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in types})
+    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
+    for layer in layers:
+        unknown = set(layer) - set(types)
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        cfg = replace(cfg, **{k: _coerce(k, types[k], v) for k, v in layer.items()})
+    cfg.modest()  # validate early
+    cfg.shard_index()
+    return cfg

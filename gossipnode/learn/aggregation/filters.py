@@ -1,0 +1,153 @@
+"""Filter stage: a weight in [0, 1] per contribution (0 = excluded)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..state import State, flatten
+from .history import HistoryStore
+from .registry import register
+from .types import Contribution
+
+
+def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
+    """FoolsGold weights for the rows of ``histories`` (n, P), ALGORITHMS.md §2 steps 1-4."""
+    h = np.asarray(histories, dtype=np.float64)
+    n = len(h)
+    if n == 0:
+        return np.zeros(0)
+    norms = np.linalg.norm(h, axis=1)
+    unit = h / np.where(norms > 0, norms, 1.0)[:, None]  # zero history: similarity 0 to all
+    cs = unit @ unit.T
+    np.fill_diagonal(cs, 0.0)
+    # Pardoning: an honest peer that merely resembles a peer of a tight cluster is scaled down
+    # by v_i / v_j. (v_j > 0 guard: the ratio is meaningless for non-positive maxima.)
+    v = cs.max(axis=1)
+    pardon = (v[:, None] < v[None, :]) & (v[None, :] > 0)
+    cs = np.where(pardon, cs * (v[:, None] / np.where(v[None, :] > 0, v[None, :], 1.0)), cs)
+    w = np.clip(1.0 - cs.max(axis=1), 0.0, 1.0)
+    top = w.max()
+    if top <= 0:
+        return np.zeros(n)  # every history has an exact twin: no one is trusted
+    w = w / top
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logit = np.log(w / (1.0 - w)) + 0.5
+    return np.clip(np.nan_to_num(logit, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+@register("filter", "none")
+class NoFilter:
+    PARAMS: ClassVar[dict[str, str]] = {}
+
+    def weights(self, contributions: Sequence[Contribution], base: State | None) -> dict[str, float]:
+        return {c.peer: 1.0 for c in contributions}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "none"}
+
+
+@register("filter", "sybilwall")
+class SybilWallFilter:
+    """FoolsGold weights over all known histories, including distant ones learned by gossip.
+
+    Owns a ``HistoryStore``. With ``auto_record`` each aggregated contribution's delta is added
+    to its sender's history first (round = ``Contribution.round`` or one past the stored one).
+    """
+
+    PARAMS: ClassVar[dict[str, str]] = {"self_id": "self_id", "auto_record": "auto_record"}
+    use_gossip: ClassVar[bool] = True
+
+    def __init__(
+        self, self_id: str | None = None, store: HistoryStore | None = None, auto_record: bool = True
+    ) -> None:
+        self.store = store if store is not None else HistoryStore(self_id)
+        self.self_id = self_id if self_id is not None else self.store.self_id
+        self.auto_record = auto_record
+
+    def weights(self, contributions: Sequence[Contribution], base: State | None) -> dict[str, float]:
+        if self.auto_record:
+            for c in contributions:
+                old = self.store.get(c.peer)
+                rnd = c.round if c.round is not None else (old.round + 1 if old else 0)
+                self.store.record_update(c.peer, rnd, c.delta)
+        hist = {
+            p: r.history
+            for p, r in self.store.items()
+            if p != self.self_id and (self.use_gossip or r.distance == 1)
+        }
+        for c in contributions:  # not recorded (auto_record off): judge by this update alone
+            hist.setdefault(c.peer, flatten(c.delta))
+        peers = list(hist)
+        w = foolsgold_weights(np.stack([hist[p] for p in peers]))
+        by_peer = dict(zip(peers, w.tolist(), strict=True))
+        return {c.peer: by_peer[c.peer] for c in contributions}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "histories": len(self.store), "gossip": self.use_gossip}  # type: ignore[attr-defined]
+
+
+@register("filter", "foolsgold")
+class FoolsGoldFilter(SybilWallFilter):
+    """SybilWall's weights from direct histories only (no gossip)."""
+
+    use_gossip: ClassVar[bool] = False
+
+
+def _krum_scores(vectors: np.ndarray, f: int) -> np.ndarray:
+    n = len(vectors)
+    if n == 1:
+        return np.zeros(1)
+    sq = np.sum(vectors**2, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * vectors @ vectors.T, 0.0)
+    np.fill_diagonal(d2, np.inf)
+    k = min(max(n - f - 2, 1), n - 1)  # Krum's n - f - 2 closest; at least one when n is small
+    return np.sort(d2, axis=1)[:, :k].sum(axis=1)
+
+
+@register("filter", "krum")
+class KrumFilter:
+    """Krum (Blanchard et al.): keep the one model closest to its n - f - 2 nearest others.
+
+    Distances between models (equal to distances between deltas when all share a base).
+    """
+
+    PARAMS: ClassVar[dict[str, str]] = {"krum_f": "f"}
+
+    def __init__(self, f: int = 1) -> None:
+        if f < 0:
+            raise ValueError("krum f must be >= 0")
+        self.f = f
+
+    def _keep(self) -> int:
+        return 1
+
+    def weights(self, contributions: Sequence[Contribution], base: State | None) -> dict[str, float]:
+        vecs = np.stack([flatten(c.model) for c in contributions]).astype(np.float64)
+        scores = _krum_scores(vecs, self.f)
+        keep = set(np.argsort(scores, kind="stable")[: self._keep()].tolist())
+        return {c.peer: 1.0 if i in keep else 0.0 for i, c in enumerate(contributions)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "f": self.f}  # type: ignore[attr-defined]
+
+
+@register("filter", "multikrum")
+class MultiKrumFilter(KrumFilter):
+    """Multi-Krum: keep the m updates with the lowest Krum scores."""
+
+    PARAMS: ClassVar[dict[str, str]] = {"krum_f": "f", "multikrum_m": "m"}
+
+    def __init__(self, f: int = 1, m: int = 3) -> None:
+        super().__init__(f)
+        if m < 1:
+            raise ValueError("multikrum m must be >= 1")
+        self.m = m
+
+    def _keep(self) -> int:
+        return self.m
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "f": self.f, "m": self.m}  # type: ignore[attr-defined]

@@ -1,0 +1,132 @@
+"""Per-peer update histories for SybilWall, and the probabilistic history gossip (ALGORITHMS.md §2)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..state import State, flatten
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    round: int
+    distance: int  # 1 = a direct sender; d + 1 for a record learned from a peer that had it at d
+    received_from: str
+    history: np.ndarray  # flat float32: the sum of the peer's updates (deltas), weights only
+
+
+def _as_vector(history: State | np.ndarray) -> np.ndarray:
+    if isinstance(history, dict):
+        return flatten(history)
+    vec = np.asarray(history, dtype=np.float32)
+    if vec.ndim != 1:
+        raise ValueError(f"history must be a flat vector, got shape {vec.shape}")
+    return vec
+
+
+class HistoryStore:
+    """``peer -> HistoryRecord``. Thread-safe: gossip arrives on the event loop, aggregation runs in a worker."""
+
+    def __init__(self, self_id: str | None = None) -> None:
+        self.self_id = self_id
+        self._records: dict[str, HistoryRecord] = {}
+        self._lock = threading.Lock()
+        self._size: int | None = None  # all histories must have the same length
+
+    def _check_size(self, vec: np.ndarray) -> None:
+        if self._size is None:
+            self._size = vec.size
+        elif vec.size != self._size:
+            raise ValueError(f"history has {vec.size} values, store holds {self._size}")
+
+    def record_update(self, peer: str, round: int, delta: State | np.ndarray) -> HistoryRecord:
+        """A direct update from ``peer``: add it to the peer's history (FoolsGold: sum of updates).
+
+        A record previously learned by gossip is promoted to a direct one (distance 1) and keeps
+        accumulating from the history it had.
+        """
+        vec = _as_vector(delta)
+        with self._lock:
+            self._check_size(vec)
+            old = self._records.get(peer)
+            hist = vec.copy() if old is None else old.history + vec
+            rnd = round if old is None else max(round, old.round)
+            rec = HistoryRecord(round=rnd, distance=1, received_from=peer, history=hist)
+            self._records[peer] = rec
+            return rec
+
+    def merge_record(
+        self, peer: str, round: int, distance: int, history: State | np.ndarray, received_from: str
+    ) -> bool:
+        """Merge a gossiped record that ``received_from`` holds at ``distance``; True if stored.
+
+        Unknown peer: stored at ``distance + 1``. Known peer: replaced only when ``round`` is newer
+        and the stored record is not a direct neighbour's (direct histories are first-hand).
+        Records about this node itself are ignored.
+        """
+        if distance < 1:
+            raise ValueError(f"gossiped distance must be >= 1, got {distance}")
+        if peer == self.self_id:
+            return False
+        vec = _as_vector(history)
+        with self._lock:
+            self._check_size(vec)
+            old = self._records.get(peer)
+            if old is not None and (old.distance == 1 or round <= old.round):
+                return False
+            self._records[peer] = HistoryRecord(round, distance + 1, received_from, vec.copy())
+            return True
+
+    def select_records(
+        self,
+        neighbours: Iterable[str],
+        self_id: str | None,
+        rng: np.random.Generator,
+        lam: float = 0.8,
+    ) -> dict[str, tuple[str, HistoryRecord]]:
+        """For each neighbour n, one record j to send, drawn with P ∝ lam * exp(-lam * (d_j - 1)).
+
+        Excludes self's record, n's own record and records received from n. Neighbours with
+        no eligible record are left out of the result.
+        """
+        self_id = self.self_id if self_id is None else self_id
+        with self._lock:
+            items = list(self._records.items())
+        out: dict[str, tuple[str, HistoryRecord]] = {}
+        for n in neighbours:
+            cands = [(j, r) for j, r in items if j != self_id and j != n and r.received_from != n]
+            if not cands:
+                continue
+            d = np.array([r.distance for _, r in cands], dtype=np.float64)
+            p = lam * np.exp(-lam * (d - 1.0))
+            out[n] = cands[int(rng.choice(len(cands), p=p / p.sum()))]
+        return out
+
+    def get(self, peer: str) -> HistoryRecord | None:
+        with self._lock:
+            return self._records.get(peer)
+
+    def items(self) -> list[tuple[str, HistoryRecord]]:
+        with self._lock:
+            return list(self._records.items())
+
+    def remove(self, peer: str) -> None:
+        with self._lock:
+            self._records.pop(peer, None)
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.peers())
+
+    def peers(self) -> list[str]:
+        with self._lock:
+            return list(self._records)

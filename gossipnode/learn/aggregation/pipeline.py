@@ -1,0 +1,128 @@
+"""The one aggregation pipeline: filter -> combine -> correct (``build_pipeline`` from names)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..state import State, is_weight
+from . import combine as _combine  # noqa: F401  (registers stages)
+from . import correct as _correct  # noqa: F401
+from . import filters as _filters  # noqa: F401
+from .registry import COMBINERS, CORRECTORS, FILTERS, known_params, make_stage
+from .types import AggregateResult, AggregationError, Contribution
+
+
+def _check_compatible(ref: State, other: State, who: str) -> None:
+    if ref.keys() != other.keys():
+        raise AggregationError(f"{who}: tensor names differ from the reference model")
+    for k, v in ref.items():
+        if other[k].shape != v.shape:
+            raise AggregationError(f"{who}: tensor {k!r} has shape {other[k].shape}, expected {v.shape}")
+
+
+class Pipeline:
+    def __init__(self, filter: Any, combine: Any, correct: Any) -> None:
+        self.filter, self.combiner, self.corrector = filter, combine, correct
+
+    def aggregate(
+        self,
+        contributions: Sequence[Contribution],
+        base: State | None,
+        own: State | None = None,
+        beta: float | None = 0.5,
+    ) -> AggregateResult:
+        """Aggregate ``contributions`` (MoDeST aggregator: ``own=None``) or merge them into ``own``.
+
+        With ``own``: ``beta * own + (1 - beta) * combined`` (ALGORITHMS.md §3); ``beta=None``
+        instead treats ``own`` as one more input with filter weight 1 (SybilWall's gossip rule).
+        Weight tensors with more than one element are combined and corrected; scalar weights are
+        combined only; buffers (norm statistics, integer tensors) come from ``own`` or else the
+        first accepted contribution. If the filter rejects everything, the result is ``own``,
+        else ``base``; with neither, ``AggregationError``.
+        """
+        peers = [c.peer for c in contributions]
+        if len(set(peers)) != len(peers):
+            raise AggregationError("duplicate peers among contributions")
+        if beta is not None and not 0.0 <= beta <= 1.0:
+            raise AggregationError("beta must be in [0, 1]")
+        ref = own if own is not None else (contributions[0].model if contributions else base)
+        if ref is None:
+            raise AggregationError("nothing to aggregate: no contributions, own model or base")
+        for c in contributions:
+            _check_compatible(ref, c.model, f"contribution from {c.peer}")
+
+        scores = (
+            {p: float(np.clip(w, 0.0, 1.0)) for p, w in self.filter.weights(contributions, base).items()}
+            if contributions
+            else {}
+        )
+        accepted = [c for c in contributions if scores[c.peer] > 0]
+        zeroed = [c.peer for c in contributions if scores[c.peer] <= 0]
+        raw = np.array([scores[c.peer] for c in accepted], dtype=np.float64)
+
+        if not accepted:
+            fallback = own if own is not None else base
+            if fallback is None:
+                raise AggregationError(f"filter {self.filter.name} rejected all {len(peers)} contributions")
+            return AggregateResult(
+                {k: v.copy() for k, v in fallback.items()}, {p: 0.0 for p in peers}, zeroed, scores
+            )
+
+        own_in_combine = own is not None and beta is None
+        total = raw.sum() + (1.0 if own_in_combine else 0.0)
+        w_inputs = raw / raw.sum()  # weights of the received models alone (combine, v*)
+        w_all = np.concatenate([[1.0], raw]) / total if own_in_combine else w_inputs
+
+        out: State = {}
+        for k, ref_t in ref.items():
+            if not is_weight(k, ref_t):
+                out[k] = (own if own is not None else accepted[0].model)[k].copy()
+                continue
+            inputs = np.stack([np.asarray(c.model[k], dtype=np.float64) for c in accepted])
+            if own_in_combine:
+                stack = np.concatenate([np.asarray(own[k], dtype=np.float64)[None], inputs])  # type: ignore[index]
+                merged = self.combiner.combine(stack, w_all)
+            else:
+                merged = self.combiner.combine(inputs, w_inputs)
+                if own is not None:
+                    merged = beta * np.asarray(own[k], dtype=np.float64) + (1.0 - beta) * merged  # type: ignore[operator]
+            if ref_t.size > 1:
+                merged = self.corrector.correct(merged, inputs, w_inputs)
+            out[k] = np.asarray(merged, dtype=ref_t.dtype).reshape(ref_t.shape)
+
+        final = dict(
+            zip([c.peer for c in accepted], (w_all[1:] if own_in_combine else w_all).tolist(), strict=True)
+        )
+        weights = {p: final.get(p, 0.0) for p in peers}
+        return AggregateResult(out, weights, zeroed, scores)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "filter": self.filter.describe(),
+            "combine": self.combiner.describe(),
+            "correct": self.corrector.describe(),
+        }
+
+
+def build_pipeline(
+    filter: str = "sybilwall", combine: str = "mean", correct: str = "vc", **params: Any
+) -> Pipeline:
+    """Pipeline from stage names. ``params``: ``self_id``, ``auto_record`` (sybilwall/foolsgold),
+    ``krum_f``, ``multikrum_m``, ``trim_beta``, ``vc_eps``, ``vc_rho``; unknown names are errors."""
+    unknown = set(params) - known_params()
+    if unknown:
+        raise ValueError(
+            f"unknown aggregation parameter(s) {sorted(unknown)}; known: {sorted(known_params())}"
+        )
+    return Pipeline(
+        make_stage("filter", filter, params),
+        make_stage("combine", combine, params),
+        make_stage("correct", correct, params),
+    )
+
+
+def available_stages() -> dict[str, list[str]]:
+    return {"filter": sorted(FILTERS), "combine": sorted(COMBINERS), "correct": sorted(CORRECTORS)}

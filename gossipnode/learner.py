@@ -1,0 +1,82 @@
+"""The node's learning side: data shard, model, trainer, aggregation pipeline.
+
+Converts between the wire's RawTensor tuples and learn/'s numpy states. All methods are
+blocking and meant to run in a worker thread.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import NodeConfig
+from .core.messages import RawTensor
+from .learn import data as ldata
+from .learn.models import build_model
+from .learn.state import State, state_from_module
+from .learn.trainer import EvalResult, Trainer, TrainStats
+from .wire.tensors import from_raw, to_raw
+
+Model = tuple[RawTensor, ...]
+
+
+def to_model(state: State) -> Model:
+    return tuple(to_raw(name, np.asarray(arr)) for name, arr in state.items())
+
+
+def to_state(model: Model) -> State:
+    return {t.name: from_raw(t) for t in model}
+
+
+def load_dataset(cfg: NodeConfig) -> ldata.Dataset:
+    if cfg.data:
+        return ldata.load_npz(cfg.data)
+    if cfg.dataset != "mnist1d":
+        raise ValueError(f"unknown dataset {cfg.dataset!r}: use mnist1d or --data FILE.npz")
+    kw = {"num_samples": cfg.mnist1d_samples} if cfg.mnist1d_samples else {}
+    full = ldata.load_mnist1d(**kw)
+    i, n = cfg.shard_index()
+    return ldata.shard(full, i, n, cfg.partition, cfg.seed)
+
+
+@dataclass
+class Learner:
+    cfg: NodeConfig
+    dataset: ldata.Dataset
+    trainer: Trainer
+    initial: Model
+
+    @classmethod
+    def create(cls, cfg: NodeConfig, init_seed: int | None = None) -> Learner:
+        ds = load_dataset(cfg)
+        seed = cfg.seed if init_seed is None else init_seed
+
+        def factory():
+            return build_model(cfg.model, ds.input_shape, ds.num_classes, seed)
+
+        trainer = Trainer(factory, device=cfg.device, lr=cfg.lr, momentum=cfg.momentum,
+                          batch_size=cfg.batch_size, local_epochs=cfg.local_epochs, seed=seed,
+                          num_threads=cfg.threads)
+        initial = to_model(state_from_module(factory()))
+        return cls(cfg, ds, trainer, initial)
+
+    @property
+    def device(self) -> str:
+        return str(self.trainer.device)
+
+    def train(self, model: Model, cancel: threading.Event) -> tuple[Model, TrainStats]:
+        state, stats = self.trainer.train(to_state(model), self.dataset, cancel)
+        return to_model(state), stats
+
+    def evaluate(self, model: Model) -> EvalResult:
+        return self.trainer.evaluate(to_state(model), self.dataset.x_test, self.dataset.y_test)
+
+    def compatible(self, model: Model) -> str | None:
+        """Why a received model cannot be used with our architecture (None if it can)."""
+        if len(model) != len(self.initial):
+            return f"{len(model)} tensors, expected {len(self.initial)}"
+        for m, ref in zip(model, self.initial):
+            if (m.name, m.dtype, tuple(m.shape)) != (ref.name, ref.dtype, tuple(ref.shape)):
+                return f"tensor {m.name!r} {m.dtype}{tuple(m.shape)} != {ref.name!r} {ref.dtype}{tuple(ref.shape)}"
+        return None

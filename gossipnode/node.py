@@ -1,0 +1,536 @@
+"""The node runtime: thin asyncio wiring of core, wire, transports, learner, store and REST API."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__, checkpoint
+from .config import NodeConfig
+from .core import actions as act
+from .core.messages import ModelData, ModelKind, ModelMsg, ModelRequest
+from .core.modest import ModestCore
+from .learn.trainer import TrainingCancelled
+from .learn.aggregation import build_pipeline
+from .learner import Learner, Model
+from .store import ModelStore
+from .transport.base import Transport, TransportError
+from .transport.http import HttpTransport
+from .wire.codec import decode, encode
+from .wire.replay import ReplayGuard, SeqCounter
+from .wire.errors import WireError
+from .wire.identity import Identity, node_id
+from .wire.tensors import apply_delta, make_delta, model_hash
+
+log = logging.getLogger("gossipnode.node")
+BIG = 4 << 20  # models above this many bytes are hashed/encoded in a worker thread
+MAX_ROUNDS_KEPT = 1000
+
+
+def _nbytes(model: Model) -> int:
+    return sum(len(t.data) for t in model)
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig, learner: Learner | None = None,
+                 extra_transports: list[Transport] | None = None, serve_http: bool = True) -> None:
+        self.cfg = cfg
+        self.state_dir = Path(cfg.state_dir)
+        self.identity = Identity.load_or_create(self.state_dir / "identity.key")
+        self.pk = self.identity.public_key
+        self.id = node_id(self.pk)
+        self.learner = learner or Learner.create(cfg)
+        self.store = ModelStore()
+        self.pipeline = build_pipeline(cfg.filter, cfg.combine, cfg.correct)
+        self.serve_http = serve_http
+        self.app = web.Application()
+        self.transports: list[Transport] = []
+        if serve_http:
+            self.http = HttpTransport(self.app, cfg.address, self.max_size)
+            self.http.on_reject = self._count_reject
+            self.transports.append(self.http)
+        self.transports += extra_transports or []
+        self.seq = SeqCounter()
+        self.replay = ReplayGuard()
+        self.rejected: Counter[str] = Counter()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.send_failures = 0
+        self.rounds: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.rounds_trained = 0
+        self.rounds_aggregated = 0
+        self.last_eval: dict[str, Any] | None = None
+        self.model_round = 0
+        self.current: bytes = b""
+        self._hints: dict[bytes, str] = {}
+        self._fetches: dict[bytes, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._evals: set[asyncio.Task] = set()
+        self._train_cancel: threading.Event | None = None
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._runner: web.AppRunner | None = None
+        self._started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.core = self._make_core()
+
+    # ---- set-up ----------------------------------------------------------------------------
+    @property
+    def max_size(self) -> int:
+        return int(self.cfg.max_message_mb * (1 << 20))
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(a for t in self.transports for a in t.addresses)
+
+    def _make_core(self) -> ModestCore:
+        initial = self.learner.initial
+        index = 1
+        resumed = checkpoint.load(self.state_dir)
+        if resumed is not None:
+            model, meta = resumed
+            if self.learner.compatible(model) is None:
+                initial = model
+                index = int(meta.get("index", 0)) + 1
+                self.rounds_trained = int(meta.get("rounds_trained", 0))
+                self.rounds_aggregated = int(meta.get("rounds_aggregated", 0))
+                self.model_round = int(meta.get("round", 0))
+                log.info("resumed from checkpoint: round %d, model %s", self.model_round, meta.get("model"))
+            else:
+                log.warning("ignoring checkpoint: %s", self.learner.compatible(model))
+        h = self.store.put(initial)
+        self.store.pin(h)
+        self.current = h
+        self.initial_hash = h
+        rng = random.Random(int.from_bytes(self.pk[:8], "big"))
+        return ModestCore(self.cfg.modest(), self.pk, self.addresses, h, rng, index=index)
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        from .api.app import setup_routes  # the API imports node types; import late
+        setup_routes(self.app, self)
+        for t in self.transports:
+            await t.start(self._on_frame)
+        if self.serve_http:
+            self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+            await site.start()
+        self._spawn(self._evaluate(self.current, self.model_round, "start"))
+        self._spawn(self._timer_loop())
+        log.info("node %s listening on %s (network %s, device %s)", self.id, ", ".join(self.addresses),
+                 self.cfg.network_id, self.learner.device)
+        self._execute(self.core.start(self._now(), list(self.cfg.peers)))
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, graceful: bool = True, reason: str = "stopped") -> None:
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        log.info("node %s leaving: %s", self.id, reason)
+        if self._train_cancel is not None:
+            self._train_cancel.set()
+        if graceful and self._loop is not None:
+            sends = self._execute(self.core.leave(self._now()))
+            if sends:
+                await asyncio.wait(sends, timeout=5.0)
+            if self._evals:
+                await asyncio.wait(self._evals, timeout=30.0)
+            await asyncio.to_thread(self._checkpoint)
+        self._write_status()
+        for t in list(self._tasks):
+            if t is not asyncio.current_task():
+                t.cancel()
+        await asyncio.gather(*[t for t in self._tasks if t is not asyncio.current_task()],
+                             return_exceptions=True)
+        for tr in self.transports:
+            await tr.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._stopped.set()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task failed: %r", task.exception(), exc_info=task.exception())
+
+    # ---- the core's actions ----------------------------------------------------------------
+    def _execute(self, actions: list) -> list[asyncio.Task]:
+        sends = []
+        for a in actions:
+            if isinstance(a, act.Send):
+                sends.append(self._spawn(self._send(a.peer, a.msg)))
+            elif isinstance(a, act.SendTo):
+                sends.append(self._spawn(self._send_to(a.address, a.msg)))
+            elif isinstance(a, act.StartTraining):
+                self._start_training(a.round, a.model)
+            elif isinstance(a, act.CancelTraining):
+                if self._train_cancel is not None:
+                    self._train_cancel.set()
+            elif isinstance(a, act.Aggregate):
+                self._spawn(self._aggregate(a))
+            elif isinstance(a, act.NewModel):
+                self._adopt(a)
+            elif isinstance(a, act.Finished):
+                if not self._stopping:
+                    self._spawn(self.stop(graceful=True, reason=a.reason))
+            elif isinstance(a, act.Event):
+                self._record(a)
+        self._wake.set()
+        return sends
+
+    async def _timer_loop(self) -> None:
+        while True:
+            d = self.core.next_deadline()
+            timeout = None if d is None else max(0.0, d - self._now())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            d = self.core.next_deadline()
+            if d is not None and d <= self._now() and not self._stopping:
+                self._execute(self.core.tick(self._now()))
+
+    def _record(self, e: act.Event) -> None:
+        r = self._round(e.round)
+        r["events"].append({"t": round(time.time(), 3), "kind": e.kind} | e.detail)
+        del r["events"][:-50]
+        role = {"training": "trainer", "aggregating": "aggregator"}.get(e.kind)
+        if role and role not in r["roles"]:
+            r["roles"].append(role)
+        log.debug("round %d %s %s", e.round, e.kind, e.detail)
+
+    def _round(self, k: int) -> dict[str, Any]:
+        r = self.rounds.get(k)
+        if r is None:
+            r = {"round": k, "roles": [], "participants": [], "accuracy": None, "loss": None,
+                 "started_at": round(time.time(), 3), "duration_s": None, "events": []}
+            self.rounds[k] = r
+            while len(self.rounds) > MAX_ROUNDS_KEPT:
+                self.rounds.popitem(last=False)
+        return r
+
+    # ---- sending ---------------------------------------------------------------------------
+    def _address(self, pk: bytes) -> str | None:
+        schemes = {t.scheme: t for t in self.transports}
+        for a in self.core.address_of(pk) + ((self._hints[pk],) if pk in self._hints else ()):
+            if a.split("://", 1)[0] in schemes:
+                return a
+        return None
+
+    def _transport_for(self, address: str) -> Transport | None:
+        scheme = address.split("://", 1)[0]
+        return next((t for t in self.transports if t.scheme == scheme), None)
+
+    def _attach_tensors(self, msg: ModelMsg) -> ModelMsg | None:
+        if msg.kind == ModelKind.TRAINED:
+            d = self.store.delta_of(msg.model)
+            if d is not None:
+                return replace(msg, base=d[0], tensors=d[1])
+        model = self.store.get(msg.model)
+        return None if model is None else replace(msg, base=None, tensors=model)
+
+    async def _send(self, pk: bytes, msg) -> None:
+        addr = self._address(pk)
+        if addr is None:
+            log.info("no address for peer %s; dropping %s", node_id(pk), type(msg).__name__)
+            self.send_failures += 1
+            return
+        if isinstance(msg, ModelMsg) and not msg.tensors:
+            full = self._attach_tensors(msg)
+            if full is None:
+                log.warning("model %s no longer held; cannot send", msg.model.hex()[:16])
+                return
+            msg = full
+        await self._send_to(addr, msg)
+
+    async def _send_to(self, address: str, msg) -> None:
+        t = self._transport_for(address)
+        if t is None:
+            self.send_failures += 1
+            log.info("no transport for %s", address)
+            return
+        size = sum(len(x.data) for x in getattr(msg, "tensors", ()))
+        args = (self.identity, self.cfg.network_id, self.seq.next(), time.time(), msg)
+        frame = await asyncio.to_thread(encode, *args) if size > BIG else encode(*args)
+        try:
+            await t.send(address, frame)
+        except TransportError as e:
+            self.send_failures += 1
+            log.info("send %s to %s failed: %s", type(msg).__name__, address, e)
+            return
+        self.bytes_sent += len(frame)
+        self.messages_sent += 1
+
+    # ---- receiving -------------------------------------------------------------------------
+    def _count_reject(self, reason: str, detail: str = "") -> str:
+        self.rejected[reason] += 1
+        if self.rejected[reason] == 1 or log.isEnabledFor(logging.DEBUG):
+            log.warning("rejected a message: %s %s", reason, detail)
+        return reason
+
+    async def _on_frame(self, frame: bytes, reply_to: str | None) -> str | None:
+        """The one inbound handler for every transport. Returns a rejection reason or None."""
+        if self._stopping:
+            return "stopping"
+        try:
+            if len(frame) > BIG:
+                env = await asyncio.to_thread(decode, frame, self.cfg.network_id, self.max_size, self.replay)
+            else:
+                env = decode(frame, self.cfg.network_id, self.max_size, self.replay)
+        except WireError as e:
+            return self._count_reject(e.reason, str(e))
+        self.bytes_received += len(frame)
+        self.messages_received += 1
+        sender, msg = env.sender, env.msg
+        if sender == self.pk:
+            return self._count_reject("own_message")
+        if reply_to and self._transport_for(reply_to) is not None:
+            self._hints[sender] = reply_to
+            if len(self._hints) > 10_000:
+                self._hints.pop(next(iter(self._hints)))
+        if isinstance(msg, ModelRequest):
+            model = self.store.get(msg.model)
+            self._spawn(self._send(sender, ModelData(msg.model, model or ())))
+            return None
+        if isinstance(msg, ModelData):
+            return self._on_model_data(msg)
+        if isinstance(msg, ModelMsg):
+            if msg.base is not None and msg.base not in self.store:
+                self._spawn(self._receive_model(sender, msg))  # must fetch the base first
+                return None
+            return await self._receive_model(sender, msg)
+        self._execute(self.core.handle(self._now(), sender, msg))
+        return None
+
+    def _on_model_data(self, msg: ModelData) -> str | None:
+        fut = self._fetches.get(msg.model)
+        if fut is None or fut.done():
+            return self._count_reject("unsolicited_model")
+        if not msg.tensors:
+            fut.set_result(None)
+            return None
+        if model_hash(msg.tensors) != msg.model:
+            return self._count_reject("hash_mismatch", "model data")
+        if (why := self.learner.compatible(msg.tensors)) is not None:
+            return self._count_reject("incompatible_model", why)
+        fut.set_result(msg.tensors)
+        return None
+
+    async def _fetch(self, pk: bytes, h: bytes) -> Model | None:
+        fut = self._fetches.get(h)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._fetches[h] = fut
+            self._spawn(self._send(pk, ModelRequest(h)))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout=2 * self.cfg.ping_timeout + 10)
+        except asyncio.TimeoutError:
+            if not fut.done():
+                fut.set_result(None)
+            return None
+        finally:
+            if self._fetches.get(h) is fut and fut.done():
+                self._fetches.pop(h, None)
+
+    async def _receive_model(self, sender: bytes, msg: ModelMsg) -> str | None:
+        size = sum(len(t.data) for t in msg.tensors)
+        if msg.base is None:
+            model = msg.tensors
+        else:
+            base = self.store.get(msg.base) or await self._fetch(sender, msg.base)
+            if base is None:
+                return self._count_reject("missing_base", msg.base.hex()[:16])
+            self.store.put(base, msg.base)
+            try:
+                model = apply_delta(base, msg.tensors)
+            except ValueError as e:
+                return self._count_reject("bad_delta", str(e))
+        if (why := self.learner.compatible(model)) is not None:
+            return self._count_reject("incompatible_model", why)
+        h = await asyncio.to_thread(model_hash, model) if size > BIG else model_hash(model)
+        if h != msg.model:
+            return self._count_reject("hash_mismatch", "model")
+        self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)
+        if msg.kind == ModelKind.TRAINED:
+            self._round(msg.round)["participants"].append(node_id(sender))
+        self._execute(self.core.handle(self._now(), sender, replace(msg, tensors=(), histories=())))
+        return None
+
+    # ---- training, aggregation, evaluation -------------------------------------------------
+    def _start_training(self, k: int, h: bytes) -> None:
+        if self._train_cancel is not None:
+            self._train_cancel.set()
+        ev = threading.Event()
+        self._train_cancel = ev
+        self._spawn(self._train(k, h, ev))
+
+    async def _train(self, k: int, h: bytes, cancel: threading.Event) -> None:
+        base = self.store.get(h)
+        if base is None:
+            self._execute(self.core.training_failed(self._now(), k, "base model not held"))
+            return
+        self.store.pin(h)
+        t0 = self._now()
+        try:
+            trained, stats = await asyncio.to_thread(self.learner.train, base, cancel)
+            delta, h2 = await asyncio.to_thread(make_delta, trained, base)
+            model = await asyncio.to_thread(apply_delta, base, delta)
+        except TrainingCancelled:
+            return
+        except Exception as e:  # a training failure must not take the node down
+            log.exception("training round %d failed", k)
+            self._execute(self.core.training_failed(self._now(), k, f"{type(e).__name__}: {e}"))
+            return
+        finally:
+            self.store.unpin(h)
+        self.store.put(model, h2, parent=h, delta=delta)
+        self.rounds_trained += 1
+        r = self._round(k)
+        r["train"] = {"loss": round(stats.loss, 5), "samples": stats.samples, "seconds": round(self._now() - t0, 3)}
+        if not self._stopping:
+            self._execute(self.core.training_done(self._now(), k, h2))
+
+    async def _aggregate(self, a: act.Aggregate) -> None:
+        from .aggregate import run_pipeline
+        models = [(pk, self.store.get(h), h) for pk, h in a.contributions]
+        held = [(pk, m, h) for pk, m, h in models if m is not None]
+        if not held:
+            log.warning("round %d: no contribution still held", a.round)
+            return
+        t0 = self._now()
+        result, info = await asyncio.to_thread(run_pipeline, self, a.round, held)
+        h = self.store.put(result)
+        self.rounds_aggregated += 1
+        r = self._round(a.round)
+        r["aggregation"] = info | {"seconds": round(self._now() - t0, 3)}
+        if "aggregator" not in r["roles"]:
+            r["roles"].append("aggregator")
+        if not self._stopping:
+            self._execute(self.core.aggregation_done(self._now(), a.round, h))
+
+    def _adopt(self, a: act.NewModel) -> None:
+        if a.round < self.model_round and self.current != self.initial_hash:
+            return
+        if self.current:
+            self.store.unpin(self.current)
+        self.store.pin(a.model)
+        self.current = a.model
+        self.model_round = a.round
+        self._round(a.round)
+        prev = self.rounds.get(a.round - 1)
+        if prev is not None and prev["duration_s"] is None:
+            prev["duration_s"] = round(time.time() - prev["started_at"], 3)
+        t = self._spawn(self._evaluate(a.model, a.round, a.role))
+        self._evals.add(t)
+        t.add_done_callback(self._evals.discard)
+
+    async def _evaluate(self, h: bytes, k: int, role: str) -> None:
+        model = self.store.get(h)
+        if model is None:
+            return
+        res = await asyncio.to_thread(self.learner.evaluate, model)
+        ev = {"round": k, "accuracy": round(res.accuracy, 5), "loss": round(res.loss, 5),
+              "samples": res.samples, "model_hash": h.hex()}
+        ev |= self._extra_eval(model)
+        if self.last_eval is None or k >= self.last_eval["round"]:
+            self.last_eval = ev
+        r = self._round(k)
+        r["accuracy"], r["loss"] = ev["accuracy"], ev["loss"]
+        log.info("round %d (%s): accuracy %.4f loss %.4f", k, role, res.accuracy, res.loss)
+        if role != "start":
+            await asyncio.to_thread(self._checkpoint)
+
+    def _write_status(self) -> None:
+        """The final status, for whoever looks after the process is gone (`gossipnode cluster`)."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_dir / "status.json.tmp"
+            tmp.write_text(json.dumps(self.status() | {"finished": True}))
+            tmp.replace(self.state_dir / "status.json")
+        except OSError as e:
+            log.warning("cannot write status.json: %s", e)
+
+    def _extra_eval(self, model: Model) -> dict[str, Any]:
+        return {}
+
+    def _checkpoint(self) -> None:
+        model = self.store.get(self.current)
+        if model is None:
+            return
+        checkpoint.save(self.state_dir, model, {
+            "round": self.model_round, "model": self.current.hex(), "index": self.core.index,
+            "rounds_trained": self.rounds_trained, "rounds_aggregated": self.rounds_aggregated,
+            "node_id": self.id, "network_id": self.cfg.network_id,
+        })
+
+    # ---- status ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        c = self.core
+        return {
+            "node_id": self.id,
+            "public_key": self.pk.hex(),
+            "network_id": self.cfg.network_id,
+            "address": self.cfg.address,
+            "addresses": list(self.addresses),
+            "round": c.round,
+            "model_round": self.model_round,
+            "role": c.role(),
+            "peers_known": len(c.view) - 1,
+            "peers_active": len(c.active(c.round)) - 1,
+            "model_hash": self.current.hex(),
+            "rounds_trained": self.rounds_trained,
+            "rounds_aggregated": self.rounds_aggregated,
+            "last_eval": self.last_eval,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "messages_sent": self.messages_sent,
+            "messages_received": self.messages_received,
+            "send_failures": self.send_failures,
+            "messages_rejected": dict(self.rejected),
+            "uptime_s": round(time.time() - self._started_at, 3),
+            "device": self.learner.device,
+            "version": __version__,
+            "protocol": "modest",
+            "pipeline": self.pipeline.describe(),
+            "sample_size": self.cfg.sample_size,
+            "finished": self._stopping,
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        c = self.core
+        active = set(c.active(c.round))
+        out = []
+        for pk, e in c.view.entries.items():
+            if pk == self.pk:
+                continue
+            out.append({"node_id": node_id(pk), "public_key": pk.hex(), "addresses": list(e.addresses),
+                        "last_active_round": e.last_active, "index": e.index, "status": e.status.name.lower(),
+                        "active": pk in active})
+        return out

@@ -1,0 +1,1 @@
+"""Transports move opaque, already-encoded frames between peer addresses."""

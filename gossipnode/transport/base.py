@@ -1,0 +1,25 @@
+"""The one interface every transport implements."""
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Protocol
+
+# Called for every inbound frame: (frame bytes, reply-to hint or None) -> None.
+# The handler never raises; it counts and logs what it rejects.
+InboundHandler = Callable[[bytes, str | None], Awaitable[str | None]]
+
+
+class TransportError(Exception):
+    """A frame could not be delivered (peer unreachable, refused, timed out)."""
+
+
+class Transport(Protocol):
+    scheme: str  # the URL scheme this transport sends to, e.g. "http"
+
+    @property
+    def addresses(self) -> tuple[str, ...]: ...
+
+    async def start(self, handler: InboundHandler) -> None: ...
+
+    async def send(self, address: str, frame: bytes) -> None: ...
+
+    async def stop(self) -> None: ...

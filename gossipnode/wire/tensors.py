@@ -1,0 +1,130 @@
+"""Tensors as they travel: raw little-endian C-order buffers with dtype and shape.
+
+Never pickle, never tolist(): a tensor is (name, dtype string, shape, bytes). See protocol/SPEC.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from gossipnode.core.messages import RawTensor
+
+# numpy dtype.str of every dtype allowed on the wire, with its item size.
+DTYPES: dict[str, int] = {
+    "<f4": 4, "<f2": 2, "<f8": 8, "<i8": 8, "<i4": 4, "<i2": 2, "|i1": 1, "|u1": 1, "|b1": 1,
+}
+FLOAT_DTYPES = frozenset({"<f2", "<f4", "<f8"})
+DELTA_DTYPE = "<f4"
+MAX_NAME_BYTES = 256
+MAX_NDIM = 32
+_DIM_LIMIT = 1 << 63
+
+MODEL_HASH_DOMAIN = b"gossipnode/model/v1\x00"
+_U16, _U32, _U64BE = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
+
+
+def tensor_problem(name: object, dtype: object, shape: object, nbytes: int) -> str | None:
+    """Why (name, dtype, shape, nbytes) is not a valid wire tensor, or None if it is."""
+    try:
+        ok = type(name) is str and len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    except UnicodeEncodeError:
+        ok = False
+    if not ok:
+        return f"tensor name must be a str of at most {MAX_NAME_BYTES} UTF-8 bytes"
+    itemsize = DTYPES.get(dtype) if type(dtype) is str else None
+    if itemsize is None:
+        return f"tensor {name!r}: dtype {dtype!r} not allowed"
+    if not isinstance(shape, tuple | list) or len(shape) > MAX_NDIM:
+        return f"tensor {name!r}: shape must be a sequence of at most {MAX_NDIM} dims"
+    count = 1
+    for d in shape:
+        if type(d) is not int or not 0 <= d < _DIM_LIMIT:
+            return f"tensor {name!r}: bad dimension {d!r}"
+        count *= d
+    if count * itemsize != nbytes:
+        return f"tensor {name!r}: shape {tuple(shape)} x {dtype} needs {count * itemsize} bytes, got {nbytes}"
+    return None
+
+
+def to_raw(name: str, array: np.ndarray) -> RawTensor:
+    """Encode an array; one copy (tobytes) unless a byte-order conversion is also needed."""
+    array = np.asarray(array)
+    target = array.dtype.newbyteorder("<")
+    if target.str not in DTYPES:
+        raise ValueError(f"tensor {name!r}: dtype {array.dtype} not allowed on the wire")
+    if array.dtype != target:  # big-endian input only; practically never happens
+        array = array.astype(target)
+    raw = RawTensor(name=name, dtype=target.str, shape=tuple(int(d) for d in array.shape),
+                    data=array.tobytes(order="C"))
+    problem = tensor_problem(raw.name, raw.dtype, raw.shape, len(raw.data))
+    if problem:
+        raise ValueError(problem)
+    return raw
+
+
+def from_raw(tensor: RawTensor) -> np.ndarray:
+    """Zero-copy view of the tensor's bytes (read-only when data is bytes)."""
+    return np.frombuffer(tensor.data, dtype=np.dtype(tensor.dtype)).reshape(tensor.shape)
+
+
+def model_hash(tensors: Sequence[RawTensor]) -> bytes:
+    """sha256 content address of a model; framing in protocol/SPEC.md "Model hash".
+
+    Data buffers are fed to the hash as views, never concatenated.
+    """
+    h = hashlib.sha256()
+    h.update(MODEL_HASH_DOMAIN + _U32.pack(len(tensors)))
+    for t in tensors:
+        name = t.name.encode("utf-8")
+        dtype = t.dtype.encode("ascii")
+        head = [_U16.pack(len(name)), name, bytes((len(dtype),)), dtype, bytes((len(t.shape),))]
+        head += [_U64BE.pack(d) for d in t.shape]
+        head.append(_U64BE.pack(len(t.data)))
+        h.update(b"".join(head))
+        h.update(memoryview(t.data))
+    return h.digest()
+
+
+def make_delta(model: Sequence[RawTensor], base: Sequence[RawTensor]) -> tuple[tuple[RawTensor, ...], bytes]:
+    """Delta tensors (model - base, float32) and the hash the receiver will reconstruct.
+
+    Float arithmetic does not round-trip exactly ((m - b) + b != m in general), so a delta MODEL
+    must be named by the hash of apply_delta(base, delta), which this returns.
+    """
+    if len(model) != len(base):
+        raise ValueError("model and base have different tensor counts")
+    out = []
+    for m, b in zip(model, base, strict=True):
+        if (m.name, m.dtype, tuple(m.shape)) != (b.name, b.dtype, tuple(b.shape)):
+            raise ValueError(f"tensor {m.name!r} does not match base tensor {b.name!r}")
+        if m.dtype in FLOAT_DTYPES:
+            d = from_raw(m).astype(np.float32) - from_raw(b).astype(np.float32)
+            out.append(to_raw(m.name, d))
+        else:  # integer/bool buffers travel whole (a float32 difference would lose them)
+            out.append(m)
+    delta = tuple(out)
+    return delta, model_hash(apply_delta(base, delta))
+
+
+def apply_delta(base: Sequence[RawTensor], delta: Sequence[RawTensor]) -> tuple[RawTensor, ...]:
+    """Reconstruct a model: float tensors as (float32(base) + delta) cast to base's dtype,
+    other tensors replaced by the delta's value. Raises ValueError on mismatch."""
+    if len(base) != len(delta):
+        raise ValueError("base and delta have different tensor counts")
+    out = []
+    for b, d in zip(base, delta, strict=True):
+        if d.name != b.name or tuple(d.shape) != tuple(b.shape):
+            raise ValueError(f"delta tensor {d.name!r} does not match base tensor {b.name!r}")
+        if b.dtype in FLOAT_DTYPES:
+            if d.dtype != DELTA_DTYPE:
+                raise ValueError(f"delta tensor {d.name!r} must be {DELTA_DTYPE}")
+            s = from_raw(b).astype(np.float32) + from_raw(d)
+            out.append(to_raw(b.name, s.astype(np.dtype(b.dtype), copy=False)))
+        else:
+            if d.dtype != b.dtype:
+                raise ValueError(f"delta tensor {d.name!r} must have dtype {b.dtype}")
+            out.append(d)
+    return tuple(out)

@@ -1,0 +1,213 @@
+"""Regenerate protocol/vectors/*.json (golden and rejection test vectors).
+
+    .venv/bin/python protocol/make_vectors.py
+
+The vectors are the contract: tests read the JSON, never this script. Regenerate only when
+the wire format changes on purpose (and bump the protocol version), then review the diff.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields, is_dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+from gossipnode.core.messages import (
+    Advertise,
+    HistoryRecord,
+    Message,
+    ModelData,
+    ModelKind,
+    ModelMsg,
+    ModelRequest,
+    Ping,
+    Pong,
+    RawTensor,
+    Status,
+    ViewRecord,
+    ViewShare,
+)
+from gossipnode.wire import Identity, MsgType, ReplayGuard, WireError, decode, encode, seal, signing_digest
+from gossipnode.wire.tensors import apply_delta, make_delta, model_hash, to_raw
+
+OUT = Path(__file__).resolve().parent / "vectors"
+SEED = b"\x01" * 32
+NETWORK = "golden"
+SEQ = 1_700_000_000_000_000
+TS = 1700000000.25
+MAX_SIZE = 1 << 20
+
+
+def to_json(v: object) -> object:
+    """Message value -> JSON: bytes as lowercase hex, enums as ints, tuples as lists."""
+    if is_dataclass(v):
+        return {f.name: to_json(getattr(v, f.name)) for f in fields(v)}
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, IntEnum):
+        return int(v)
+    if isinstance(v, tuple | list):
+        return [to_json(x) for x in v]
+    return v
+
+
+def peer(i: int) -> bytes:
+    return Identity.from_seed(bytes([i + 2]) * 32).public_key
+
+
+def sample_tensors() -> tuple[RawTensor, ...]:
+    return (
+        to_raw("fc.weight", np.array([[1.0, -2.5, 0.0], [0.5, 3.25, -0.125]], dtype=np.float32)),
+        to_raw("fc.bias", np.array([0.25, -1.0], dtype=np.float16)),
+        to_raw("bn.num_batches_tracked", np.array(12345, dtype=np.int64)),
+        to_raw("mask", np.array([True, False, True])),
+        to_raw("codes", np.array([[0, 255]], dtype=np.uint8)),
+    )
+
+
+def view() -> tuple[ViewRecord, ...]:
+    return (ViewRecord(peer(0), 41, 0, Status.JOIN, ("http://10.0.0.5:8470", "mqtt://node-a")),
+            ViewRecord(peer(1), 42, 1, Status.LEAVE),
+            ViewRecord(peer(2), 300, 70000, Status.JOIN, ("http://[::1]:8470/\u00e9",)))
+
+
+def golden_messages() -> dict[str, Message]:
+    base = sample_tensors()
+    model = tuple(
+        to_raw(t.name, np.frombuffer(t.data, t.dtype).reshape(t.shape) * 2 if t.dtype == "<f4" else
+               np.frombuffer(t.data, t.dtype).reshape(t.shape))
+        for t in base
+    )
+    delta, delta_hash = make_delta(model, base)
+    history = HistoryRecord(peer(1), 40, 2, (to_raw("fc.weight", np.full((2, 3), 0.5, np.float32)),))
+    return {
+        "advertise": Advertise(round=42, index=7, status=Status.JOIN, addresses=("http://10.0.0.5:8470",)),
+        "advertise_leave": Advertise(round=43, index=7, status=Status.LEAVE),
+        "view": ViewShare(round=42, view=view()),
+        "ping": Ping(round=42, nonce=2**63 - 1),
+        "pong": Pong(round=42, nonce=0),
+        "model_full": ModelMsg(42, ModelKind.TRAINED, model_hash(base), view(), None, base, ()),
+        "model_delta": ModelMsg(43, ModelKind.AGGREGATED, delta_hash, view()[:1], model_hash(base), delta,
+                                (history,)),
+        "model_request": ModelRequest(model_hash(base)),
+        "model_data": ModelData(model_hash(base), base),
+        "model_data_empty": ModelData(b"\xab" * 32, ()),
+    }
+
+
+def body_of(frame: bytes) -> bytes:
+    return msgpack.unpackb(frame)[6]
+
+
+def golden(ident: Identity, name: str, msg: Message, seq: int) -> dict[str, object]:
+    frame = encode(ident, NETWORK, seq, TS, msg)
+    body = body_of(frame)
+    env = decode(frame, NETWORK, MAX_SIZE)
+    assert env.msg == msg
+    return {
+        "name": name,
+        "type": env.type.name,
+        "type_code": int(env.type),
+        "identity_seed": SEED.hex(),
+        "sender": ident.public_key.hex(),
+        "network_id": NETWORK,
+        "seq": seq,
+        "ts": TS,
+        "message": to_json(msg),
+        "body": body.hex(),
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "signing_digest": signing_digest(1, NETWORK, int(env.type), ident.public_key, seq, TS,
+                                         hashlib.sha256(body).digest()).hex(),
+        "frame": frame.hex(),
+    }
+
+
+def rejections(ident: Identity) -> dict[str, dict[str, object]]:
+    ping = Ping(1, 2)
+    ok = encode(ident, NETWORK, SEQ, TS, ping)
+    ping_body = body_of(ok)
+    bad_sig = bytearray(ok)
+    bad_sig[-1] ^= 0x01
+    bad_body = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 1, TS, [msgpack.packb([1, 2, 9, []])])  # status 9
+    cases: dict[str, list[tuple[bytes, str]]] = {
+        "too_large": [(encode(ident, NETWORK, SEQ, TS, ModelRequest(b"\x00" * 32)), "too_large")],
+        "malformed": [(ok[:-1], "malformed"), (b"\xc1", "malformed"), (bad_body, "malformed")],
+        "unknown_version": [(seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=2),
+                             "unknown_version")],
+        "bad_signature": [(bytes(bad_sig), "bad_signature")],
+        "wrong_network": [(encode(ident, "other", SEQ, TS, ping), "wrong_network")],
+        "unknown_type": [(seal(ident, NETWORK, 99, SEQ, TS, [ping_body]), "unknown_type")],
+        "replay": [
+            (encode(ident, NETWORK, SEQ + 10, TS, ping), "accept"),
+            (encode(ident, NETWORK, SEQ + 5, TS, ping), "accept"),     # older, inside the window
+            (encode(ident, NETWORK, SEQ + 10, TS, ping), "replay"),    # exact replay
+            (encode(ident, NETWORK, SEQ + 5, TS, ping), "replay"),
+            (encode(ident, NETWORK, SEQ + 10 - 1024, TS, ping), "replay"),  # below the window
+            (encode(ident, NETWORK, SEQ + 11, TS, ping), "accept"),
+        ],
+    }
+    out = {}
+    for reason, frames in cases.items():
+        max_size = 40 if reason == "too_large" else MAX_SIZE
+        guard = ReplayGuard(window=1024)
+        for frame, expect in frames:  # self-check before writing
+            try:
+                decode(frame, NETWORK, max_size, guard)
+                got = "accept"
+            except WireError as e:
+                got = e.reason
+            assert got == expect, (reason, got, expect)
+        out[reason] = {
+            "reason": reason,
+            "network_id": NETWORK,
+            "max_size": max_size,
+            "replay_window": 1024,
+            "note": "decode the frames in order with one fresh ReplayGuard; each gives `expect`",
+            "cases": [{"frame": f.hex(), "expect": e} for f, e in frames],
+        }
+    return out
+
+
+def hash_vectors() -> dict[str, object]:
+    base = sample_tensors()
+    model = tuple(to_raw(t.name, np.frombuffer(t.data, t.dtype).reshape(t.shape) + 1)
+                  if t.dtype in ("<f4", "<f2") else t for t in base)
+    delta, reconstructed = make_delta(model, base)
+    pk = Identity.from_seed(SEED).public_key
+    return {
+        "model_hash": {"tensors": to_json(base), "hash": model_hash(base).hex(),
+                       "empty_model_hash": model_hash(()).hex()},
+        "delta": {"base": to_json(base), "delta": to_json(delta),
+                  "reconstructed": to_json(apply_delta(base, delta)), "model_hash": reconstructed.hex()},
+        "sample_order": {
+            "rule": "sha256(public_key || round as 8-byte big-endian unsigned)",
+            "cases": [{"public_key": pk.hex(), "round": r,
+                       "key": hashlib.sha256(pk + r.to_bytes(8, "big")).hexdigest()} for r in (0, 1, 2**40)],
+        },
+    }
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    ident = Identity.from_seed(SEED)
+    files: dict[str, object] = {}
+    for i, (name, msg) in enumerate(golden_messages().items()):
+        files[f"msg_{name}.json"] = golden(ident, name, msg, SEQ + i)
+    for reason, vec in rejections(ident).items():
+        files[f"reject_{reason}.json"] = vec
+    for name, vec in hash_vectors().items():
+        files[f"{name}.json"] = vec
+    for old in OUT.glob("*.json"):
+        if old.name not in files:
+            old.unlink()
+    for name, content in files.items():
+        (OUT / name).write_text(json.dumps(content, indent=1) + "\n")
+    print(f"wrote {len(files)} vector files to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
