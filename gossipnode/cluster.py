@@ -39,8 +39,8 @@ def forwarded_flags(args: argparse.Namespace) -> list[str]:
 
 def _table(statuses: list[dict[str, Any] | None], title: str, final: bool = False) -> Table:
     t = Table(title=title)
-    for col in ("node", "round", "role", "peers", "trained", "aggregated", "eval round", "accuracy",
-                "loss", "MB sent", "rejected"):
+    for col in ("node", "round", "role", "peers", "trained", "aggr.", "eval@", "accuracy",
+                "loss", "MB out", "rej."):
         t.add_column(col, justify="right" if col not in ("node", "role") else "left")
     accs = []
     for i, s in enumerate(statuses):
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     root = Path(args.dir or tempfile.mkdtemp(prefix="gossipnode-cluster-"))
     root.mkdir(parents=True, exist_ok=True)
     fwd = forwarded_flags(args)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=110)
     console.print(f"[bold]gossipnode cluster[/]: {n} nodes on ports {args.base_port}..{args.base_port + n - 1}, "
                   f"state and logs in {root}")
     procs: list[subprocess.Popen] = []
@@ -95,14 +95,31 @@ def main(args: argparse.Namespace) -> int:
         for i, s in enumerate(pool.map(one, range(n))):
             statuses[i] = s
 
+    last_round = -1
+
+    def progress(elapsed: float, running: int) -> None:
+        # Without a terminal (CI, pipes), one line per new round instead of a live table.
+        nonlocal last_round
+        live_s = [s for s in statuses if s]
+        r = max((s["round"] for s in live_s), default=0)
+        if r == last_round:
+            return
+        last_round = r
+        accs = [s["last_eval"]["accuracy"] for s in live_s if s.get("last_eval")]
+        mean = f"{sum(accs) / len(accs):.4f}" if accs else "-"
+        console.print(f"t={elapsed:5.0f}s round {r:3d}: mean accuracy {mean} ({running}/{n} running)")
+
     try:
         with Live(_table(statuses, "starting..."), console=console, refresh_per_second=2,
-                  transient=False) as live:
+                  transient=True) if console.is_terminal else _Null() as live:
             while True:
                 poll()
                 running = sum(p.poll() is None for p in procs)
                 elapsed = time.monotonic() - t0
-                live.update(_table(statuses, f"t = {elapsed:.0f} s, {running}/{n} nodes running"))
+                if console.is_terminal:
+                    live.update(_table(statuses, f"t = {elapsed:.0f} s, {running}/{n} nodes running"))
+                else:
+                    progress(elapsed, running)
                 if running == 0:
                     break
                 if running < n and first_done is None:
@@ -130,6 +147,14 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"[red]nodes {failed} exited with errors; see {root}/node-N.log[/]")
         return 1
     return 130 if interrupted else 0
+
+
+class _Null:
+    def __enter__(self) -> "_Null":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _final_status(root: Path, i: int) -> dict[str, Any] | None:

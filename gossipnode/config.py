@@ -20,6 +20,12 @@ class NodeConfig:
     peers: tuple[str, ...] = ()
     state_dir: str = "./gossipnode-state"
     network_id: str = "gossipnode"
+    # transports: "http", "mqtt" or "http,mqtt"; the REST API is always served over HTTP
+    transport: str = "http"
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_ca: str = ""                    # CA file for mqtts:// (system CAs when empty)
     # data
     dataset: str = "mnist1d"
     shard: str = "0/1"                  # I/N

@@ -58,7 +58,10 @@ class Node:
             self.http = HttpTransport(self.app, cfg.address, self.max_size)
             self.http.on_reject = self._count_reject
             self.transports.append(self.http)
-        self.transports += extra_transports or []
+        if extra_transports is None:
+            from .transport import extra_transports as configured
+            extra_transports = configured(cfg, self.id)
+        self.transports += extra_transports
         self.seq = SeqCounter()
         self.replay = ReplayGuard()
         self.rejected: Counter[str] = Counter()

@@ -91,7 +91,12 @@ def test_load_npz_without_test_split(tmp_path) -> None:
         ({"x": np.zeros((3, 2)), "y": np.zeros(3)}, "integer"),
         ({"x": np.zeros((3, 2)), "y": -np.ones(3, int)}, "negative"),
         (
-            {"x": np.zeros((3, 2)), "y": np.zeros(3, int), "x_test": np.zeros((2, 5)), "y_test": np.zeros(2, int)},
+            {
+                "x": np.zeros((3, 2)),
+                "y": np.zeros(3, int),
+                "x_test": np.zeros((2, 5)),
+                "y_test": np.zeros(2, int),
+            },
             "shape",
         ),
         ({"x": np.array([{"a": 1}] * 3, dtype=object), "y": np.zeros(3, int)}, "pickle"),

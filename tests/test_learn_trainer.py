@@ -36,8 +36,8 @@ def test_resolve_device() -> None:
 
 
 def test_cnn1d_learns_mnist1d(mnist1d_small: Dataset) -> None:
-    """Central training, 8 epochs of SGD (batch 20, lr 0.05, momentum 0.9): >= 0.75 test accuracy
-    (~0.8 measured on 2,400 samples; the full 8,000-sample default reaches ~0.94 in 20 epochs)."""
+    """Central training, 8 epochs of SGD (batch 20, lr 0.05, momentum 0.9): >= 0.7 test accuracy
+    (0.78 measured on 2,400 samples; the full 8,000-sample default reaches ~0.94 in 20 epochs)."""
     ds = mnist1d_small
     tr = _trainer(ds, lr=0.05, local_epochs=8, seed=0)
     st0 = state_from_module(tr.model)
@@ -47,10 +47,12 @@ def test_cnn1d_learns_mnist1d(mnist1d_small: Dataset) -> None:
     assert time.perf_counter() - t0 < 30
     after = tr.evaluate(st, ds.x_test, ds.y_test)
     assert stats.steps == 8 * 120 and stats.samples == 8 * 2400 and stats.epochs == 8
-    assert before.accuracy < 0.3 and after.accuracy >= 0.75, after
+    assert before.accuracy < 0.3 and after.accuracy >= 0.7, after
     assert after.loss < before.loss and after.samples == 600
     assert not np.array_equal(st0["head.weight"], st["head.weight"])  # input state not modified in place
-    assert np.array_equal(st0["head.weight"], state_from_module(build_model("cnn1d", (40,), 10, 0))["head.weight"])
+    assert np.array_equal(
+        st0["head.weight"], state_from_module(build_model("cnn1d", (40,), 10, 0))["head.weight"]
+    )
 
 
 def test_training_is_reproducible(mnist1d_small: Dataset) -> None:
@@ -140,19 +142,23 @@ def test_backdoor_1d_and_images() -> None:
 
 
 class _FakeTrainer:
-    """predict(): class 1 if the 1-D trigger is present, else 1 - y for classes 0/1 by lookup."""
+    """Stands in for Trainer.predict: attack_rate only needs predictions."""
 
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
+    def __init__(self, rule) -> None:
+        self.rule = rule
 
     def predict(self, state, x: np.ndarray) -> np.ndarray:
-        out = np.full(len(x), 4)
-        out[np.all(x[:, :4] == 3.0, axis=1)] = 1
-        return out
+        return self.rule(x)
 
 
 def test_attack_rates() -> None:
-    ds = _toy()
-    fake = _FakeTrainer(ds)
-    assert attack_rate(fake, {}, ds, "backdoor") == 1.0  # type: ignore[arg-type]
-    assert attack_rate(fake, {}, ds, "label-flip") == 0.5  # predicts 4: only... no, see below  # type: ignore[arg-type]
+    ds = _toy()  # test split: 10 samples of each class 0..4
+    always1 = _FakeTrainer(lambda x: np.ones(len(x), np.int64))
+    detector = _FakeTrainer(lambda x: np.where(np.all(x[:, :4] == 3.0, axis=1), 1, 4))
+    always4 = _FakeTrainer(lambda x: np.full(len(x), 4))
+    # label flip: the 0s are classified 1 (attacker's wish), the 1s stay 1 (not) -> 10 / 20
+    assert attack_rate(always1, {}, ds, "label-flip") == 0.5  # type: ignore[arg-type]
+    assert attack_rate(always4, {}, ds, "label-flip") == 0.0  # type: ignore[arg-type]
+    # backdoor: the 40 non-target test samples are triggered before prediction
+    assert attack_rate(detector, {}, ds, "backdoor") == 1.0  # type: ignore[arg-type]
+    assert attack_rate(always4, {}, ds, "backdoor") == 0.0  # type: ignore[arg-type]

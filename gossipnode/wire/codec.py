@@ -117,9 +117,9 @@ def decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | No
 
 
 def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | None) -> Envelope:
-    if isinstance(data, memoryview):
-        data = data.cast("B")
-    elif not isinstance(data, bytes | bytearray):
+    if isinstance(data, bytearray | memoryview):
+        data = memoryview(data).cast("B")  # slices stay views: tensor bytes are still copied once
+    elif not isinstance(data, bytes):
         raise WireError(MALFORMED, f"frame must be bytes, not {type(data).__name__}")
     if len(data) > max_size:
         raise WireError(TOO_LARGE, f"{len(data)} bytes > limit {max_size}")
@@ -153,8 +153,6 @@ def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | N
     if type_code not in READERS:
         raise WireError(UNKNOWN_TYPE, f"message type {type_code}")
     msg = read_body(type_code, Reader(data, body_start, body_end))
-    if replay is not None:
-        if not replay.check(sender, seq):
-            raise WireError(REPLAY, f"seq {seq} already seen or below the window")
-        replay.accept(sender, seq)
+    if replay is not None and not replay.check_and_accept(sender, seq):
+        raise WireError(REPLAY, f"seq {seq} already seen or below the window")
     return Envelope(sender, seq, ts, MsgType(type_code), msg)

@@ -6,6 +6,7 @@ sends numbers above everything it sent before and is not taken for a replayer.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,6 +27,8 @@ class ReplayGuard:
         self._mask = (1 << window) - 1
         # sender -> (highest seq, bitmap; bit i set = seq (highest - i) was seen)
         self._state: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
+        # decode() may run in worker threads for large frames (asyncio.to_thread)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._state)
@@ -40,6 +43,14 @@ class ReplayGuard:
             return True
         offset = highest - seq
         return offset < self.window and not (bitmap >> offset) & 1
+
+    def check_and_accept(self, sender: bytes, seq: int) -> bool:
+        """Atomically: if (sender, seq) is acceptable, record it and return True."""
+        with self._lock:
+            if not self.check(sender, seq):
+                return False
+            self.accept(sender, seq)
+            return True
 
     def accept(self, sender: bytes, seq: int) -> None:
         """Record (sender, seq) as seen. Call only after check() returned True."""

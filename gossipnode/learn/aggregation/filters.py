@@ -12,6 +12,8 @@ from .history import HistoryStore
 from .registry import register
 from .types import Contribution
 
+_SIMILARITY_TOL = 1e-9
+
 
 def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
     """FoolsGold weights for the rows of ``histories`` (n, P), ALGORITHMS.md §2 steps 1-4."""
@@ -29,6 +31,9 @@ def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
     pardon = (v[:, None] < v[None, :]) & (v[None, :] > 0)
     cs = np.where(pardon, cs * (v[:, None] / np.where(v[None, :] > 0, v[None, :], 1.0)), cs)
     w = np.clip(1.0 - cs.max(axis=1), 0.0, 1.0)
+    # Identical histories give cs = 1 - 1e-16, not 1; without this cut the max-normalisation
+    # would blow that rounding residue up to weight 1 when everyone has a twin.
+    w[w < _SIMILARITY_TOL] = 0.0
     top = w.max()
     if top <= 0:
         return np.zeros(n)  # every history has an exact twin: no one is trusted

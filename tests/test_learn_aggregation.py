@@ -1,0 +1,260 @@
+"""Aggregation pipeline: SybilWall/FoolsGold weights, combiners, Krum, variance correction."""
+
+import numpy as np
+import pytest
+
+from gossipnode.learn.aggregation import (
+    AggregationError,
+    Contribution,
+    HistoryStore,
+    SybilWallFilter,
+    build_pipeline,
+    foolsgold_weights,
+)
+from gossipnode.learn.models import build_model
+from gossipnode.learn.state import State, state_from_module, sub
+
+
+def _contrib(peer: str, vec, base: State | None = None, rnd: int | None = None) -> Contribution:
+    model = {"w": np.asarray(vec, dtype=np.float32)}
+    base = base if base is not None else {"w": np.zeros_like(model["w"])}
+    return Contribution(peer, model, sub(model, base), rnd)
+
+
+# --- SybilWall / FoolsGold weights -----------------------------------------------------------------
+
+
+def test_foolsgold_pardoning_and_logit_by_hand() -> None:
+    # Three histories (h3 scaled by 2: cosine similarity ignores length):
+    h1 = [1.0, 0.0, 0.0]
+    h2 = [0.5, np.sqrt(0.75), 0.0]
+    h3 = [0.6, 0.0, 2 * np.sqrt(0.91)]
+    # cosine similarities: cs12 = 0.5, cs13 = 0.3, cs23 = 0.15 (diagonal 0)
+    # v = row maxima = [0.5, 0.5, 0.3]
+    # pardoning (v_i < v_j -> cs_ij *= v_i / v_j): only row 3 is pardoned:
+    #   cs31 = 0.3 * 0.3 / 0.5 = 0.18, cs32 = 0.15 * 0.3 / 0.5 = 0.09
+    # w = 1 - row max = [1 - 0.5, 1 - 0.5, 1 - 0.18] = [0.5, 0.5, 0.82]
+    # normalised by max: [0.5 / 0.82, 0.5 / 0.82, 1] = [0.609756..., 0.609756..., 1]
+    # logit: ln(0.609756 / 0.390244) + 0.5 = ln(1.5625) + 0.5 = 0.946287...; ln(1/0) = inf -> 1
+    # (without pardoning w3 would be 0.7 and all three would clip to 1)
+    w = foolsgold_weights(np.array([h1, h2, h3]))
+    expected = np.log(1.5625) + 0.5
+    np.testing.assert_allclose(w, [expected, expected, 1.0], rtol=1e-9)
+    assert abs(expected - 0.9462871) < 1e-6
+
+    # through the pipeline (filter only: none correction, mean): weights normalised to sum 1
+    pipe = build_pipeline("sybilwall", "mean", "none")
+    res = pipe.aggregate([_contrib("a", h1), _contrib("b", h2), _contrib("c", h3)], base={"w": np.zeros(3)})
+    total = 2 * expected + 1.0
+    assert res.scores == pytest.approx({"a": expected, "b": expected, "c": 1.0})
+    assert res.weights == pytest.approx({"a": expected / total, "b": expected / total, "c": 1 / total})
+    manual = (expected * np.array(h1) + expected * np.array(h2) + np.array(h3)) / total
+    np.testing.assert_allclose(res.state["w"], manual, rtol=1e-6)
+
+
+def test_foolsgold_logit_interior_value_by_hand() -> None:
+    # Orthogonal pair (cs = 0) plus two vectors with cs = 0.6 to each other:
+    # w = [1, 1, 0.4, 0.4] ... with a third-party tie: cs13 = cs14 = 0 etc.
+    h = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0.6, 0.8]])
+    # cs34 = 0.6, all others 0 -> v = [0, 0, 0.6, 0.6]; no pardoning (rows 1,2 are 0 anyway)
+    # w = [1, 1, 0.4, 0.4] -> max 1 -> logit(0.4) = ln(0.4/0.6) + 0.5 = 0.094535...
+    w = foolsgold_weights(h)
+    np.testing.assert_allclose(w, [1.0, 1.0, np.log(0.4 / 0.6) + 0.5, np.log(0.4 / 0.6) + 0.5], rtol=1e-9)
+
+
+def test_sybil_cluster_zeroed_honest_kept() -> None:
+    rng = np.random.default_rng(0)
+    dim = 2000
+    honest = [_contrib(f"h{i}", rng.normal(size=dim)) for i in range(10)]
+    poison = rng.normal(size=dim)
+    sybils = [_contrib(f"s{i}", poison) for i in range(5)]
+    pipe = build_pipeline()  # sybilwall -> mean -> vc
+    res = pipe.aggregate(honest + sybils, base={"w": np.zeros(dim, np.float32)})
+    for i in range(10):
+        assert res.scores[f"h{i}"] > 0.95
+    for i in range(5):
+        assert res.scores[f"s{i}"] < 0.05
+    assert set(res.zeroed) == {f"s{i}" for i in range(5)}
+    assert sum(res.weights.values()) == pytest.approx(1.0)
+
+
+def test_sybilwall_uses_gossiped_histories_foolsgold_does_not() -> None:
+    rng = np.random.default_rng(1)
+    dim = 1000
+    poison = rng.normal(size=dim)
+    contribs = [_contrib(f"h{i}", rng.normal(size=dim), rnd=1) for i in range(4)] + [
+        _contrib("s0", poison, rnd=1)
+    ]
+    sw = build_pipeline("sybilwall", self_id="me")
+    fg = build_pipeline("foolsgold", self_id="me")
+    for pipe in (sw, fg):
+        # the other Sybils are only known from gossip (distance 2)
+        for i in range(1, 5):
+            pipe.filter.store.merge_record(f"s{i}", 1, 1, poison.astype(np.float32), received_from="h0")
+    base = {"w": np.zeros(dim, np.float32)}
+    assert sw.aggregate(contribs, base).scores["s0"] == 0.0
+    assert fg.aggregate(contribs, base).scores["s0"] > 0.9
+    # distant histories are never averaged in
+    assert set(sw.aggregate(contribs, base).weights) == {c.peer for c in contribs}
+
+
+def test_sybilwall_accumulates_histories() -> None:
+    flt = SybilWallFilter(self_id="me", store=HistoryStore("me"))
+    pipe = build_pipeline("none")
+    pipe.filter = flt
+    pipe.aggregate([_contrib("a", [1.0, 0.0], rnd=1)], base=None)
+    pipe.aggregate([_contrib("a", [0.0, 2.0], rnd=2)], base=None)
+    rec = flt.store.get("a")
+    assert rec is not None and rec.round == 2 and rec.distance == 1
+    np.testing.assert_allclose(rec.history, [1.0, 2.0])  # sum of deltas, not the latest model
+
+
+def test_all_rejected_falls_back() -> None:
+    same = [_contrib("a", [1.0, 2.0]), _contrib("b", [1.0, 2.0])]  # identical -> both weight 0
+    base = {"w": np.array([5.0, 5.0], np.float32)}
+    res = build_pipeline().aggregate(same, base=base)
+    np.testing.assert_array_equal(res.state["w"], base["w"])
+    assert sorted(res.zeroed) == ["a", "b"]
+    with pytest.raises(AggregationError):
+        build_pipeline().aggregate(same, base=None)
+
+
+# --- combiners and Krum --------------------------------------------------------------------------
+
+
+VALUES = [[0.0, 10.0], [1.0, -3.0], [2.0, 4.0], [4.0, 5.0], [100.0, 6.0]]
+
+
+def _many() -> list[Contribution]:
+    return [_contrib(f"p{i}", v) for i, v in enumerate(VALUES)]
+
+
+def test_mean_median_trimmed_mean_by_hand() -> None:
+    base = {"w": np.zeros(2, np.float32)}
+    mean = build_pipeline("none", "mean", "none").aggregate(_many(), base).state["w"]
+    np.testing.assert_allclose(mean, [107 / 5, 22 / 5], rtol=1e-6)
+    med = build_pipeline("none", "median", "none").aggregate(_many(), base).state["w"]
+    np.testing.assert_allclose(med, [2.0, 5.0])  # sorted cols: 0,1,2,4,100 | -3,4,5,6,10
+    tm = build_pipeline("none", "trimmed-mean", "none", trim_beta=0.2).aggregate(_many(), base).state["w"]
+    np.testing.assert_allclose(tm, [(1 + 2 + 4) / 3, (4 + 5 + 6) / 3], rtol=1e-6)  # 1 cut each side
+
+
+def test_mean_on_models_equals_base_plus_mean_delta() -> None:
+    rng = np.random.default_rng(2)
+    base = {"w": rng.normal(size=50).astype(np.float32)}
+    contribs = [_contrib(f"p{i}", base["w"] + rng.normal(size=50), base) for i in range(4)]
+    res = build_pipeline("none", "mean", "none").aggregate(contribs, base)
+    mean_delta = np.mean([c.delta["w"] for c in contribs], axis=0)
+    np.testing.assert_allclose(res.state["w"], base["w"] + mean_delta, atol=1e-6)
+
+
+def test_krum_and_multikrum_by_hand() -> None:
+    # first coordinates 0, 1, 2, 4, 100 (second coordinates 0), f = 1 -> n - f - 2 = 2 neighbours:
+    # scores: 0 -> 1 + 4 = 5; 1 -> 1 + 1 = 2; 2 -> 1 + 4 = 5; 4 -> 4 + 9 = 13; 100 -> 96^2 + 98^2
+    pts = [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [4.0, 0.0], [100.0, 0.0]]
+    cs = [_contrib(f"p{i}", v) for i, v in enumerate(pts)]
+    base = {"w": np.zeros(2, np.float32)}
+    res = build_pipeline("krum", "mean", "none", krum_f=1).aggregate(cs, base)
+    assert res.scores == {"p0": 0.0, "p1": 1.0, "p2": 0.0, "p3": 0.0, "p4": 0.0}
+    np.testing.assert_allclose(res.state["w"], [1.0, 0.0])
+    res = build_pipeline("multikrum", "mean", "none", krum_f=1, multikrum_m=3).aggregate(cs, base)
+    assert sorted(res.zeroed) == ["p3", "p4"]
+    np.testing.assert_allclose(res.state["w"], [1.0, 0.0])  # mean of 0, 1, 2
+
+
+# --- own model (gossip learning) and buffers -----------------------------------------------------
+
+
+def test_gossip_merge_with_own_model() -> None:
+    own = {"w": np.array([2.0, 2.0], np.float32)}
+    cs = [_contrib("a", [0.0, 4.0]), _contrib("b", [4.0, 0.0])]
+    pipe = build_pipeline("none", "mean", "none")
+    res = pipe.aggregate(cs, base=None, own=own, beta=0.5)
+    np.testing.assert_allclose(res.state["w"], [2.0, 2.0])  # 0.5 * own + 0.5 * [2, 2]
+    res = pipe.aggregate(cs, base=None, own={"w": np.array([8.0, 8.0], np.float32)}, beta=0.25)
+    np.testing.assert_allclose(res.state["w"], [0.25 * 8 + 0.75 * 2] * 2)
+    res = pipe.aggregate(cs, base=None, own={"w": np.array([8.0, 8.0], np.float32)}, beta=None)
+    np.testing.assert_allclose(res.state["w"], [(8 + 0 + 4) / 3, (8 + 4 + 0) / 3], rtol=1e-6)
+    assert res.weights == pytest.approx({"a": 1 / 3, "b": 1 / 3})
+
+
+def test_buffers_not_averaged_and_scalars_not_corrected() -> None:
+    def st(v: float, n: int) -> State:
+        return {
+            "lin.weight": np.full((2, 2), v, np.float32) + np.eye(2, dtype=np.float32) * v,
+            "scale": np.array([v], np.float32),
+            "bn.running_mean": np.full(2, v, np.float32),
+            "bn.num_batches_tracked": np.array(n, np.int64),
+        }
+
+    cs = [Contribution("a", st(1.0, 3), st(1.0, 3)), Contribution("b", st(3.0, 7), st(3.0, 7))]
+    res = build_pipeline("none", "mean", "vc").aggregate(cs, base=None)
+    assert res.state["scale"][0] == pytest.approx(2.0)  # averaged, no correction
+    np.testing.assert_array_equal(res.state["bn.running_mean"], [1.0, 1.0])  # first contribution's
+    assert res.state["bn.num_batches_tracked"] == 3 and res.state["bn.num_batches_tracked"].dtype == np.int64
+    own = st(9.0, 11)
+    res = build_pipeline("none", "mean", "vc").aggregate(cs, base=None, own=own)
+    np.testing.assert_array_equal(res.state["bn.running_mean"], [9.0, 9.0])  # own buffers
+    assert res.state["bn.num_batches_tracked"] == 11
+
+
+def test_mismatched_and_duplicate_contributions_rejected() -> None:
+    with pytest.raises(AggregationError, match="shape"):
+        build_pipeline("none").aggregate([_contrib("a", [1.0, 2.0]), _contrib("b", [1.0, 2.0, 3.0])], None)
+    with pytest.raises(AggregationError, match="duplicate"):
+        build_pipeline("none").aggregate([_contrib("a", [1.0]), _contrib("a", [2.0])], None)
+
+
+def test_build_pipeline_names_params_describe() -> None:
+    d = build_pipeline("multikrum", "trimmed-mean", "vc", krum_f=2, multikrum_m=4, trim_beta=0.25).describe()
+    assert d["filter"] == {"name": "multikrum", "f": 2, "m": 4}
+    assert d["combine"] == {"name": "trimmed-mean", "beta": 0.25}
+    assert d["correct"]["name"] == "vc"
+    assert build_pipeline().describe()["filter"]["name"] == "sybilwall"
+    with pytest.raises(ValueError, match="unknown filter"):
+        build_pipeline("nope")
+    with pytest.raises(ValueError, match="unknown aggregation parameter"):
+        build_pipeline(krum_ff=1)
+
+
+# --- variance correction -------------------------------------------------------------------------
+
+
+def _eight_independent_cnn1d() -> list[Contribution]:
+    states = [state_from_module(build_model("cnn1d", (40,), 10, seed=s)) for s in range(8)]
+    return [Contribution(f"n{i}", st, st) for i, st in enumerate(states)]
+
+
+def test_variance_correction_restores_target_variance() -> None:
+    cs = _eight_independent_cnn1d()
+    vc = build_pipeline("none", "mean", "vc").aggregate(cs, base=None).state
+    plain = build_pipeline("none", "mean", "none").aggregate(cs, base=None).state
+    for name, tensor in vc.items():
+        if tensor.size <= 1:
+            continue
+        target = np.mean([c.model[name].var() for c in cs])
+        assert tensor.var() == pytest.approx(target, rel=0.01), name
+        ratio = plain[name].var() / target
+        # ~1/8: the vanishing variance (noisier for the 10- and 25-element bias vectors)
+        lo, hi = (0.1, 0.15) if tensor.size >= 1000 else (0.03, 0.3)
+        assert lo < ratio < hi, (name, ratio)
+        # the tensor mean is preserved by the rescaling
+        assert tensor.mean() == pytest.approx(plain[name].mean(), abs=1e-6)
+
+
+def test_variance_correction_noop_for_correlated_inputs_and_damping() -> None:
+    rng = np.random.default_rng(0)
+    base = {"w": rng.normal(size=1000).astype(np.float32)}
+    cs = [_contrib(f"p{i}", base["w"] + 0.01 * rng.normal(size=1000), base) for i in range(6)]
+    plain = build_pipeline("none", "mean", "none").aggregate(cs, base).state["w"]
+    vc = build_pipeline("none", "mean", "vc").aggregate(cs, base).state["w"]
+    np.testing.assert_allclose(vc, plain, atol=1e-3)  # shared base: the factor is ~1
+
+    ind = [_contrib(f"p{i}", rng.normal(size=1000)) for i in range(4)]
+    plain = build_pipeline("none", "mean", "none").aggregate(ind, None).state["w"]
+    full = build_pipeline("none", "mean", "vc").aggregate(ind, None).state["w"]
+    half = build_pipeline("none", "mean", "vc", vc_rho=0.5).aggregate(ind, None).state["w"]
+    mu = plain.mean()
+    f_full = (full - mu).std() / (plain - mu).std()
+    f_half = (half - mu).std() / (plain - mu).std()
+    assert f_half == pytest.approx(1 + 0.5 * (f_full - 1), rel=1e-4)

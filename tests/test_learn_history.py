@@ -1,0 +1,87 @@
+"""HistoryStore: direct accumulation, the gossip merge rule, and distance-weighted selection."""
+
+import numpy as np
+import pytest
+
+from gossipnode.learn.aggregation import HistoryStore
+
+
+def v(*xs: float) -> np.ndarray:
+    return np.array(xs, dtype=np.float32)
+
+
+def test_record_update_accumulates() -> None:
+    s = HistoryStore("me")
+    s.record_update("a", 1, {"w": v(1, 0)})
+    rec = s.record_update("a", 2, {"w": v(0, 1)})
+    assert rec.distance == 1 and rec.round == 2 and rec.received_from == "a"
+    np.testing.assert_array_equal(rec.history, [1, 1])
+    with pytest.raises(ValueError):
+        s.record_update("b", 1, v(1, 2, 3))  # size mismatch
+
+
+def test_merge_rule() -> None:
+    s = HistoryStore("me")
+    # unknown -> stored at d + 1
+    assert s.merge_record("x", round=3, distance=1, history=v(1, 1), received_from="n1")
+    rec = s.get("x")
+    assert rec is not None and rec.distance == 2 and rec.round == 3 and rec.received_from == "n1"
+    # known distant record: not replaced by an older or same round...
+    assert not s.merge_record("x", round=3, distance=1, history=v(9, 9), received_from="n2")
+    assert not s.merge_record("x", round=2, distance=4, history=v(9, 9), received_from="n2")
+    np.testing.assert_array_equal(s.get("x").history, [1, 1])  # type: ignore[union-attr]
+    # ...replaced by a newer round (any distance), stored at that d + 1
+    assert s.merge_record("x", round=5, distance=3, history=v(2, 2), received_from="n2")
+    rec = s.get("x")
+    assert rec is not None and (rec.round, rec.distance, rec.received_from) == (5, 4, "n2")
+    # direct neighbour's record: never replaced by gossip, even if newer
+    s.record_update("d", 1, v(1, 0))
+    assert not s.merge_record("d", round=10, distance=1, history=v(5, 5), received_from="n1")
+    rec = s.get("d")
+    assert rec is not None and rec.distance == 1 and rec.round == 1
+    # records about ourselves are ignored
+    assert not s.merge_record("me", round=1, distance=1, history=v(1, 1), received_from="n1")
+    assert "me" not in s
+    # a direct update promotes a gossiped record to distance 1 and keeps accumulating
+    rec = s.record_update("x", 6, v(1, 0))
+    assert rec.distance == 1 and rec.round == 6
+    np.testing.assert_array_equal(rec.history, [3, 2])
+
+
+def test_select_records_exclusions() -> None:
+    s = HistoryStore("me")
+    s.record_update("me", 1, v(1))  # own record: never sent
+    s.record_update("n", 1, v(1))  # the neighbour's own record: never sent to it
+    s.merge_record("from_n", 1, 1, v(1), received_from="n")  # learned from n: not sent back
+    s.record_update("ok", 1, v(1))
+    out = s.select_records(["n"], "me", np.random.default_rng(0))
+    assert out["n"][0] == "ok"
+    # the neighbour "ok" has only excluded candidates left except "n" and "from_n"
+    out = s.select_records(["ok", "ghost"], "me", np.random.default_rng(0))
+    assert out["ok"][0] in {"n", "from_n"} and "ghost" in out
+    empty = HistoryStore("me")
+    assert empty.select_records(["n"], "me", np.random.default_rng(0)) == {}
+
+
+def test_select_records_follows_distance_distribution() -> None:
+    s = HistoryStore("me")
+    distances = {"a": 1, "b": 1, "c": 2, "d": 3, "e": 3, "f": 5}
+    for peer, d in distances.items():
+        if d == 1:
+            s.record_update(peer, 1, v(1, 2))
+        else:
+            s.merge_record(peer, 1, d - 1, v(1, 2), received_from="relay")  # stored at d
+    assert {p: s.get(p).distance for p in distances} == distances  # type: ignore[union-attr]
+    lam = 0.8
+    rng = np.random.default_rng(1234)
+    draws = 20_000
+    counts = dict.fromkeys(distances, 0)
+    for _ in range(draws):
+        counts[s.select_records(["n"], "me", rng, lam=lam)["n"][0]] += 1
+    p = np.array([lam * np.exp(-lam * (d - 1)) for d in distances.values()])
+    expected = draws * p / p.sum()
+    observed = np.array(list(counts.values()))
+    chi2 = float(np.sum((observed - expected) ** 2 / expected))
+    assert chi2 < 20.52  # chi-square, 5 degrees of freedom, p = 0.001
+    # and the shape is right: a distance-1 record is drawn ~e^(0.8*4) = 24.5x as often as distance 5
+    assert counts["a"] / counts["f"] == pytest.approx(np.exp(lam * 4), rel=0.25)

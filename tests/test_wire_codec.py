@@ -1,0 +1,365 @@
+"""Codec: round trips, every rejection reason, replay window, fuzzing, identity persistence."""
+from __future__ import annotations
+
+import os
+import random
+import stat
+from dataclasses import replace
+
+import msgpack
+import numpy as np
+import pytest
+
+from gossipnode.core.messages import (
+    Advertise,
+    HistoryRecord,
+    ModelData,
+    ModelKind,
+    ModelMsg,
+    ModelRequest,
+    Ping,
+    Pong,
+    RawTensor,
+    Status,
+    ViewRecord,
+    ViewShare,
+)
+from gossipnode.wire import (
+    REASONS,
+    Identity,
+    MsgType,
+    ReplayGuard,
+    SeqCounter,
+    WireError,
+    decode,
+    encode,
+    model_hash,
+    node_id,
+    seal,
+    to_raw,
+    verify,
+)
+
+NET = "testnet"
+MAX = 1 << 24
+ALICE = Identity.from_seed(b"\x07" * 32)
+H = bytes(range(32))
+
+
+def pk(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+def tensors() -> tuple[RawTensor, ...]:
+    rng = np.random.default_rng(1)
+    return (to_raw("big", rng.standard_normal((64, 100), dtype=np.float32)),  # > 4 KiB: referenced chunk
+            to_raw("small", np.arange(5, dtype=np.int32)),
+            to_raw("flag", np.array([True, False])),
+            to_raw("empty", np.zeros((0, 3), np.float16)),
+            to_raw("scalar", np.array(3.5)))
+
+
+VIEW = (ViewRecord(pk(1), 3, 0, Status.JOIN, ("http://a:1", "mqtt://b")), ViewRecord(pk(2), 2**63 - 1, 9, Status.LEAVE))
+MESSAGES = [
+    Advertise(5, 2, Status.JOIN, ("http://10.0.0.1:8470",)),
+    Advertise(0, 0, Status.LEAVE),
+    ViewShare(7, VIEW),
+    ViewShare(0, ()),
+    Ping(1, 2**63 - 1),
+    Pong(1, 0),
+    ModelMsg(3, ModelKind.TRAINED, H, VIEW),
+    ModelMsg(4, ModelKind.AGGREGATED, H, VIEW, H[::-1], tensors(),
+             (HistoryRecord(pk(3), 2, 1, tensors()[:2]), HistoryRecord(pk(4), 1, 5, ()))),
+    ModelRequest(H),
+    ModelData(H, tensors()),
+    ModelData(H, ()),
+]
+
+
+def frame(msg: object = Ping(1, 2), seq: int = 1, ident: Identity = ALICE, net: str = NET) -> bytes:
+    return encode(ident, net, seq, 12.5, msg)
+
+
+def reason(data: object, guard: ReplayGuard | None = None, net: str = NET, max_size: int = MAX) -> str:
+    try:
+        decode(data, net, max_size, guard)  # type: ignore[arg-type]
+    except WireError as e:
+        assert e.reason in REASONS
+        return e.reason
+    return "accept"
+
+
+# ---------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: object) -> None:
+    data = encode(ALICE, NET, 99, 1.25, msg)
+    env = decode(data, NET, MAX, ReplayGuard())
+    assert env.msg == msg
+    assert (env.sender, env.seq, env.ts) == (ALICE.public_key, 99, 1.25)
+    assert isinstance(env.type, MsgType)
+    # the chunked writer produces exactly canonical msgpack
+    outer = msgpack.unpackb(data)
+    assert msgpack.packb(outer) == data
+    assert msgpack.packb(msgpack.unpackb(outer[6])) == outer[6]
+
+
+def test_decode_accepts_bytearray_and_memoryview() -> None:
+    data = frame()
+    assert decode(bytearray(data), NET, MAX).msg == Ping(1, 2)
+    assert decode(memoryview(data), NET, MAX).msg == Ping(1, 2)
+
+
+def test_non_canonical_body_ints_are_accepted() -> None:
+    # ints as uint64 / int64 are valid msgpack; only the signature pins the bytes
+    body = b"\x92" + b"\xcf" + (5).to_bytes(8, "big") + b"\xd3" + (6).to_bytes(8, "big")
+    assert decode(seal(ALICE, NET, MsgType.PING, 1, 0.0, [body]), NET, MAX).msg == Ping(5, 6)
+
+
+# ---------------------------------------------------------------- rejections
+
+def test_too_large() -> None:
+    data = frame()
+    assert reason(data, max_size=len(data) - 1) == "too_large"
+    assert reason(data, max_size=len(data)) == "accept"
+
+
+def test_malformed_outer() -> None:
+    good = frame()
+    outer = msgpack.unpackb(good)
+    for bad in (b"", b"\xc1", b"\x90", good[:-1], good + b"\x00", msgpack.packb(outer[:7]),
+                msgpack.packb(outer + [1]), msgpack.packb({"a": 1}), "text", None, 3):
+        assert reason(bad) == "malformed", bad
+    for i, junk in ((1, b"net"), (2, "5"), (3, b"x" * 31), (4, -1), (4, 2**63), (5, 12), (5, float("nan")),
+                    (6, "body"), (7, b"s" * 63)):
+        mod = list(outer)
+        mod[i] = junk
+        assert reason(msgpack.packb(mod)) == "malformed", (i, junk)
+
+
+def test_unknown_version() -> None:
+    assert reason(seal(ALICE, NET, MsgType.PING, 1, 0.0, [msgpack.packb([1, 2])], version=2)) == "unknown_version"
+    # a future version may change everything after the version field
+    assert reason(msgpack.packb([2, "anything"])) == "unknown_version"
+
+
+def test_bad_signature_checked_before_network_and_body() -> None:
+    other = Identity.from_seed(b"\x08" * 32)
+    outer = msgpack.unpackb(frame())
+    outer[3] = other.public_key  # claim another sender
+    assert reason(msgpack.packb(outer)) == "bad_signature"
+    outer = msgpack.unpackb(frame(net="elsewhere"))
+    outer[6] = b"\xc1garbage"  # wrong network AND garbage body, but the signature fails first
+    assert reason(msgpack.packb(outer)) == "bad_signature"
+    outer = msgpack.unpackb(frame())
+    outer[3] = b"\x00" * 32  # not a valid curve point
+    assert reason(msgpack.packb(outer)) == "bad_signature"
+
+
+def test_wrong_network_checked_before_type_and_body() -> None:
+    assert reason(frame(net="other")) == "wrong_network"
+    assert reason(seal(ALICE, "other", 99, 1, 0.0, [b"\xc1"])) == "wrong_network"
+
+
+def test_unknown_type() -> None:
+    for code in (0, 8, 99, 2**62):
+        assert reason(seal(ALICE, NET, code, 1, 0.0, [msgpack.packb([1, 2])])) == "unknown_type"
+
+
+BAD_BODIES = [
+    (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [-1, 2]), (MsgType.PING, [2**63, 0]),
+    (MsgType.PING, [1.0, 2]), (MsgType.PING, [True, 2]), (MsgType.PING, {"round": 1}),
+    (MsgType.ADVERTISE, [1, 2, 2, []]), (MsgType.ADVERTISE, [1, 2, 0]), (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9]),
+    (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257]]), (MsgType.ADVERTISE, [1, 2, 0, [b"bin"]]),
+    (MsgType.VIEW, [1, [[b"x" * 31, 1, 1, 0, []]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0]]]),
+    (MsgType.VIEW, [1, [[b"x" * 32, 1, -1, 0, []]]]),
+    (MsgType.MODEL_REQUEST, [b"x" * 31]), (MsgType.MODEL_REQUEST, [None]), (MsgType.MODEL_REQUEST, ["x" * 32]),
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [2], b"\x00" * 7]]]),       # size mismatch
+    (MsgType.MODEL_DATA, [H, [["t", "<u2", [1], b"\x00" * 2]]]),       # dtype not allowed
+    (MsgType.MODEL_DATA, [H, [["t", ">f4", [1], b"\x00" * 4]]]),       # big-endian
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [-1], b""]]]),              # negative dim
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [1] * 33, b"\x00" * 4]]]),  # too many dims
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [1], b"\x00" * 4]] * 2]),   # duplicate names
+    (MsgType.MODEL_DATA, [H, [["t", "|b1", [1], b"\x02"]]]),           # bool not 0/1
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [1], "abcd"]]]),            # data as str
+    (MsgType.MODEL, [1, 2, H, [], None, [], []]),                      # bad kind
+    (MsgType.MODEL, [1, 0, H, [], b"x", [], []]),                      # bad base
+    (MsgType.MODEL, [1, 0, H, [], None, [], [[pk(1), 1, 1]]]),         # short history
+    (MsgType.MODEL, [1, 0, H, [], None, [], [[pk(1), 1, 1, []]] * 65]),  # too many histories
+]
+
+
+@pytest.mark.parametrize(("code", "body"), BAD_BODIES)
+def test_malformed_body(code: int, body: object) -> None:
+    assert reason(seal(ALICE, NET, code, 1, 0.0, [msgpack.packb(body)])) == "malformed"
+
+
+def test_body_trailing_bytes_and_huge_counts() -> None:
+    assert reason(seal(ALICE, NET, MsgType.PING, 1, 0.0, [msgpack.packb([1, 2]) + b"\x00"])) == "malformed"
+    # array32 header claiming 10**9 view entries: rejected before allocating anything
+    body = b"\x92\x01\xdd" + (10**9).to_bytes(4, "big")
+    assert reason(seal(ALICE, NET, MsgType.VIEW, 1, 0.0, [body])) == "malformed"
+
+
+def test_encode_rejects_invalid_messages() -> None:
+    bad = [Ping(-1, 0), Ping(1, 2**63), Ping(True, 1), ModelRequest(b"short"), Advertise(1, 1, 5),
+           Advertise(1, 1, Status.JOIN, ("a",) * 9), ModelData(H, (RawTensor("t", "<u2", (1,), b"ab"),)),
+           ModelData(H, (RawTensor("t", "<f4", (2,), b"abcd"),)), ModelData(H, tensors()[:1] * 2),
+           ViewShare(1, (replace(VIEW[0], peer=b"x"),))]
+    for msg in bad:
+        with pytest.raises((ValueError, TypeError)):
+            encode(ALICE, NET, 1, 0.0, msg)
+    with pytest.raises(TypeError):
+        encode(ALICE, NET, 1, 0.0, object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        encode(ALICE, "n" * 65, 1, 0.0, Ping(1, 1))
+
+
+# ---------------------------------------------------------------- replay
+
+def test_replay_rejected_and_rejections_do_not_consume_seq() -> None:
+    guard = ReplayGuard()
+    bad_body = seal(ALICE, NET, MsgType.PING, 5, 0.0, [msgpack.packb([1])])
+    assert reason(bad_body, guard) == "malformed"
+    assert reason(frame(seq=5, net="other"), guard) == "wrong_network"
+    assert len(guard) == 0  # rejected frames left no trace
+    assert reason(frame(seq=5), guard) == "accept"
+    assert reason(frame(seq=5), guard) == "replay"
+    assert reason(frame(Pong(1, 1), seq=5), guard) == "replay"  # seq is per sender, not per message
+    other = Identity.from_seed(b"\x09" * 32)
+    assert reason(frame(seq=5, ident=other), guard) == "accept"
+
+
+def test_out_of_order_within_window_accepted_once() -> None:
+    guard = ReplayGuard(window=64)
+    order = [100, 90, 95, 37, 101, 99, 200, 137, 136]
+    expect = ["accept", "accept", "accept", "accept", "accept", "accept", "accept", "accept", "replay"]
+    assert [reason(frame(seq=s), guard) for s in order] == expect
+    for s in (90, 95, 100, 101, 200, 137):
+        assert reason(frame(seq=s), guard) == "replay"
+    assert reason(frame(seq=150), guard) == "accept"
+
+
+def test_replay_guard_window_edges_and_lru() -> None:
+    g = ReplayGuard(window=8, max_senders=2)
+    g.accept(b"a", 100)
+    assert g.check(b"a", 93) and not g.check(b"a", 92) and not g.check(b"a", 100) and g.check(b"a", 10**15)
+    g.accept(b"a", 100 + 8)  # jump by exactly the window: old bits all fall out
+    assert not g.check(b"a", 100) and g.check(b"a", 101) and not g.check(b"a", 108)
+    g.accept(b"b", 1)
+    g.accept(b"a", 109)  # a is now most recently used
+    g.accept(b"c", 1)  # evicts b
+    assert len(g) == 2 and g.check(b"b", 1) and not g.check(b"a", 109) and not g.check(b"c", 1)
+
+
+def test_seq_counter_monotonic_and_restart_safe() -> None:
+    now = [1_000_000]
+    c = SeqCounter(lambda: now[0])
+    seqs = [c.next() for _ in range(5)]
+    assert seqs == [1_000_000 + i for i in range(5)]
+    now[0] += 2
+    assert c.next() == 1_000_005  # ahead of the clock: keep counting
+    now[0] += 100
+    assert c.next() == 1_000_102
+    restarted = SeqCounter(lambda: now[0] + 1)
+    assert restarted.next() > seqs[-1]
+    real = SeqCounter()
+    a, b = real.next(), real.next()
+    assert b > a > 1_600_000_000 * 10**6
+
+
+# ---------------------------------------------------------------- fuzzing
+
+def _only_wire_errors(data: object) -> None:
+    try:
+        decode(data, NET, MAX, ReplayGuard())  # type: ignore[arg-type]
+    except WireError as e:
+        assert e.reason in REASONS
+
+
+def test_fuzz_garbage_bitflips_truncations() -> None:
+    rnd = random.Random(1234)
+    valid = [encode(ALICE, NET, 1, 0.0, m) for m in MESSAGES]
+    for _ in range(1500):
+        _only_wire_errors(rnd.randbytes(rnd.randrange(0, 300)))
+    for _ in range(2500):
+        data = bytearray(rnd.choice(valid))
+        for _ in range(rnd.randrange(1, 4)):
+            i = rnd.randrange(len(data))
+            data[i] ^= 1 << rnd.randrange(8)
+        _only_wire_errors(bytes(data))
+    for data in valid[:4]:
+        for n in range(len(data)):
+            _only_wire_errors(data[:n])
+
+
+def _random_obj(rnd: random.Random, depth: int = 0) -> object:
+    choices = [lambda: rnd.randrange(-2**63, 2**64), lambda: rnd.randrange(0, 200), lambda: rnd.random(),
+               lambda: rnd.randbytes(rnd.choice([0, 1, 31, 32, 33, 64])), lambda: None, lambda: True,
+               lambda: rnd.choice(["", "<f4", "|b1", "t", "\u00e9", "<u2"])]
+    if depth < 4:
+        choices += [lambda: [_random_obj(rnd, depth + 1) for _ in range(rnd.randrange(0, 8))]] * 3
+        choices += [lambda: {"k": _random_obj(rnd, depth + 1)}]
+    return rnd.choice(choices)()
+
+
+def test_fuzz_signed_bodies() -> None:
+    """Correctly signed frames with hostile bodies reach the body parser; it must stay strict."""
+    rnd = random.Random(99)
+    for _ in range(1500):
+        code = rnd.randrange(1, 8)
+        _only_wire_errors(seal(ALICE, NET, code, 1, 0.0, [msgpack.packb(_random_obj(rnd))]))
+    for msg in MESSAGES:
+        body = msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[6]
+        code = int(msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[2])
+        for _ in range(150):
+            b = bytearray(body)
+            for _ in range(rnd.randrange(1, 3)):
+                i = rnd.randrange(len(b))
+                b[i] = rnd.randrange(256)
+            cut = rnd.choice([len(b), rnd.randrange(len(b) + 1)])
+            _only_wire_errors(seal(ALICE, NET, code, 1, 0.0, [bytes(b[:cut])]))
+
+
+# ---------------------------------------------------------------- identity
+
+def test_identity_load_or_create_persists(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "keys", "node.key")
+    a = Identity.load_or_create(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.path.getsize(path) == 32
+    b = Identity.load_or_create(path)
+    assert a.public_key == b.public_key and len(a.public_key) == 32
+    assert os.listdir(os.path.dirname(path)) == ["node.key"]  # no temp files left
+    with open(path, "wb") as f:
+        f.write(b"short")
+    with pytest.raises(ValueError):
+        Identity.load_or_create(path)
+
+
+def test_sign_verify_never_raises() -> None:
+    sig = ALICE.sign(b"data")
+    assert len(sig) == 64 and verify(ALICE.public_key, sig, b"data")
+    assert not verify(ALICE.public_key, sig, b"datA")
+    for args in ((b"x", sig, b"data"), (ALICE.public_key, b"x", b"data"), (None, sig, b"d"),
+                 (ALICE.public_key, None, b"d"), (b"\x00" * 32, sig, b"data"), ("a" * 32, sig, b"data")):
+        assert verify(*args) is False  # type: ignore[arg-type]
+    assert Identity.from_seed(b"\x07" * 32).public_key == ALICE.public_key
+    assert node_id(ALICE.public_key) == ALICE.node_id and len(ALICE.node_id) == 16
+    assert "07" * 4 not in repr(ALICE)
+    with pytest.raises(ValueError):
+        Identity.from_seed(b"\x00" * 31)
+
+
+def test_model_hash_names_content() -> None:
+    assert model_hash(tensors()) != model_hash(tensors()[::-1])
+
+
+def test_replay_guard_is_atomic_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    guard = ReplayGuard()
+    data = frame(seq=77)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: reason(data, guard), range(64)))
+    assert results.count("accept") == 1 and results.count("replay") == 63
