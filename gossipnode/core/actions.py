@@ -38,6 +38,15 @@ class Aggregate:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """Gossip learning: merge received models into the node's own model `own` (pipeline with beta),
+    then report the result with `GossipCore.merge_done`."""
+    round: int
+    own: bytes
+    contributions: tuple[tuple[bytes, bytes], ...]   # (sender pk, model hash)
+
+
+@dataclass(frozen=True)
 class NewModel:
     """A newer round model is held (received as trainer or produced as aggregator): evaluate it."""
     round: int
@@ -59,4 +68,4 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-Action = Send | SendTo | StartTraining | CancelTraining | Aggregate | NewModel | Finished | Event
+Action = Send | SendTo | StartTraining | CancelTraining | Aggregate | Merge | NewModel | Finished | Event

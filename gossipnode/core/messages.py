@@ -17,6 +17,7 @@ class Status(IntEnum):
 class ModelKind(IntEnum):
     TRAINED = 0      # a trainer's locally trained model, sent to the aggregators of round k
     AGGREGATED = 1   # an aggregator's result for round k, sent to the trainers of round k
+    GOSSIP = 2       # gossip learning: a node's current model pushed to a random peer (core/gossip.py)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""Scenario of one simulation run, and the small spec languages of its options."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    protocol: str = "modest"
+    nodes: int = 100
+    rounds: int | None = 50           # stop after this many rounds (protocol's notion, see README-sim)
+    duration: float | None = None     # or after this much virtual time (s); the first limit reached wins
+    seed: int = 0
+    # data and model
+    dataset: str = "mnist1d"          # mnist1d or a .npz file (x, y, x_test, y_test)
+    mnist1d_samples: int = 0          # 0: learn's default (10,000)
+    partition: str = "iid"
+    model: str = "cnn1d"
+    lr: float = 0.05
+    momentum: float = 0.9
+    batch_size: int = 20
+    local_epochs: int = 1
+    init: str = "same"                # same | independent (per-node seeded initial models)
+    threads: int = 1                  # torch CPU threads
+    # aggregation pipeline
+    filter: str = "none"
+    combine: str = "mean"
+    correct: str = "none"
+    beta: float = 0.5                 # gossip: weight of the own model in a merge
+    # MoDeST
+    sample_size: int = 10
+    aggregators: int = 1
+    success_fraction: float = 1.0
+    ping_timeout: float = 5.0
+    inactivity_threshold: int = 50
+    aggregation_timeout: float = 30.0
+    round_timeout: float = 60.0
+    # gossip learning
+    gossip_interval: float = 60.0
+    # D-PSGD
+    topology: str = "exp"             # exp (one-peer exponential graph) | ring | regular:K
+    dpsgd_timeout: float = 30.0       # wait this long for neighbours' models, then average what came
+    # network and compute models
+    latency: str = "uniform:0.01:0.1"       # seconds per link: const:X | uniform:A:B | lognormal:MU:SIGMA | FILE.npy
+    bandwidth: str = "const:12500000"       # bytes/s per node (uplink = downlink): same syntax
+    compute: str = "const:200"              # training speed, samples/s per node: same syntax
+    agg_time: float = 0.002                 # seconds per aggregated contribution
+    # scenario
+    churn: str = ""                   # e.g. crash:5:60:300:16,join:5:60:330:4 (COUNT:EVERY:START:TIMES)
+    attack: str = "none"              # none | label-flip | backdoor
+    sybils: float = 0.0               # Sybil identities per honest node (phi)
+    sybil_links: int = 2              # D-PSGD: honest neighbours of each Sybil identity
+    # measurement
+    eval_every: float = 0.0           # virtual seconds between evaluations (0: auto)
+    eval_nodes: int = 20              # honest nodes evaluated per evaluation (gossip, dpsgd)
+    eval_samples: int = 0             # test samples used (0: all)
+    target: float = 0.8               # time/bytes to reach this mean accuracy are reported
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose from {PROTOCOLS}")
+        if self.nodes < 2:
+            raise ValueError("need at least 2 nodes")
+        if self.rounds is None and self.duration is None:
+            raise ValueError("give rounds or duration")
+        if self.init not in ("same", "independent"):
+            raise ValueError("init must be 'same' or 'independent'")
+        if self.sybils < 0:
+            raise ValueError("sybils (phi) must be >= 0")
+        if self.sybils > 0 and self.attack == "none":
+            raise ValueError("--sybils needs --attack label-flip or backdoor")
+        parse_churn(self.churn)
+        parse_topology(self.topology)
+
+    @property
+    def n_sybils(self) -> int:
+        return int(round(self.sybils * self.nodes)) if self.attack != "none" else 0
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ChurnStep:
+    kind: str        # crash | leave | join
+    count: int
+    every: float
+    start: float
+    times: int
+
+
+def parse_churn(spec: str) -> list[ChurnStep]:
+    """``crash:5:60:300:16`` = crash 5 nodes every 60 s from t = 300 s, 16 times (MoDeST's schedule).
+    ``leave:...`` leaves gracefully, ``join:...`` adds new nodes. Comma-separated."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        bits = part.split(":")
+        if bits[0] not in ("crash", "leave", "join") or len(bits) != 5:
+            raise ValueError(f"bad churn step {part!r}: want crash|leave|join:COUNT:EVERY:START:TIMES")
+        try:
+            step = ChurnStep(bits[0], int(bits[1]), float(bits[2]), float(bits[3]), int(bits[4]))
+        except ValueError:
+            raise ValueError(f"bad churn step {part!r}: numbers expected") from None
+        if step.count < 0 or step.every <= 0 or step.times < 0 or step.start < 0:
+            raise ValueError(f"bad churn step {part!r}")
+        out.append(step)
+    return out
+
+
+def parse_topology(spec: str) -> tuple[str, int]:
+    if spec in ("exp", "ring"):
+        return spec, 0
+    name, _, k = spec.partition(":")
+    if name == "regular" and k.isdigit() and int(k) >= 1:
+        return name, int(k)
+    raise ValueError(f"bad topology {spec!r}: want exp, ring or regular:K")
+
+
+def draw(spec: str, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Values from ``const:X``, ``uniform:A:B``, ``lognormal:MU:SIGMA`` (of ln x), ``normal:MU:SD``
+    (clipped at 0) or a ``.npy`` file (used as is; must have the requested shape)."""
+    if spec.endswith(".npy"):
+        arr = np.load(spec, allow_pickle=False).astype(np.float64)
+        if arr.shape != (size if isinstance(size, tuple) else (size,)):
+            raise ValueError(f"{spec}: shape {arr.shape}, expected {size}")
+        return arr
+    name, *args = spec.split(":")
+    try:
+        a = [float(x) for x in args]
+    except ValueError:
+        raise ValueError(f"bad distribution {spec!r}") from None
+    if name == "const" and len(a) == 1:
+        return np.full(size, a[0])
+    if name == "uniform" and len(a) == 2:
+        return rng.uniform(a[0], a[1], size)
+    if name == "lognormal" and len(a) == 2:
+        return rng.lognormal(a[0], a[1], size)
+    if name == "normal" and len(a) == 2:
+        return np.maximum(rng.normal(a[0], a[1], size), 0.0)
+    raise ValueError(f"bad distribution {spec!r}: want const:X, uniform:A:B, lognormal:MU:SIGMA, "
+                     "normal:MU:SD or FILE.npy")

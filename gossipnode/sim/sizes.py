@@ -1,0 +1,59 @@
+"""Message sizes for byte accounting, measured once with the real codec instead of encoding every message.
+
+Frame size = the encoded size of the message without tensors and view (measured per message type)
++ one measured per-record size per view record + the model's tensors (measured once with the
+real model, so dtype/shape headers are included).
+"""
+from __future__ import annotations
+
+from gossipnode.core.messages import (
+    Advertise, ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord, ViewShare,
+)
+from gossipnode.learn.state import State
+from gossipnode.learner import to_model
+from gossipnode.wire.codec import encode
+from gossipnode.wire.identity import Identity
+
+
+class SizeModel:
+    def __init__(self, state: State, address_len: int = 12) -> None:
+        ident = Identity.from_seed(b"\x01" * 32)
+        addr = ("mem://" + "0" * (address_len - 6),)
+        rnd, seq, ts = 1000, 1 << 20, 1.7e9   # realistic integer widths
+
+        def size(msg) -> int:
+            return len(encode(ident, "gossipnode", seq, ts, msg))
+
+        pk = b"\x02" * 32
+        rec = ViewRecord(pk, rnd, 3, Status.JOIN, addr)
+        model = to_model(state)
+        self.model_bytes = sum(len(t.data) for t in model)
+        self.ping = size(Ping(rnd, 123456))
+        self.pong = size(Pong(rnd, 123456))
+        self.advertise = size(Advertise(rnd, 3, Status.JOIN, addr))
+        view0 = size(ViewShare(rnd, ()))
+        self.view_record = size(ViewShare(rnd, (rec, rec))) - size(ViewShare(rnd, (rec,)))
+        self.viewshare_base = view0
+        h = b"\x03" * 32
+        empty = size(ModelMsg(rnd, ModelKind.TRAINED, h, ()))
+        full = size(ModelMsg(rnd, ModelKind.AGGREGATED, h, (), None, model))
+        delta = size(ModelMsg(rnd, ModelKind.TRAINED, h, (), h, model))
+        self.model_empty = empty
+        self.full_model = full        # frame with the whole model, no view
+        self.delta_model = delta      # frame with a delta (base hash set), no view
+
+    def of(self, msg: object, with_tensors: bool = True) -> int:
+        if isinstance(msg, Ping):
+            return self.ping
+        if isinstance(msg, Pong):
+            return self.pong
+        if isinstance(msg, Advertise):
+            return self.advertise
+        if isinstance(msg, ViewShare):
+            return self.viewshare_base + self.view_record * len(msg.view)
+        if isinstance(msg, ModelMsg):
+            base = self.model_empty
+            if with_tensors:
+                base = self.delta_model if msg.kind == ModelKind.TRAINED else self.full_model
+            return base + self.view_record * len(msg.view)
+        raise TypeError(f"no size for {type(msg).__name__}")

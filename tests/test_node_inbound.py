@@ -1,0 +1,103 @@
+"""Untrusted input over real HTTP: every bad message is rejected with its reason, counted, and
+changes nothing; the node stays up."""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import aiohttp
+import pytest
+
+from gossipnode.config import NodeConfig
+from gossipnode.core.messages import Advertise, ModelKind, ModelMsg, Ping, Status
+from gossipnode.node import Node
+from gossipnode.wire.codec import encode
+from gossipnode.wire.identity import Identity
+
+from conftest import free_ports
+
+
+@pytest.fixture
+async def node(tmp_path):
+    (port,) = free_ports(1)
+    cfg = NodeConfig(port=port, state_dir=str(tmp_path / "n"), mnist1d_samples=1000, network_id="t",
+                     bootstrap_wait=600, bootstrap_timeout=600, max_message_mb=1.0)
+    n = Node(cfg)
+    await n.start()
+    yield n
+    await n.stop(graceful=False)
+
+
+async def _post(n: Node, body: bytes) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(n.cfg.address + "/v1/messages", data=body) as r:
+            return r.status, (await r.json() if r.status != 202 else {})
+
+
+def _snapshot(n: Node):
+    return (dict(n.core.view.entries), n.core.round, n.current, n.core.agg_idx, n.core.train_idx)
+
+
+async def test_each_bad_message_rejected_counted_and_harmless(node: Node) -> None:
+    peer = Identity.generate()
+    before = _snapshot(node)
+    now = time.time()
+    seq = 10_000
+    good = encode(peer, "t", seq, now, Ping(1, 7))
+    cases = {
+        "malformed": b"\xc1 not msgpack",
+        "wrong_network": encode(peer, "other-net", seq + 1, now, Ping(1, 1)),
+        "bad_signature": good[:-1] + bytes([good[-1] ^ 1]),
+        "unknown_version": b"\x98\x02" + good[2:],
+    }
+    for reason, frame in cases.items():
+        status, body = await _post(node, frame)
+        assert status == 400 and body == {"rejected": reason}, (reason, status, body)
+    status, body = await _post(node, b"\0" * (2 << 20))
+    assert status == 413 and body == {"rejected": "too_large"}
+    assert _snapshot(node) == before
+
+    # A model whose hash does not match its tensors is rejected after decoding.
+    fake = ModelMsg(3, ModelKind.TRAINED, b"\1" * 32, (), None, node.learner.initial)
+    status, body = await _post(node, encode(peer, "t", seq + 2, now, fake))
+    assert status == 400 and body == {"rejected": "hash_mismatch"}
+    assert node.core.agg_idx == 0
+
+    # A valid message is accepted once; the same bytes again are a replay.
+    assert (await _post(node, good))[0] == 202
+    status, body = await _post(node, good)
+    assert status == 400 and body == {"rejected": "replay"}
+
+    # Random garbage never takes the node down.
+    rng = random.Random(1)
+    for _ in range(200):
+        status, _ = await _post(node, bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 300))))
+        assert status == 400
+    rej = node.status()["messages_rejected"]
+    for reason in ("malformed", "wrong_network", "bad_signature", "unknown_version", "too_large",
+                   "hash_mismatch", "replay"):
+        assert rej.get(reason, 0) >= 1, (reason, rej)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.cfg.address + "/v1/status") as r:
+            assert r.status == 200
+
+
+async def test_advertise_adds_peer_and_is_answered(node: Node, tmp_path) -> None:
+    peer = Identity.generate()
+    frame = encode(peer, "t", 1, time.time(), Advertise(0, 1, Status.JOIN, ("http://127.0.0.1:9",)))
+    assert (await _post(node, frame))[0] == 202
+    assert peer.public_key in node.core.view
+    assert node.status()["peers_known"] == 1
+
+
+async def test_incompatible_model_rejected(node: Node) -> None:
+    import numpy as np
+    from gossipnode.wire.tensors import model_hash, to_raw
+    peer = Identity.generate()
+    wrong = (to_raw("w", np.zeros((3, 3), dtype="<f4")),)
+    msg = ModelMsg(2, ModelKind.TRAINED, model_hash(wrong), (), None, wrong)
+    status, body = await _post(node, encode(peer, "t", 5, time.time(), msg))
+    assert status == 400 and body == {"rejected": "incompatible_model"}
+    assert node.core.agg_idx == 0
+    _ = os.getpid()
