@@ -40,9 +40,22 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", float, "SGD learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--threads", "threads", int, "torch CPU threads"),
-    ("--filter", "filter", str, "aggregation filter"),
-    ("--combine", "combine", str, "aggregation combiner"),
-    ("--correct", "correct", str, "aggregation correction"),
+    ("--filter", "filter", str, "aggregation filter: sybilwall (default), foolsgold, krum, multikrum, none"),
+    ("--combine", "combine", str, "aggregation combiner: mean (default), median, trimmed-mean"),
+    ("--correct", "correct", str, "aggregation correction: vc (default, variance-corrected), none"),
+    ("--krum-f", "krum_f", int, "krum/multikrum: assumed Byzantine contributions f"),
+    ("--multikrum-m", "multikrum_m", int, "multikrum: contributions kept m"),
+    ("--trim-beta", "trim_beta", float, "trimmed-mean: fraction trimmed at each side"),
+    ("--vc-eps", "vc_eps", float, "variance correction epsilon"),
+    ("--vc-rho", "vc_rho", float, "variance correction damping (1 = full correction)"),
+    ("--history-records", "history_records", int, "SybilWall history records piggy-backed per model message"),
+    ("--history-dtype", "history_dtype", str, "f2 (float16, default) or f4: histories on the wire"),
+    ("--protocol", "protocol", str, "modest (default) or gossip (gossip learning)"),
+    ("--gossip-interval", "gossip_interval", float, "gossip: seconds between pushes"),
+    ("--beta", "beta", float, "gossip: weight of the own model when merging"),
+    ("--independent-init", "independent_init", bool, "start from a random model of this node's own"),
+    ("--attack", "attack", str, "labelflip or backdoor: run Sybil attacker identities (for evaluation)"),
+    ("--sybils", "sybils", int, "with --attack: number of Sybil identities in this process"),
     ("--sample-size", "sample_size", int, "MoDeST: trainers per round (s)"),
     ("--aggregators", "aggregators", int, "MoDeST: aggregators per round (a)"),
     ("--success-fraction", "success_fraction", float, "MoDeST: aggregate after s*sf updates"),
@@ -61,7 +74,11 @@ FIELD_NAMES = {f.name for f in fields(NodeConfig)}
 
 def _add_node_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
     for flag, name, typ, help_ in NODE_FLAGS:
-        if name not in skip:
+        if name in skip:
+            continue
+        if typ is bool:
+            p.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_)
+        else:
             p.add_argument(flag, dest=name, type=typ, default=None, help=help_)
 
 
@@ -95,8 +112,12 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 async def _serve(cfg: NodeConfig) -> int:
-    from .node import Node
-    node = Node(cfg)
+    if cfg.attack:
+        from .attack import SybilHost
+        node = SybilHost(cfg)
+    else:
+        from .node import Node
+        node = Node(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(

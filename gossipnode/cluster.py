@@ -30,9 +30,11 @@ def node_command(i: int, n: int, base_port: int, state_root: Path, forwarded: li
 
 def forwarded_flags(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
-    for flag, name, _, _ in NODE_FLAGS:
+    for flag, name, typ, _ in NODE_FLAGS:
         v = getattr(args, name, None)
-        if v is not None:
+        if v is True and typ is bool:
+            out.append(flag)
+        elif v is not None:
             out += [flag, str(v)]
     return out
 

@@ -42,10 +42,24 @@ class NodeConfig:
     momentum: float = 0.9
     threads: int = 1                    # torch CPU threads per node
     independent_init: bool = False
-    # aggregation pipeline
-    filter: str = "none"
-    combine: str = "mean"
-    correct: str = "none"
+    # aggregation pipeline: filter -> combine -> correct
+    filter: str = "sybilwall"           # sybilwall, foolsgold, krum, multikrum, none
+    combine: str = "mean"               # mean, median, trimmed-mean
+    correct: str = "vc"                 # vc (variance-corrected), none
+    krum_f: int = 1
+    multikrum_m: int = 3
+    trim_beta: float = 0.1
+    vc_eps: float = 1e-8
+    vc_rho: float = 1.0
+    history_records: int = 1            # SybilWall history records piggy-backed per model message
+    history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
+    # protocol
+    protocol: str = "modest"            # modest, gossip
+    gossip_interval: float = 5.0        # gossip: push the model to a random active peer this often
+    beta: float = 0.5                   # gossip: weight of the own model when merging
+    # attack (for measuring resilience): this process runs `sybils` identities with one poisoned model
+    attack: str = ""                    # "", labelflip, backdoor
+    sybils: int = 1
     # MoDeST
     sample_size: int = 10
     aggregators: int = 1
@@ -65,6 +79,10 @@ class NodeConfig:
     @property
     def address(self) -> str:
         return self.advertise or f"http://{self.host}:{self.port}"
+
+    def pipeline_params(self) -> dict[str, Any]:
+        return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
+                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho}
 
     def shard_index(self) -> tuple[int, int]:
         try:
@@ -126,5 +144,11 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
             raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
         cfg = replace(cfg, **{k: _coerce(k, types[k], v) for k, v in layer.items()})
     cfg.modest()  # validate early
+    if cfg.protocol not in ("modest", "gossip"):
+        raise ValueError(f"--protocol must be modest or gossip, got {cfg.protocol!r}")
+    if cfg.attack and cfg.attack.replace("-", "").replace("_", "") not in ("labelflip", "backdoor"):
+        raise ValueError(f"--attack must be labelflip or backdoor, got {cfg.attack!r}")
+    if cfg.sybils < 1 or cfg.history_dtype not in ("f2", "f4"):
+        raise ValueError("--sybils must be >= 1 and --history-dtype f2 or f4")
     cfg.shard_index()
     return cfg

@@ -14,7 +14,8 @@ from .config import NodeConfig
 from .core.messages import RawTensor
 from .learn import data as ldata
 from .learn.models import build_model
-from .learn.state import State, state_from_module
+from .learn.attacks import attack_rate
+from .learn.state import State, flatten, state_from_module
 from .learn.trainer import EvalResult, Trainer, TrainStats
 from .wire.tensors import from_raw, to_raw
 
@@ -46,6 +47,7 @@ class Learner:
     dataset: ldata.Dataset
     trainer: Trainer
     initial: Model
+    _history_size: int | None = None
 
     @classmethod
     def create(cls, cfg: NodeConfig, init_seed: int | None = None) -> Learner:
@@ -60,6 +62,22 @@ class Learner:
                           num_threads=cfg.threads)
         initial = to_model(state_from_module(factory()))
         return cls(cfg, ds, trainer, initial)
+
+    @property
+    def history_size(self) -> int:
+        """Length of a flattened update (weights only): the size of a SybilWall history."""
+        if self._history_size is None:
+            self._history_size = int(flatten(to_state(self.initial)).size)
+        return self._history_size
+
+    def attack_rates(self, model: Model) -> dict[str, float]:
+        """How far the two evaluation attacks got with this model (ALGORITHMS.md section 2)."""
+        state = to_state(model)
+        try:
+            return {name: round(attack_rate(self.trainer, state, self.dataset, name), 5)
+                    for name in ("label-flip", "backdoor")}
+        except ValueError:  # e.g. a user's data set without classes 0/1 or 1-D/2-D inputs
+            return {}
 
     @property
     def device(self) -> str:

@@ -12,12 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from . import __version__, checkpoint
 from .config import NodeConfig
 from .core import actions as act
-from .core.messages import ModelData, ModelKind, ModelMsg, ModelRequest
+from .core.messages import HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest
 from .core.modest import ModestCore
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
@@ -29,7 +30,7 @@ from .wire.codec import decode, encode
 from .wire.replay import ReplayGuard, SeqCounter
 from .wire.errors import WireError
 from .wire.identity import Identity, node_id
-from .wire.tensors import apply_delta, make_delta, model_hash
+from .wire.tensors import apply_delta, from_raw, make_delta, model_hash, to_raw
 
 log = logging.getLogger("gossipnode.node")
 BIG = 4 << 20  # models above this many bytes are hashed/encoded in a worker thread
@@ -42,26 +43,44 @@ def _nbytes(model: Model) -> int:
 
 class Node:
     def __init__(self, cfg: NodeConfig, learner: Learner | None = None,
-                 extra_transports: list[Transport] | None = None, serve_http: bool = True) -> None:
+                 extra_transports: list[Transport] | None = None, serve_http: bool = True,
+                 app: web.Application | None = None, path_prefix: str = "", serve_rest: bool = True) -> None:
+        """`app`/`path_prefix`: several nodes (Sybil identities) can share one HTTP server; the
+        one that owns the server is the one created without `app`."""
         self.cfg = cfg
         self.state_dir = Path(cfg.state_dir)
         self.identity = Identity.load_or_create(self.state_dir / "identity.key")
         self.pk = self.identity.public_key
         self.id = node_id(self.pk)
-        self.learner = learner or Learner.create(cfg)
+        self.learner = learner or Learner.create(cfg, init_seed=self._init_seed(cfg))
         self.store = ModelStore()
-        self.pipeline = build_pipeline(cfg.filter, cfg.combine, cfg.correct)
-        self.serve_http = serve_http
-        self.app = web.Application()
+        self.pipeline = build_pipeline(cfg.filter, cfg.combine, cfg.correct, self_id=self.id,
+                                       **cfg.pipeline_params())
+        self.history_rng = np.random.default_rng(int.from_bytes(self.pk[8:16], "big"))
+        self.history_bytes_sent = 0
+        self.last_aggregation: dict[str, Any] | None = None
+        self._pk_of: dict[str, bytes] = {self.id: self.pk}
+        self.serve_http = serve_http and app is None
+        self.serve_rest = serve_rest
+        self.app = app if app is not None else web.Application()
         self.transports: list[Transport] = []
         if serve_http:
-            self.http = HttpTransport(self.app, cfg.address, self.max_size)
+            self.http = HttpTransport(self.app, cfg.address + path_prefix, self.max_size, path_prefix=path_prefix)
             self.http.on_reject = self._count_reject
-            self.transports.append(self.http)
+            # --transport mqtt: REST is still served over HTTP, but peers are not told to use it
+            if "http" in {t.strip() for t in cfg.transport.split(",")}:
+                self.transports.append(self.http)
         if extra_transports is None:
             from .transport import extra_transports as configured
             extra_transports = configured(cfg, self.id)
         self.transports += extra_transports
+        # ---- transport-level discovery (MQTT announces / last wills; issue 5) ----
+        self._discovered_early: list[tuple[tuple[str, ...], bytes]] | None = []
+        for t in self.transports:
+            bind = getattr(t, "bind", None)
+            if bind is not None:
+                bind(self.identity, self.addresses, self._on_peer_discovered, self._on_peer_gone,
+                     self._count_reject)
         self.seq = SeqCounter()
         self.replay = ReplayGuard()
         self.rejected: Counter[str] = Counter()
@@ -90,6 +109,10 @@ class Node:
         self.core = self._make_core()
 
     # ---- set-up ----------------------------------------------------------------------------
+    def _init_seed(self, cfg: NodeConfig) -> int | None:
+        # --independent-init: a random start of this node's own (derived from its key, so stable).
+        return int.from_bytes(self.pk[:4], "big") if cfg.independent_init else None
+
     @property
     def max_size(self) -> int:
         return int(self.cfg.max_message_mb * (1 << 20))
@@ -126,8 +149,9 @@ class Node:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        from .api.app import setup_routes  # the API imports node types; import late
-        setup_routes(self.app, self)
+        if self.serve_rest:
+            from .api.app import setup_routes  # the API imports node types; import late
+            setup_routes(self.app, self)
         for t in self.transports:
             await t.start(self._on_frame)
         if self.serve_http:
@@ -140,6 +164,9 @@ class Node:
         log.info("node %s listening on %s (network %s, device %s)", self.id, ", ".join(self.addresses),
                  self.cfg.network_id, self.learner.device)
         self._execute(self.core.start(self._now(), list(self.cfg.peers)))
+        early, self._discovered_early = self._discovered_early or [], None
+        for addresses, pk in early:
+            self._on_peer_discovered(addresses, pk)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -239,6 +266,21 @@ class Node:
                 self.rounds.popitem(last=False)
         return r
 
+    # ---- transport-level discovery (issue 5) -------------------------------------------------
+    def _on_peer_discovered(self, addresses: tuple[str, ...], pk: bytes) -> None:
+        """A transport saw a peer's announce: advertise a JOIN to it over an address we can reach."""
+        if self._discovered_early is not None:  # before core.start(): replayed right after it
+            self._discovered_early.append((addresses, pk))
+            return
+        usable = tuple(a for a in addresses if self._transport_for(a) is not None)
+        if usable and not self._stopping and pk != self.pk:
+            self._execute(self.core.discovered(self._now(), pk, usable))
+
+    def _on_peer_gone(self, pk: bytes) -> None:
+        """A transport saw a peer's last will: the peer is departed until it joins again."""
+        if not self._stopping and self._loop is not None:
+            self._execute(self.core.departed(self._now(), pk))
+
     # ---- sending ---------------------------------------------------------------------------
     def _address(self, pk: bytes) -> str | None:
         schemes = {t.scheme: t for t in self.transports}
@@ -270,7 +312,7 @@ class Node:
             if full is None:
                 log.warning("model %s no longer held; cannot send", msg.model.hex()[:16])
                 return
-            msg = full
+            msg = replace(full, histories=self._select_histories(pk))
         await self._send_to(addr, msg)
 
     async def _send_to(self, address: str, msg) -> None:
@@ -290,6 +332,8 @@ class Node:
             return
         self.bytes_sent += len(frame)
         self.messages_sent += 1
+        if isinstance(msg, ModelMsg):
+            self.history_bytes_sent += sum(len(t.data) for h in msg.histories for t in h.tensors)
 
     # ---- receiving -------------------------------------------------------------------------
     def _count_reject(self, reason: str, detail: str = "") -> str:
@@ -312,6 +356,7 @@ class Node:
         self.bytes_received += len(frame)
         self.messages_received += 1
         sender, msg = env.sender, env.msg
+        self._pk_of.setdefault(node_id(sender), sender)
         if sender == self.pk:
             return self._count_reject("own_message")
         if reply_to and self._transport_for(reply_to) is not None:
@@ -380,10 +425,56 @@ class Node:
         h = await asyncio.to_thread(model_hash, model) if size > BIG else model_hash(model)
         if h != msg.model:
             return self._count_reject("hash_mismatch", "model")
+        if msg.histories and (why := self._merge_histories(sender, msg.histories)) is not None:
+            return self._count_reject("bad_history", why)
         self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)
         if msg.kind == ModelKind.TRAINED:
             self._round(msg.round)["participants"].append(node_id(sender))
         self._execute(self.core.handle(self._now(), sender, replace(msg, tensors=(), histories=())))
+        return None
+
+    # ---- SybilWall history gossip (piggy-backed on model messages) ---------------------------
+    def _history_store(self):
+        f = self.pipeline.filter
+        return getattr(f, "store", None) if getattr(f, "use_gossip", False) else None
+
+    def _select_histories(self, pk: bytes) -> tuple[HistoryRecord, ...]:
+        store = self._history_store()
+        if store is None or self.cfg.history_records < 1 or len(store) == 0:
+            return ()
+        picked: dict[str, Any] = {}
+        for _ in range(self.cfg.history_records):
+            for j, rec in store.select_records([node_id(pk)], self.id, self.history_rng).values():
+                if j in self._pk_of:
+                    picked[j] = rec
+        dt = np.float16 if self.cfg.history_dtype == "f2" else np.float32
+        lim = float(np.finfo(dt).max)
+        return tuple(
+            HistoryRecord(self._pk_of[j], rec.round, rec.distance,
+                          (to_raw("history", np.clip(rec.history, -lim, lim).astype(dt)),))
+            for j, rec in picked.items())
+
+    def _merge_histories(self, sender: bytes, records: tuple[HistoryRecord, ...]) -> str | None:
+        """Validate and store gossiped histories; a reason string if any is unusable (nothing stored)."""
+        store = self._history_store()
+        if store is None:
+            return None
+        vecs = []
+        for r in records:
+            if len(r.tensors) != 1 or r.distance < 1:
+                return "a history record must hold one tensor and distance >= 1"
+            v = from_raw(r.tensors[0])
+            if v.ndim != 1 or v.size != self.learner.history_size or v.dtype.kind != "f":
+                return f"history of shape {v.shape}, expected ({self.learner.history_size},)"
+            v = v.astype(np.float32)
+            if not np.isfinite(v).all():
+                return "history has non-finite values"
+            vecs.append(v)
+        src = node_id(sender)
+        for r, v in zip(records, vecs):
+            pid = node_id(r.peer)
+            self._pk_of.setdefault(pid, r.peer)
+            store.merge_record(pid, r.round, r.distance, v, src)
         return None
 
     # ---- training, aggregation, evaluation -------------------------------------------------
@@ -433,6 +524,7 @@ class Node:
         self.rounds_aggregated += 1
         r = self._round(a.round)
         r["aggregation"] = info | {"seconds": round(self._now() - t0, 3)}
+        self.last_aggregation = {"round": a.round} | r["aggregation"]
         if "aggregator" not in r["roles"]:
             r["roles"].append("aggregator")
         if not self._stopping:
@@ -481,7 +573,7 @@ class Node:
             log.warning("cannot write status.json: %s", e)
 
     def _extra_eval(self, model: Model) -> dict[str, Any]:
-        return {}
+        return {"attack_rate": self.learner.attack_rates(model)}
 
     def _checkpoint(self) -> None:
         model = self.store.get(self.current)
@@ -522,6 +614,8 @@ class Node:
             "version": __version__,
             "protocol": "modest",
             "pipeline": self.pipeline.describe(),
+            "last_aggregation": self.last_aggregation,
+            "history_bytes_sent": self.history_bytes_sent,
             "sample_size": self.cfg.sample_size,
             "finished": self._stopping,
         }

@@ -1,6 +1,6 @@
 """A real Mosquitto broker on a free loopback port, for tests (`mosquitto` fixture).
 
-Import the fixture in a test module with `from mqtt_broker import mosquitto  # noqa: F401`.
+Import the fixture in a test module with `from mqtt_broker import mosquitto_fixture  # noqa: F401`.
 `scripts/test` installs Mosquitto from Debian's packages when missing; tests skip (with a
 clear message) only if no `mosquitto` binary can be found at all.
 """
@@ -62,10 +62,9 @@ class Broker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Broker:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -95,8 +94,8 @@ class Broker:
             return ""
 
 
-@pytest.fixture
-def mosquitto(tmp_path_factory):
+@pytest.fixture(name="mosquitto")
+def mosquitto_fixture(tmp_path_factory):
     """A started Broker (fresh per test); stopped afterwards."""
     exe = find_mosquitto()
     if exe is None:

@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
+from mqtt_broker import mosquitto_fixture  # noqa: F401  (the `mosquitto` fixture)
 
 from gossipnode.transport.base import TransportError
 from gossipnode.transport.mqtt import (
-    AnnounceError, MqttTransport, Reassembler, decode_chunk, encode_chunks, make_record, parse_record,
+    AnnounceError,
+    MqttTransport,
+    Reassembler,
+    decode_chunk,
+    encode_chunks,
+    make_record,
+    parse_record,
 )
 from gossipnode.wire.identity import Identity
-from mqtt_broker import mosquitto  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(60)
 NET = "test-net"
@@ -39,7 +47,7 @@ class Inbox:
                 raise AssertionError(f"got {len(self.frames)} frames, wanted {n}")
             try:
                 await asyncio.wait_for(self.event.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
@@ -151,37 +159,54 @@ async def test_send_while_disconnected_raises_then_reconnects(mosquitto) -> None
         await b.stop()
 
 
+CRASHER = """
+import asyncio, sys
+from gossipnode.transport.mqtt import MqttTransport
+from gossipnode.wire.identity import Identity
+async def main():
+    ident = Identity.from_seed(bytes.fromhex(sys.argv[2]))
+    t = MqttTransport(sys.argv[1], ident.node_id, sys.argv[3])
+    t.bind(ident, (t.address,), lambda *a: None, lambda pk: None)
+    async def h(frame, reply_to): return None
+    await t.start(h)
+    print("up", flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
 async def test_announce_discovery_will_and_clean_stop(mosquitto) -> None:
-    ida, idb, idc = (Identity.generate() for _ in range(3))
+    ida, idb = Identity.generate(), Identity.generate()
+    seed_c = os.urandom(32)
+    idc = Identity.from_seed(seed_c)
     seen: dict[str, list] = {"peer": [], "gone": []}
     a = MqttTransport(mosquitto.url, ida.node_id, NET)
     a.bind(ida, ("http://127.0.0.1:9", a.address), lambda addrs, pk: seen["peer"].append((addrs, pk)),
            lambda pk: seen["gone"].append(pk))
     b = MqttTransport(mosquitto.url, idb.node_id, NET)
     b.bind(idb, (b.address,), lambda *x: None, lambda pk: None)
-    c = MqttTransport(mosquitto.url, idc.node_id, NET, keepalive=2)
-    c.bind(idc, (c.address,), lambda *x: None, lambda pk: None)
     await b.start(Inbox())             # b announces first: a finds it as a retained record
     await a.start(Inbox())
-    await c.start(Inbox())
+    crasher = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-c", CRASHER, mosquitto.url, seed_c.hex(), NET], stdout=subprocess.PIPE)
     try:
+        assert crasher.stdout is not None and crasher.stdout.readline().strip() == b"up"
         for _ in range(100):
             if {pk for _, pk in seen["peer"]} >= {idb.public_key, idc.public_key}:
                 break
             await asyncio.sleep(0.05)
         assert ((b.address,), idb.public_key) in seen["peer"]
-        assert ((c.address,), idc.public_key) in seen["peer"]
+        assert ((f"mqtt://{idc.node_id}",), idc.public_key) in seen["peer"]
         # a clean stop clears the retained record and sends no will
         await b.stop()
-        # an abrupt end (the socket closes without DISCONNECT) publishes c's will
-        assert c._client is not None
-        c._client._client.socket().close()
-        for _ in range(100):
-            if seen["gone"]:
-                break
-            await asyncio.sleep(0.05)
+        # SIGKILL: the socket closes without DISCONNECT, so the broker publishes c's will
+        crasher.kill()
+        crasher.wait(10)
+        t0 = time.monotonic()
+        while not seen["gone"] and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.02)
+        print(f"last will arrived {time.monotonic() - t0:.2f} s after SIGKILL")
         assert seen["gone"] == [idc.public_key]
-        await c.stop()
         # a late joiner sees neither b (cleared) nor c (tombstone "gone") as a live peer
         late: list = []
         idd = Identity.generate()
@@ -192,9 +217,11 @@ async def test_announce_discovery_will_and_clean_stop(mosquitto) -> None:
         assert late == [ida.public_key]
         await d.stop()
     finally:
+        if crasher.poll() is None:
+            crasher.kill()
+            crasher.wait()
         await a.stop()
         await b.stop()
-        await c.stop()
 
 
 def test_records_are_validated_strictly() -> None:
@@ -220,11 +247,10 @@ def test_records_are_validated_strictly() -> None:
 
 
 def test_chunk_validation_and_bounded_reassembly() -> None:
-    for bad in (b"", b"XXXX" + bytes(40), encode_chunks(b"x" * 5000, "", 1024)[0][:-1] + b""):
+    single = encode_chunks(b"x" * 500, "", 1024)[0]
+    for bad in (b"", b"XXXX" + bytes(40), single[:-1], single + b"!"):
         with pytest.raises(ValueError):
-            c = decode_chunk(bad, 1 << 20)
-            if c.count == 1:
-                raise ValueError("short")
+            decode_chunk(bad, 1 << 20)
     with pytest.raises(ValueError, match="too_large"):
         decode_chunk(encode_chunks(b"x" * 5000, "", 1024)[0], 4000)
     r = Reassembler(max_size=1 << 20, max_pending_bytes=3000, timeout=5.0)

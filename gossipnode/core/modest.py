@@ -19,7 +19,7 @@ from .messages import (
 )
 from .pingwalk import PingWalk
 from .sampling import sample, sample_order
-from .view import View
+from .view import Entry, View
 
 
 @dataclass
@@ -201,6 +201,31 @@ class ModestCore:
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             ds.append(self.bootstrap_next)
         return min(ds) if ds else None
+
+    def discovered(self, now: float, pk: bytes, addresses: tuple[str, ...]) -> list[Action]:
+        """A transport found a peer (e.g. an MQTT retained announce): contact it like a bootstrap
+        peer with a JOIN advert. Only a hint: the peer enters the view when it answers. During
+        the bootstrap phase, round 1 also waits (up to bootstrap_timeout) until it is known."""
+        self.now = now
+        e = self.view.get(pk)
+        if pk == self.pk or self.finished or not addresses or (e is not None and e.status == Status.JOIN):
+            return self._flush()
+        addr = addresses[0]
+        if self.started and self.round == 0 and self.train_idx == 0 and addr not in self.bootstrap:
+            self.bootstrap.append(addr)
+        self._out.append(SendTo(addr, Advertise(self.round, self.index, Status.JOIN, self.addresses)))
+        return self._flush()
+
+    def departed(self, now: float, pk: bytes) -> list[Action]:
+        """A transport reports that a peer is gone (e.g. an MQTT last will): mark it LEAVE at its
+        current membership index, so any later JOIN from it (a higher index) wins again."""
+        self.now = now
+        e = self.view.get(pk)
+        self.pending.pop(pk, None)
+        if pk != self.pk and e is not None and e.status != Status.LEAVE:
+            self.view.entries[pk] = Entry(e.last_active, e.index, Status.LEAVE, e.addresses)
+            self._event(self.round, "peer_gone", peer=pk.hex()[:16])
+        return self._flush()
 
     def leave(self, now: float) -> list[Action]:
         """Graceful leave: a LEAVE advert to `s` random known peers."""

@@ -35,7 +35,7 @@ def state_from_module(module: nn.Module) -> State:
 
 def load_into(module: nn.Module, state: State) -> None:
     """Copy ``state`` into ``module`` in place (keeps the module on its device)."""
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in state.items()}  # writable copy
     module.load_state_dict(tensors, strict=True)
 
 

@@ -53,6 +53,23 @@ def load_data(cfg: SimConfig) -> ldata.Dataset:
     return ldata.load_npz(cfg.dataset)
 
 
+def _collect_refs(obj: Any, out: set[bytes], depth: int = 0) -> None:
+    """Model hashes inside queued event arguments (bytes, tuples, messages/actions with models)."""
+    if depth > 4:
+        return
+    if isinstance(obj, bytes):
+        if len(obj) == 32:
+            out.add(obj)
+    elif isinstance(obj, tuple | list):
+        for x in obj:
+            _collect_refs(x, out, depth + 1)
+    else:
+        for attr in ("model", "own", "contributions"):
+            v = getattr(obj, attr, None)
+            if v is not None:
+                _collect_refs(v, out, depth + 1)
+
+
 class Engine:
     """Base of the protocol drivers. Subclasses implement ``setup``, ``begin``, ``crash``, ``join``,
     ``eval_models``, ``rounds_done`` and may override ``extra_metrics`` / ``referenced``."""
@@ -125,7 +142,7 @@ class Engine:
         self.events: Counter[str] = Counter()
         self.trainings = 0
         self.aggregations = 0
-        self._last_eval_round = -1
+        self._next_eval = 0
         self._stop = False
         rounds = cfg.rounds or 0
         self.eval_rounds = max(1, rounds // 25) if rounds else 1
@@ -298,7 +315,7 @@ class Engine:
         alive_honest = int(self.alive[: self.n_honest_cap].sum())
         sent = self.bytes_sent[: self.n_honest_cap][: self.next_join]
         row: dict[str, Any] = {
-            "t": round(self.now, 4),
+            "t": round(float(self.now), 4),
             "round": self.rounds_done() if round_ is None else round_,
             "acc_mean": float(np.mean([r[0] for r in res])) if res else None,
             "acc_min": float(np.min([r[0] for r in res])) if res else None,
@@ -314,11 +331,12 @@ class Engine:
         self.series.append(row)
 
     def maybe_record(self, round_: int) -> None:
-        if round_ // self.eval_rounds > self._last_eval_round // self.eval_rounds or self._last_eval_round < 0:
-            self._last_eval_round = round_
+        """Evaluate every ``eval_rounds`` rounds; stop once ``cfg.rounds`` rounds are done."""
+        if self.cfg.eval_every <= 0 and round_ >= self._next_eval:
             self.record(round_)
-        if self.cfg.rounds is not None and round_ >= self.cfg.rounds:
-            if self.series and self.series[-1]["round"] != round_:
+            self._next_eval = (round_ // self.eval_rounds + 1) * self.eval_rounds
+        if self.cfg.rounds is not None and round_ >= self.cfg.rounds and not self._stop:
+            if self.series[-1]["round"] != round_:
                 self.record(round_)
             self._stop = True
 
@@ -328,12 +346,8 @@ class Engine:
 
     def gc(self) -> None:
         keep = self.referenced() | {self.initial} | set(self._init_of.values())
-        for _, _, fn, args in self._q:
-            for a in args:
-                if isinstance(a, bytes) and len(a) == 32:
-                    keep.add(a)
-                elif isinstance(a, tuple):
-                    keep.update(x for x in a if isinstance(x, bytes) and len(x) == 32)
+        for _, _, _, args in self._q:
+            _collect_refs(args, keep)
         keep |= {self.parent[h] for h in list(keep) if h in self.parent}
         for h in [h for h in self.models if h not in keep]:
             del self.models[h]
@@ -371,6 +385,7 @@ class Engine:
         if self.cfg.eval_every > 0:
             self.at(0.0, self._time_eval)
         self.begin()
+        self.maybe_record(0)
         t_end = self.cfg.duration if self.cfg.duration is not None else float("inf")
         n_ev = 0
         last_gc = 0

@@ -19,14 +19,15 @@ MESSAGES_PATH = "/v1/messages"
 class HttpTransport:
     scheme = "http"
 
-    def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 30.0) -> None:
+    def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 30.0,
+                 path_prefix: str = "") -> None:
         self.address = address
         self.max_size = max_size
         self.timeout = timeout
         self._handler: InboundHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self.on_reject: Callable[[str], None] = lambda reason: None
-        app.router.add_post(MESSAGES_PATH, self._receive)
+        app.router.add_post(path_prefix + MESSAGES_PATH, self._receive)
 
     @property
     def addresses(self) -> tuple[str, ...]:

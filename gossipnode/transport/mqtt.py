@@ -29,8 +29,9 @@ import ssl
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -388,7 +389,7 @@ class MqttTransport:
         self._runner = asyncio.ensure_future(self._run())
         try:
             await asyncio.wait_for(self._connected.wait(), self.connect_wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("MQTT broker %s:%d not reachable yet; retrying in the background",
                         self.broker.host, self.broker.port)
 
@@ -396,7 +397,7 @@ class MqttTransport:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def stop(self) -> None:
@@ -405,7 +406,7 @@ class MqttTransport:
         if client is not None and self.identity is not None and self.connected:
             try:  # a clean stop removes the retained announce (the will is not sent)
                 await client.publish(self.announce_topic(self.node_id), b"", qos=1, retain=True, timeout=3.0)
-            except (aiomqtt.MqttError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiomqtt.MqttError) as e:
                 log.info("could not clear the retained announce: %s", e)
         if self._runner is not None:
             self._runner.cancel()
@@ -569,7 +570,7 @@ class MqttTransport:
         try:
             await asyncio.gather(*[client.publish(topic, c, qos=1, timeout=self.publish_timeout)
                                    for c in chunks])
-        except (aiomqtt.MqttError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiomqtt.MqttError) as e:
             raise TransportError(f"{address}: MQTT publish failed: {type(e).__name__}: {e}") from e
         self.stats["frames_out"] += 1
         self.stats["chunks_out"] += len(chunks)

@@ -1,0 +1,193 @@
+"""MoDeST in the simulator: the real ``ModestCore`` of every node, driven by the engine's clock."""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+from gossipnode.core.actions import (
+    Aggregate, CancelTraining, Event, Finished, NewModel, Send, SendTo, StartTraining,
+)
+from gossipnode.core.config import ModestConfig
+from gossipnode.core.messages import ModelMsg, Status
+from gossipnode.core.modest import ModestCore
+from gossipnode.core.view import Entry
+
+from .engine import Engine, pk_of
+
+BOOTSTRAP_PEERS = 3   # a joiner knows this many bootstrap addresses
+
+
+def msg_kind(msg: object) -> str:
+    if isinstance(msg, ModelMsg):
+        return f"model_{msg.kind.name.lower()}"
+    return type(msg).__name__.lower()
+
+
+class ModestSim(Engine):
+    name = "modest"
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.mcfg = ModestConfig(
+            sample_size=cfg.sample_size, aggregators=cfg.aggregators,
+            success_fraction=cfg.success_fraction, ping_timeout=cfg.ping_timeout,
+            inactivity_threshold=cfg.inactivity_threshold, aggregation_timeout=cfg.aggregation_timeout,
+            round_timeout=cfg.round_timeout,
+        )
+        n = self.n_honest_cap + self.n_sybils
+        self.pks = [pk_of(cfg.seed, i) for i in range(n)]
+        self.index_of = {pk: i for i, pk in enumerate(self.pks)}
+        self.addr = [f"mem://{i}" for i in range(n)]
+        self.addr_index = {a: i for i, a in enumerate(self.addr)}
+        self.cores: dict[int, ModestCore] = {}
+        self.tick_at: dict[int, float] = {}
+        self._tokens = itertools.count(1)
+        self.training: dict[int, tuple[int, int, bytes]] = {}
+        self.current: dict[int, bytes] = {}
+        self.latest_round = 0
+        self.latest_models: list[bytes] = []
+        self.view_active: int | None = None
+        self.agg_log: list[dict[str, Any]] = []    # round, aggregator, contributors (cross-check tests)
+        self.train_log: list[tuple[int, int]] = []  # (round, node)
+        self.keep_logs = bool(cfg.extra.get("keep_logs", False))
+
+    # ---- node life cycle -----------------------------------------------------------------------
+    def _core(self, i: int) -> ModestCore:
+        rng = random.Random(self.cfg.seed * 1_000_003 + i)
+        c = ModestCore(self.mcfg, self.pks[i], (self.addr[i],), self.initial_of(i), rng, index=1)
+        self.cores[i] = c
+        self.current[i] = self.initial_of(i)
+        return c
+
+    def begin(self) -> None:
+        present = list(range(self.cfg.nodes)) + self.sybil_ids
+        # Pre-bootstrapped: everyone starts knowing everyone present (what the JOIN/ViewShare exchange
+        # converges to), so 1,000 nodes do not spend O(N^2) messages and bytes on bootstrapping.
+        shared = {self.pks[j]: Entry(0, 1, Status.JOIN, (self.addr[j],)) for j in present}
+        for i in present:
+            c = self._core(i)
+            c.view.entries = dict(shared)
+        for i in present:
+            self._run(i, self.cores[i].start(self.now, []))
+        self.latest_models = [self.initial]
+
+    def crash(self, i: int) -> None:
+        self.alive[i] = False
+        self.training.pop(i, None)
+
+    def leave(self, i: int) -> None:
+        if i in self.cores:
+            self._run(i, self.cores[i].leave(self.now))
+        self.crash(i)
+
+    def join(self, i: int) -> None:
+        c = self._core(i)
+        alive = [j for j in range(self.next_join - 1) if self.alive[j]]
+        boot = self.rng.sample(alive, min(BOOTSTRAP_PEERS, len(alive)))
+        self._run(i, c.start(self.now, [self.addr[j] for j in boot]))
+
+    # ---- actions --------------------------------------------------------------------------------
+    def _run(self, i: int, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                j = self.index_of[a.peer]
+                self.send(i, j, self.sizes.of(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
+            elif isinstance(a, SendTo):
+                j = self.addr_index.get(a.address)
+                if j is not None:
+                    self.send(i, j, self.sizes.of(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
+            elif isinstance(a, StartTraining):
+                tok = next(self._tokens)
+                self.training[i] = (tok, a.round, a.model)
+                if self.keep_logs:
+                    self.train_log.append((a.round, i))
+                self.after(self.train_time(i), self._trained, i, tok)
+            elif isinstance(a, CancelTraining):
+                self.training.pop(i, None)
+            elif isinstance(a, Aggregate):
+                self.after(self.cfg.agg_time * len(a.contributions), self._aggregated, i, a.round,
+                           a.contributions)
+            elif isinstance(a, NewModel):
+                self.current[i] = a.model
+                if a.role == "aggregator" and i not in self._sybil_set:
+                    self._round_model(i, a.round, a.model)
+            elif isinstance(a, Event):
+                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale"):
+                    self.events[a.kind] += 1
+            elif isinstance(a, Finished):
+                pass
+        self._schedule_tick(i)
+
+    def _schedule_tick(self, i: int) -> None:
+        d = self.cores[i].next_deadline()
+        if d is None:
+            return
+        cur = self.tick_at.get(i)
+        if cur is not None and cur <= d:
+            return
+        self.tick_at[i] = d
+        self.at(max(d, self.now), self._tick, i, d)
+
+    def _tick(self, i: int, d: float) -> None:
+        if self.tick_at.get(i) != d:
+            return
+        del self.tick_at[i]
+        if not self.alive[i]:
+            return
+        c = self.cores[i]
+        dd = c.next_deadline()
+        if dd is not None and dd <= self.now + 1e-9:
+            self._run(i, c.tick(self.now))
+        else:
+            self._schedule_tick(i)
+
+    def _on_msg(self, j: int, i: int, msg: object) -> None:
+        self._run(j, self.cores[j].handle(self.now, self.pks[i], msg))
+
+    def _trained(self, i: int, tok: int) -> None:
+        job = self.training.get(i)
+        if job is None or job[0] != tok or not self.alive[i]:
+            return
+        del self.training[i]
+        _, k, h = job
+        h2 = self.train(i, h)
+        self._run(i, self.cores[i].training_done(self.now, k, h2))
+
+    def _aggregated(self, i: int, k: int, contributions: tuple[tuple[bytes, bytes], ...]) -> None:
+        if not self.alive[i]:
+            return
+        c = self.cores[i]
+        self.view_active = len(c.active(k))
+        contribs = [(self.index_of[pk], h) for pk, h in contributions]
+        if self.keep_logs:
+            self.agg_log.append({"round": k, "aggregator": i, "contributors": sorted(j for j, _ in contribs)})
+        h = self.aggregate(i, k, contribs)
+        self._run(i, c.aggregation_done(self.now, k, h))
+
+    def _round_model(self, i: int, k: int, h: bytes) -> None:
+        if k > self.latest_round:
+            self.latest_round = k
+            self.latest_models = [h]
+            self.maybe_record(self.rounds_done())
+        elif k == self.latest_round:
+            self.latest_models.append(h)
+
+    # ---- measurement ----------------------------------------------------------------------------
+    def rounds_done(self) -> int:
+        """Completed train-and-aggregate rounds: the first aggregated model is that of round 2."""
+        return max(0, self.latest_round - 1)
+
+    def eval_models(self) -> list[bytes]:
+        return list(self.latest_models)
+
+    def extra_metrics(self) -> dict[str, Any]:
+        return {"view_active": self.view_active}
+
+    def referenced(self) -> set[bytes]:
+        keep = set(self.current.values()) | set(self.latest_models)
+        keep |= {h for _, _, h in self.training.values()}
+        for c in self.cores.values():
+            keep.update(c.buffer.values())
+            keep.update(r.model for r in c.retries)
+        return keep
