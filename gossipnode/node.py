@@ -550,10 +550,10 @@ class Node:
         model = self.store.get(h)
         if model is None:
             return
-        res = await asyncio.to_thread(self.learner.evaluate, model)
+        # Both in a worker thread: the trainer's lock may be held by a training run.
+        res, extra = await asyncio.to_thread(lambda: (self.learner.evaluate(model), self._extra_eval(model)))
         ev = {"round": k, "accuracy": round(res.accuracy, 5), "loss": round(res.loss, 5),
-              "samples": res.samples, "model_hash": h.hex()}
-        ev |= self._extra_eval(model)
+              "samples": res.samples, "model_hash": h.hex()} | extra
         if self.last_eval is None or k >= self.last_eval["round"]:
             self.last_eval = ev
         r = self._round(k)
