@@ -38,3 +38,14 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
         "zeroed": res.zeroed,
     }
     return to_model(res.state), info
+
+
+def run_merge(node: Node, round_: int, own: Model, held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:
+    """Gossip learning: beta * own + (1 - beta) * combine(received), then the correction stage."""
+    own_state = to_state(own)
+    contributions = [Contribution(node_id(pk), (st := to_state(m)), sub(st, own_state), round_)
+                     for pk, m, _ in held]
+    res = node.pipeline.aggregate(contributions, None, own=own_state, beta=node.cfg.beta)
+    info = {"contributors": len(held), "beta": node.cfg.beta,
+            "weights": {p: round(w, 6) for p, w in res.weights.items()}, "zeroed": res.zeroed}
+    return to_model(res.state), info

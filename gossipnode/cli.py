@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mnist1d-samples", type=int, default=0)
     sp.add_argument("--out", required=True)
     sp.set_defaults(func=cmd_data_split)
+
+    from .sim.cli import add_sim_arguments
+    add_sim_arguments(sub.add_parser("sim", help="simulate many nodes on a virtual clock (docs/README-sim.md)"))
     return p
 
 

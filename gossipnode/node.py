@@ -19,6 +19,8 @@ from . import __version__, checkpoint
 from .config import NodeConfig
 from .core import actions as act
 from .core.messages import HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest
+from .core.gossip import GossipConfig
+from .core.gossip_peer import GossipPeerCore
 from .core.modest import ModestCore
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
@@ -141,6 +143,10 @@ class Node:
         self.current = h
         self.initial_hash = h
         rng = random.Random(int.from_bytes(self.pk[:8], "big"))
+        if self.cfg.protocol == "gossip":
+            gcfg = GossipConfig(interval=self.cfg.gossip_interval, max_rounds=self.cfg.rounds or None,
+                                failure_backoff=max(10.0, 3 * self.cfg.gossip_interval))
+            return GossipPeerCore(gcfg, self.pk, self.addresses, h, rng, index=index)
         return ModestCore(self.cfg.modest(), self.pk, self.addresses, h, rng, index=index)
 
     def _now(self) -> float:
@@ -224,6 +230,8 @@ class Node:
                     self._train_cancel.set()
             elif isinstance(a, act.Aggregate):
                 self._spawn(self._aggregate(a))
+            elif isinstance(a, act.Merge):
+                self._spawn(self._merge(a))
             elif isinstance(a, act.NewModel):
                 self._adopt(a)
             elif isinstance(a, act.Finished):
@@ -313,9 +321,9 @@ class Node:
                 log.warning("model %s no longer held; cannot send", msg.model.hex()[:16])
                 return
             msg = replace(full, histories=self._select_histories(pk))
-        await self._send_to(addr, msg)
+        await self._send_to(addr, msg, pk)
 
-    async def _send_to(self, address: str, msg) -> None:
+    async def _send_to(self, address: str, msg, peer: bytes | None = None) -> None:
         t = self._transport_for(address)
         if t is None:
             self.send_failures += 1
@@ -329,6 +337,8 @@ class Node:
         except TransportError as e:
             self.send_failures += 1
             log.info("send %s to %s failed: %s", type(msg).__name__, address, e)
+            if peer is not None and hasattr(self.core, "peer_failed"):
+                self._execute(self.core.peer_failed(self._now(), peer))
             return
         self.bytes_sent += len(frame)
         self.messages_sent += 1
@@ -530,6 +540,24 @@ class Node:
         if not self._stopping:
             self._execute(self.core.aggregation_done(self._now(), a.round, h))
 
+    async def _merge(self, a: act.Merge) -> None:
+        """Gossip learning: merge received models into our own through the same pipeline."""
+        from .aggregate import run_merge
+        own = self.store.get(a.own) or self.store.get(self.current)
+        held = [(pk, m, h) for pk, h in a.contributions if (m := self.store.get(h)) is not None]
+        if own is None or not held:
+            self._execute(self.core.merge_done(self._now(), a.round, a.own))
+            return
+        t0 = self._now()
+        result, info = await asyncio.to_thread(run_merge, self, a.round, own, held)
+        h = self.store.put(result)
+        r = self._round(a.round)
+        r["aggregation"] = info | {"seconds": round(self._now() - t0, 3)}
+        self.last_aggregation = {"round": a.round} | r["aggregation"]
+        self.rounds_aggregated += 1
+        if not self._stopping:
+            self._execute(self.core.merge_done(self._now(), a.round, h))
+
     def _adopt(self, a: act.NewModel) -> None:
         if a.round < self.model_round and self.current != self.initial_hash:
             return
@@ -612,7 +640,7 @@ class Node:
             "uptime_s": round(time.time() - self._started_at, 3),
             "device": self.learner.device,
             "version": __version__,
-            "protocol": "modest",
+            "protocol": self.cfg.protocol,
             "pipeline": self.pipeline.describe(),
             "last_aggregation": self.last_aggregation,
             "history_bytes_sent": self.history_bytes_sent,

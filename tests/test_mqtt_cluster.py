@@ -64,7 +64,7 @@ def cleanup():
 
 def test_mqtt_only_cluster_learns_without_peers_flag(mosquitto, tmp_path, cleanup) -> None:
     nodes = _start(tmp_path, 4, lambda i, ports: [],
-                   FAST + ["--transport", "mqtt", "--broker", mosquitto.url, "--rounds", "30"])
+                   FAST + ["--transport", "mqtt", "--broker", mosquitto.url])
     cleanup.extend(nodes)
     for n in nodes:
         n.wait_up()
@@ -73,8 +73,9 @@ def test_mqtt_only_cluster_learns_without_peers_flag(mosquitto, tmp_path, cleanu
     _wait(lambda: all(s and s["peers_known"] == 3 for s in _statuses(nodes)), 30, "discovery", nodes)
     for s in _statuses(nodes):
         assert s["addresses"] == [f"mqtt://{s['node_id']}"]     # no http address is advertised
-    # Stated bar: mean accuracy >= 0.70 on MNIST-1D (4000 samples, 4 iid shards), within 90 s.
-    took = _wait(lambda: sum(_accs(nodes)) / len(nodes) >= 0.70, 90, "mean accuracy >= 0.70", nodes)
+    # Stated bar: mean test accuracy >= 0.85 on MNIST-1D (4000 samples, 4 iid shards) within 90 s.
+    # Measured on 2 CPU cores: 0.82 after 15 s, 0.91 after 20 s, 0.93-0.95 from 30 s on.
+    took = _wait(lambda: sum(_accs(nodes)) / len(nodes) >= 0.85, 90, "mean accuracy >= 0.85", nodes)
     statuses = _statuses(nodes)
     print(f"MQTT-only: mean accuracy {sum(_accs(nodes)) / 4:.3f} at round {_max_round(nodes)}, "
           f"{time.monotonic() - t0:.0f} s after start ({took:.0f} s waiting)")

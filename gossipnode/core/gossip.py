@@ -118,7 +118,7 @@ class GossipCore:
                 self.add_peer(sender)
             return out
         if not isinstance(msg, ModelMsg) or msg.kind != ModelKind.GOSSIP:
-            out.append(Event(self.round, "ignored", type=type(msg).__name__))
+            out.append(Event(self.round, "ignored", {"type": type(msg).__name__}))
             return out
         self.add_peer(sender)
         self.inbox.pop(sender, None)   # keep only the newest model per sender, newest last

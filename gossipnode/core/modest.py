@@ -61,6 +61,7 @@ class ModestCore:
         self.walks: list[PingWalk] = []
         self.retries: list[_Retry] = []
         self.last_heard: dict[bytes, float] = {}
+        self.gone: dict[bytes, int] = {}   # peers marked LEAVE by `departed` -> their index then
         self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a ping/pong
         self.model_round = 0
         self.started = False
@@ -125,6 +126,8 @@ class ModestCore:
             self._dispatch(sender, msg)
         else:
             self.last_heard[sender] = now
+            if sender in self.gone:
+                self._revive(sender)
             self._dispatch(sender, msg)
         return self._flush()
 
@@ -224,8 +227,18 @@ class ModestCore:
         self.pending.pop(pk, None)
         if pk != self.pk and e is not None and e.status != Status.LEAVE:
             self.view.entries[pk] = Entry(e.last_active, e.index, Status.LEAVE, e.addresses)
+            self.gone[pk] = e.index
             self._event(self.round, "peer_gone", peer=pk.hex()[:16])
         return self._flush()
+
+    def _revive(self, pk: bytes) -> None:
+        """A signed message from a peer marked gone by `departed` proves it is alive (e.g. the
+        broker, not the peer, went away and published its will): undo the mark."""
+        idx = self.gone.pop(pk, None)
+        e = self.view.get(pk)
+        if idx is not None and e is not None and e.status == Status.LEAVE and e.index == idx:
+            self.view.entries[pk] = Entry(e.last_active, e.index, Status.JOIN, e.addresses)
+            self._event(self.round, "peer_back", peer=pk.hex()[:16])
 
     def leave(self, now: float) -> list[Action]:
         """Graceful leave: a LEAVE advert to `s` random known peers."""

@@ -59,6 +59,7 @@ class SimConfig:
     eval_nodes: int = 20              # honest nodes evaluated per evaluation (gossip, dpsgd)
     eval_samples: int = 0             # test samples used (0: all)
     target: float = 0.8               # time/bytes to reach this mean accuracy are reported
+    stop_at_target: int = 0           # 1: stop as soon as the mean accuracy reaches the target
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -140,6 +140,7 @@ class Engine:
         self.dropped = 0
         self.series: list[dict[str, Any]] = []
         self.events: Counter[str] = Counter()
+        self.churn_counts: Counter[str] = Counter()
         self.trainings = 0
         self.aggregations = 0
         self._next_eval = 0
@@ -329,6 +330,8 @@ class Engine:
         }
         row.update(self.extra_metrics())
         self.series.append(row)
+        if self.cfg.stop_at_target and row["acc_mean"] is not None and row["acc_mean"] >= self.cfg.target:
+            self._stop = True
 
     def maybe_record(self, round_: int) -> None:
         """Evaluate every ``eval_rounds`` rounds; stop once ``cfg.rounds`` rounds are done."""
@@ -367,12 +370,12 @@ class Engine:
                 self.next_join += 1
                 self.alive[i] = True
                 self.honest_started.append(i)
-                self.events["join"] += 1
+                self.churn_counts["join"] += 1
                 self.join(i)
             return
         alive = [i for i in range(self.next_join) if self.alive[i]]
         for i in self.rng.sample(alive, min(count, max(len(alive) - 1, 0))):
-            self.events[kind] += 1
+            self.churn_counts[kind] += 1
             if kind == "crash":
                 self.crash(i)
             else:
@@ -448,7 +451,8 @@ class Engine:
             "trainings": self.trainings,
             "aggregations": self.aggregations,
             "model_bytes": self.sizes.model_bytes,
-            "churn_events": dict(self.events),
+            "churn_events": dict(self.churn_counts),
+            "protocol_events": dict(self.events),
             "sybils": self.n_sybils,
             "active_nodes_end": int(self.alive[: self.n_honest_cap].sum()),
         }

@@ -36,7 +36,7 @@ class ModestSim(Engine):
             round_timeout=cfg.round_timeout,
         )
         n = self.n_honest_cap + self.n_sybils
-        self.pks = [pk_of(cfg.seed, i) for i in range(n)]
+        self.pks = [self.make_pk(i) for i in range(n)]
         self.index_of = {pk: i for i, pk in enumerate(self.pks)}
         self.addr = [f"mem://{i}" for i in range(n)]
         self.addr_index = {a: i for i, a in enumerate(self.addr)}
@@ -51,6 +51,9 @@ class ModestSim(Engine):
         self.agg_log: list[dict[str, Any]] = []    # round, aggregator, contributors (cross-check tests)
         self.train_log: list[tuple[int, int]] = []  # (round, node)
         self.keep_logs = bool(cfg.extra.get("keep_logs", False))
+
+    def make_pk(self, i: int) -> bytes:
+        return pk_of(self.cfg.seed, i)
 
     # ---- node life cycle -----------------------------------------------------------------------
     def _core(self, i: int) -> ModestCore:

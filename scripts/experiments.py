@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Reproduce the papers' claims at reduced scale with `gossipnode sim`.
+
+    .venv/bin/python scripts/experiments.py compare|churn|sybil|variance|scale|all [--quick] [--out DIR]
+    .venv/bin/python scripts/experiments.py report      # docs/RESULTS.md from the fragments
+
+Every run is recorded with the exact `gossipnode sim ...` command that reproduces it (the script
+runs the same code in-process). Results: DIR/<exp>.json, DIR/<exp>.png, DIR/<exp>.md.
+``--quick`` shrinks everything to seconds (used by tests/test_sim_experiments.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gossipnode.sim import SimConfig, run_sim  # noqa: E402
+
+DEFAULT_OUT = ROOT / "docs" / "results"
+
+
+def command(cfg: SimConfig) -> str:
+    """The `gossipnode sim` command line for cfg (non-default options only)."""
+    parts = ["gossipnode sim"]
+    for f in fields(SimConfig):
+        if f.name == "extra":
+            continue
+        v, d = getattr(cfg, f.name), f.default
+        if f.name == "rounds" and cfg.duration is not None and v is None:
+            continue
+        if v != d or (f.name == "rounds" and v is not None):
+            parts.append(f"--{f.name.replace('_', '-')} {v}")
+    return " ".join(parts)
+
+
+def run(cfg: SimConfig, label: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    res = run_sim(cfg)
+    s = res["summary"]
+    print(f"  {label:38s} rounds={s['rounds_completed']:4d} t={s['virtual_time_s']:8.1f}s "
+          f"acc={s['final_acc_mean']:.3f} MB={s['bytes_total'] / 1e6:8.2f} wall={time.perf_counter() - t0:6.1f}s",
+          flush=True)
+    res["label"] = label
+    res["command"] = command(cfg)
+    return res
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def mb(v: Any) -> str:
+    return "—" if v is None else f"{v / 1e6:.2f}"
+
+
+def plot_runs(runs: list[dict[str, Any]], path: Path, title: str, x: str = "t") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for r in runs:
+        s = r["series"]
+        ax[0].plot([p[x] for p in s], [p["acc_mean"] for p in s], label=r["label"])
+        ax[1].plot([p[x] for p in s], [p["bytes_total"] / 1e6 for p in s], label=r["label"])
+    ax[0].set(xlabel="virtual time (s)" if x == "t" else x, ylabel="mean honest test accuracy")
+    ax[1].set(xlabel="virtual time (s)" if x == "t" else x, ylabel="MB sent (all nodes)", yscale="log")
+    ax[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def save(out: Path, name: str, runs: list[dict[str, Any]], md: list[str], argv: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(runs, indent=1))
+    cmds = ["", "Commands (one per row, in order):", "", "```"] + [r["command"] for r in runs] + ["```", ""]
+    head = [f"Produced by `{argv}` (JSON: `{name}.json`, plot: `{name}.png`).", ""]
+    (out / f"{name}.md").write_text("\n".join(head + md + cmds))
+
+
+# ---- experiments ----------------------------------------------------------------------------------
+def exp_compare(out: Path, quick: bool, argv: str) -> None:
+    """MoDeST vs FL vs D-PSGD vs gossip at 100 nodes: time and bytes to a target accuracy."""
+    n = 12 if quick else 100
+    base = SimConfig(nodes=n, rounds=None, duration=30.0 if quick else 600.0, target=0.3 if quick else 0.6,
+                     stop_at_target=1, eval_samples=300 if quick else 1000, eval_every=2.0 if quick else 5.0,
+                     eval_nodes=5 if quick else 10, mnist1d_samples=4000 if quick else 0)
+    runs = [
+        run(replace(base, protocol="modest"), "modest (s=10)"),
+        run(replace(base, protocol="fl"), "fl (FedAvg, 10 clients/round)"),
+        run(replace(base, protocol="dpsgd", topology="exp"), "dpsgd (one-peer exponential)"),
+        run(replace(base, protocol="dpsgd", topology="ring"), "dpsgd (ring)"),
+        run(replace(base, protocol="gossip", gossip_interval=1.0), "gossip (push every 1 s)"),
+    ]
+    plot_runs(runs, out / "compare.png", f"{n} nodes, MNIST-1D iid, target {base.target}")
+    ref = next(r for r in runs if r["label"].startswith("modest"))["summary"]["bytes_to_target"]
+    md = [f"| protocol | time to {base.target} (virtual s) | rounds | MB to target | vs MoDeST bytes | final acc |",
+          "|---|---|---|---|---|---|"]
+    for r in runs:
+        s = r["summary"]
+        ratio = (f"{s['bytes_to_target'] / ref:.1f}x" if ref and s["bytes_to_target"] else "—")
+        md.append(f"| {r['label']} | {fmt(s['time_to_target_s'], 1)} | {fmt(s['round_to_target'])} | "
+                  f"{mb(s['bytes_to_target'])} | {ratio} | {fmt(s['final_acc_mean'])} |")
+    save(out, "compare", runs, md, argv)
+
+
+def exp_churn(out: Path, quick: bool, argv: str) -> None:
+    """100 nodes, 5 crash every 60 s from 300 s, 16 times (80 %), sf = 0.8; and with joins."""
+    if quick:
+        base = SimConfig(nodes=20, rounds=None, duration=90.0, churn="crash:2:10:20:6", success_fraction=0.8,
+                         ping_timeout=2.0, inactivity_threshold=20, mnist1d_samples=4000, eval_samples=300,
+                         eval_every=10.0)
+        joins = "crash:2:10:20:6,join:2:10:30:3"
+    else:
+        # compute 20 samples/s: 4 s of training per round, so ~300 rounds fit in the 1,500 s schedule
+        base = SimConfig(nodes=100, rounds=None, duration=1500.0, churn="crash:5:60:300:16",
+                         success_fraction=0.8, ping_timeout=2.0, inactivity_threshold=20, compute="const:20",
+                         eval_samples=1000, eval_every=30.0)
+        joins = "crash:5:60:300:16,join:5:60:600:8"
+    runs = [run(replace(base, churn=""), "no churn"),
+            run(base, "crash 80 %"),
+            run(replace(base, churn=joins), "crash 80 % + joins")]
+    plot_runs(runs, out / "churn.png", "MoDeST under churn (crashes from t=300 s)")
+    md = ["| scenario | rounds completed | rounds after first crash | acc at first crash | final acc | "
+          "alive at end |", "|---|---|---|---|---|---|"]
+    t_first = float(base.churn.split(":")[3])
+    for r in runs:
+        s = r["summary"]
+        before = [p for p in r["series"] if p["t"] <= t_first]
+        b = before[-1] if before else r["series"][0]
+        md.append(f"| {r['label']} | {s['rounds_completed']} | {s['rounds_completed'] - b['round']} | "
+                  f"{fmt(b['acc_mean'])} | {fmt(s['final_acc_mean'])} | {s['active_nodes_end']} |")
+    save(out, "churn", runs, md, argv)
+
+
+def exp_sybil(out: Path, quick: bool, argv: str) -> None:
+    """Label flip and backdoor; phi in {0.1, 0.5, 1, 2}; filters none/median/krum/foolsgold/sybilwall."""
+    phis = [0.5, 2.0] if quick else [0.1, 0.5, 1.0, 2.0]
+    filters = ["none", "sybilwall"] if quick else ["none", "median", "krum", "foolsgold", "sybilwall"]
+    attacks = ["label-flip"] if quick else ["label-flip", "backdoor"]
+    base = SimConfig(protocol="dpsgd", nodes=8 if quick else 16, rounds=2 if quick else 10,
+                     topology="regular:4", partition="dirichlet:0.5", mnist1d_samples=4000,
+                     eval_samples=300 if quick else 1000, eval_nodes=8 if quick else 16)
+    runs = []
+    for attack in attacks:
+        runs.append(run(replace(base), "no attack"))
+        for phi in phis:
+            for f in filters:
+                kw: dict[str, Any] = {"filter": f}
+                if f == "median":
+                    kw = {"filter": "none", "combine": "median"}
+                runs.append(run(replace(base, attack=attack, sybils=phi, **kw), f"{attack} phi={phi} {f}"))
+    md = ["| attack | phi | filter | honest acc | attack rate |", "|---|---|---|---|---|"]
+    for r in runs:
+        c, s = r["config"], r["summary"]
+        filt = "median" if c["combine"] == "median" else c["filter"]
+        md.append(f"| {c['attack']} | {c['sybils']} | {filt} | {fmt(s['final_acc_mean'])} | "
+                  f"{fmt(s['final_attack_rate'])} |")
+    _plot_sybil(runs, out / "sybil.png")
+    save(out, "sybil", runs, md, argv)
+
+
+def _plot_sybil(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = sorted({r["config"]["attack"] for r in runs if r["config"]["attack"] != "none"})
+    fig, ax = plt.subplots(len(attacks), 2, figsize=(12, 4 * len(attacks)), squeeze=False)
+    for a_i, attack in enumerate(attacks):
+        sel = [r for r in runs if r["config"]["attack"] == attack]
+        filters = list(dict.fromkeys("median" if r["config"]["combine"] == "median" else r["config"]["filter"]
+                                     for r in sel))
+        for f in filters:
+            pts = [(r["config"]["sybils"], r["summary"]) for r in sel
+                   if ("median" if r["config"]["combine"] == "median" else r["config"]["filter"]) == f]
+            ax[a_i][0].plot([p for p, _ in pts], [s["final_acc_mean"] for _, s in pts], "o-", label=f)
+            ax[a_i][1].plot([p for p, _ in pts], [s["final_attack_rate"] for _, s in pts], "o-", label=f)
+        ax[a_i][0].set(title=f"{attack}: honest accuracy", xlabel="Sybils per honest node (phi)", xscale="log")
+        ax[a_i][1].set(title=f"{attack}: attack rate", xlabel="phi", xscale="log")
+        ax[a_i][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def exp_variance(out: Path, quick: bool, argv: str) -> None:
+    """Gossip learning with independent initialisations, with and without variance correction, vs FL."""
+    base = SimConfig(protocol="gossip", nodes=10 if quick else 30, rounds=None, duration=10.0 if quick else 60.0,
+                     gossip_interval=1.0, init="independent", mnist1d_samples=4000, target=0.3 if quick else 0.5,
+                     eval_samples=300 if quick else 1000, eval_nodes=10, eval_every=1.0 if quick else 2.0)
+    runs = [run(replace(base, correct="none"), "gossip, independent init, no correction"),
+            run(replace(base, correct="vc"), "gossip, independent init, variance correction"),
+            run(replace(base, init="same", correct="none"), "gossip, same init"),
+            run(replace(base, protocol="fl", init="same"), "fl (FedAvg)")]
+    plot_runs(runs, out / "variance.png", "Vanishing variance: gossip with independent initialisation")
+    md = [f"| run | time to {base.target} (virtual s) | acc at 10 s | final acc |", "|---|---|---|---|"]
+    for r in runs:
+        s = r["summary"]
+        at10 = next((p["acc_mean"] for p in r["series"] if p["t"] >= min(10.0, base.duration)), None)
+        md.append(f"| {r['label']} | {fmt(s['time_to_target_s'], 1)} | {fmt(at10)} | {fmt(s['final_acc_mean'])} |")
+    save(out, "variance", runs, md, argv)
+
+
+def exp_scale(out: Path, quick: bool, argv: str) -> None:
+    """1,000-node MoDeST: 100 rounds; wall-clock minutes per 100 rounds."""
+    cfg = SimConfig(nodes=100 if quick else 1000, rounds=5 if quick else 100, eval_samples=500,
+                    mnist1d_samples=4000 if quick else 0)
+    runs = [run(cfg, f"modest x{cfg.nodes}"),
+            run(replace(cfg, local_epochs=5 if not quick else 1), f"modest x{cfg.nodes}, 5 local epochs")]
+    plot_runs(runs, out / "scale.png", f"MoDeST with {cfg.nodes} nodes", x="round")
+    md = ["| run | rounds | wall s | minutes per 100 rounds | final acc | MB total | MB per node (mean / max) | "
+          "view records per model message |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        s = r["summary"]
+        per100 = s["wall_s"] / 60 * 100 / max(1, s["rounds_completed"])
+        md.append(f"| {r['label']} | {s['rounds_completed']} | {s['wall_s']} | {per100:.2f} | "
+                  f"{fmt(s['final_acc_mean'])} | {mb(s['bytes_total'])} | {mb(s['bytes_per_honest_node_mean'])} / "
+                  f"{mb(s['bytes_per_honest_node_max'])} | {cfg.nodes} |")
+    save(out, "scale", runs, md, argv)
+
+
+EXPERIMENTS = {"compare": exp_compare, "churn": exp_churn, "sybil": exp_sybil, "variance": exp_variance,
+               "scale": exp_scale}
+TITLES = {
+    "compare": "1. MoDeST vs FL vs D-PSGD vs gossip learning (100 nodes)",
+    "churn": "2. Churn: 80 % of 100 nodes crash (sf = 0.8), and joins",
+    "sybil": "3. Sybil attacks: label flip and backdoor",
+    "variance": "4. Variance correction: gossip learning with independent initialisation",
+    "scale": "5. Scale: 1,000-node MoDeST",
+}
+
+
+def report(out: Path) -> None:
+    lines = ["# Simulation results", "",
+             "Generated from `docs/results/*.md` by `scripts/experiments.py report`; the notes under each",
+             "table (agreement with the papers) are in `docs/results/notes-*.md`.", ""]
+    for name, title in TITLES.items():
+        frag = out / f"{name}.md"
+        lines += [f"## {title}", ""]
+        lines += [frag.read_text() if frag.exists() else "_not run yet_", ""]
+        if frag.exists():
+            lines += [f"![{name}](results/{name}.png)", ""]
+        notes = out / f"notes-{name}.md"
+        if notes.exists():
+            lines += [notes.read_text(), ""]
+    (out.parent / "RESULTS.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=[*EXPERIMENTS, "all", "report"])
+    p.add_argument("--quick", action="store_true", help="tiny version (seconds), for the test suite")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shown = "scripts/experiments.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    names = list(EXPERIMENTS) if args.experiment == "all" else (
+        [] if args.experiment == "report" else [args.experiment])
+    for name in names:
+        print(f"== {name}", flush=True)
+        EXPERIMENTS[name](out, args.quick, shown)
+    if not args.quick and args.experiment in ("report", "all"):
+        report(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The simulator: cross-check against the core harness, determinism, scenarios, short experiments."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gossipnode.core.config import ModestConfig
+from gossipnode.learn import data as ldata
+from gossipnode.sim import SimConfig, make_engine, run_sim
+from gossipnode.sim.config import parse_churn
+from gossipnode.sim.modest import ModestSim
+
+from core_harness import CoreNet, pk_of
+
+
+@pytest.fixture(scope="module")
+def small_data() -> ldata.Dataset:
+    return ldata.load_mnist1d(num_samples=4000)
+
+
+def cfg(**kw) -> SimConfig:
+    base = dict(nodes=20, rounds=6, mnist1d_samples=4000, sample_size=5, eval_samples=500)
+    base.update(kw)
+    return SimConfig(**base)
+
+
+class HarnessKeys(ModestSim):
+    """Same public keys as tests/core_harness.py, so both compute the same samples."""
+
+    def make_pk(self, i: int) -> bytes:
+        return pk_of(i)
+
+
+def test_same_samples_and_aggregates_as_the_core_harness(small_data) -> None:
+    """The engine drives the unmodified ModestCore: with the harness's timing (zero transfer time,
+    10 ms latency, 1 s training, 0.1 s aggregation) every round has the same trainers, aggregator
+    and contributors as tests/core_harness.py's zero-I/O scheduling of the same cores."""
+    n, s, rounds = 20, 5, 8
+    net = CoreNet(n, ModestConfig(sample_size=s), latency=0.01, train_time=1.0, agg_time=0.1)
+    net.start()
+    shard = len(small_data.y) // n
+    c = cfg(nodes=n, sample_size=s, rounds=rounds, latency="const:0.01", bandwidth="const:1e15",
+            compute=f"const:{shard}", agg_time=0.1 / s, extra={"keep_logs": True})
+    sim = HarnessKeys(c, small_data)
+    sim.run()
+    net.run_until(sim.now)
+    idx = {pk_of(i): i for i in range(n)}
+    harness_train = sorted((k, idx[pk]) for pk, ks in net.trainings.items() for k in ks if k <= rounds)
+    sim_train = sorted((k, i) for k, i in sim.train_log if k <= rounds)
+    assert sim_train == harness_train
+    harness_agg = sorted((k, idx[pk], sorted(idx[p] for p, _ in cs))
+                         for k, lst in net.aggregations.items() for pk, cs in lst if k <= rounds)
+    sim_agg = sorted((a["round"], a["aggregator"], a["contributors"]) for a in sim.agg_log
+                     if a["round"] <= rounds)
+    assert sim_agg == harness_agg
+    assert len(sim_agg) >= rounds - 1
+
+
+def test_aggregate_equals_the_pipeline_mean_of_the_contributions(small_data) -> None:
+    sim = make_engine(cfg(rounds=2, extra={"keep_logs": True}), small_data)
+    sim.run()
+    # one more aggregation by hand: FedAvg of two trained models from the same base
+    a = sim.train(0, sim.initial)
+    b = sim.train(1, sim.initial)
+    h = sim.aggregate(2, 3, [(0, a), (1, b)])
+    for k, v in sim.models[h].items():
+        np.testing.assert_allclose(v, (sim.models[a][k] + sim.models[b][k]) / 2, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("protocol", ["modest", "fl", "dpsgd", "gossip"])
+def test_deterministic_with_a_fixed_seed(protocol, small_data) -> None:
+    kw = dict(protocol=protocol, rounds=3, gossip_interval=1.0, nodes=12)
+    r1 = run_sim(cfg(**kw), data=small_data)
+    r2 = run_sim(cfg(**kw), data=small_data)
+    assert json.dumps(r1["series"]) == json.dumps(r2["series"])
+    assert r1["summary"]["bytes_total"] == r2["summary"]["bytes_total"] > 0
+    r3 = run_sim(cfg(seed=1, **kw), data=small_data)
+    assert json.dumps(r3["series"]) != json.dumps(r1["series"])
+
+
+def test_modest_learns_and_counts_bytes(small_data) -> None:
+    r = run_sim(cfg(rounds=15, nodes=20, local_epochs=2), data=small_data)
+    s, series = r["summary"], r["series"]
+    assert s["rounds_completed"] == 15
+    assert series[-1]["acc_mean"] > series[0]["acc_mean"] + 0.05
+    # every trained model is one delta frame, every aggregated model one full frame; views ride along
+    assert s["message_bytes"]["model_trained"] >= s["messages"]["model_trained"] * s["model_bytes"]
+    assert s["bytes_total"] == sum(s["message_bytes"].values())
+
+
+def test_churn_crashes_and_joins_keep_rounds_going(small_data) -> None:
+    c = cfg(nodes=20, rounds=None, duration=120.0, success_fraction=0.8, ping_timeout=2.0,
+            inactivity_threshold=20, churn="crash:2:10:20:6,join:2:10:25:3")
+    r = run_sim(c, data=small_data)
+    s = r["summary"]
+    assert s["churn_events"] == {"crash": 12, "join": 6}
+    assert s["active_nodes_end"] == 20 - 12 + 6
+    after = [x for x in r["series"] if x["t"] > 80]
+    assert after and after[-1]["round"] > after[0]["round"]   # rounds still complete at 60 % crashed
+
+
+@pytest.mark.parametrize("attack", ["label-flip", "backdoor"])
+def test_sybil_attack_scenarios_run(attack, small_data) -> None:
+    r = run_sim(cfg(protocol="dpsgd", nodes=10, rounds=3, attack=attack, sybils=0.5, topology="ring",
+                    filter="sybilwall"), data=small_data)
+    s = r["summary"]
+    assert s["sybils"] == 5 and s["messages"]["model_sybil"] > 0 and s["messages"]["history"] > 0
+    assert 0.0 <= s["final_attack_rate"] <= 1.0
+    r = run_sim(cfg(nodes=10, rounds=3, attack=attack, sybils=1.0), data=small_data)   # MoDeST
+    assert r["summary"]["final_attack_rate"] is not None
+
+
+def test_gossip_with_independent_init_and_variance_correction(small_data) -> None:
+    r = run_sim(cfg(protocol="gossip", nodes=10, rounds=4, gossip_interval=2.0, init="independent",
+                    correct="vc"), data=small_data)
+    assert r["summary"]["messages"]["model_gossip"] >= 10 * 3
+    assert r["series"][-1]["evaluated"] == 10
+
+
+def test_cifar_shaped_input_with_gnlenet(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny_cifar.npz"
+    np.savez(path, x=rng.random((60, 3, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 60),
+             x_test=rng.random((20, 3, 32, 32), dtype=np.float32), y_test=rng.integers(0, 10, 20))
+    r = run_sim(SimConfig(nodes=4, rounds=2, dataset=str(path), model="gnlenet", sample_size=2,
+                          attack="backdoor", sybils=0.5))
+    assert r["summary"]["rounds_completed"] == 2
+    assert r["summary"]["model_bytes"] > 300_000   # GN-LeNet, ~89k float32 parameters
+
+
+def test_cli_writes_json_and_plot(tmp_path) -> None:
+    from gossipnode.cli import main
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["sim", "--protocol", "fl", "--nodes", "8", "--rounds", "2", "--mnist1d-samples", "4000",
+                 "--json-out", str(out), "--plot", str(png), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res["summary"]["rounds_completed"] == 2 and png.stat().st_size > 1000
+    assert main(["sim", "--protocol", "nope", "--quiet"]) == 2
+
+
+def test_churn_spec_parsing() -> None:
+    steps = parse_churn("crash:5:60:300:16,join:5:60:330:4")
+    assert [(s.kind, s.count, s.times) for s in steps] == [("crash", 5, 16), ("join", 5, 4)]
+    with pytest.raises(ValueError):
+        parse_churn("crash:5:60")
