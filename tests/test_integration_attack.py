@@ -49,7 +49,9 @@ def run(tmp_path, tag: str, pipeline: list[str], attack: bool) -> dict[str, floa
         rate = sum(s["last_eval"]["attack_rate"]["label-flip"] for s in st) / HONEST
         zeroed = sum(len((r.get("aggregation") or {}).get("zeroed", [])) for n in nodes
                      for r in __import__("conftest").get_json(n.url + "/v1/rounds?limit=1000")["rounds"])
-        print(f"{tag}: mean accuracy {acc:.4f}, mean label-flip attack rate {rate:.4f}, zeroed {zeroed}")
+        hist = sum(s["history_bytes_sent"] for s in st) / max(1, sum(s["bytes_sent"] for s in st))
+        print(f"{tag}: mean accuracy {acc:.4f}, mean label-flip attack rate {rate:.4f}, zeroed {zeroed}, "
+              f"history share of bytes sent {hist:.3f}")
         return {"accuracy": acc, "attack_rate": rate, "zeroed": zeroed}
     finally:
         for p in procs:

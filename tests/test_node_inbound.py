@@ -101,3 +101,26 @@ async def test_incompatible_model_rejected(node: Node) -> None:
     assert status == 400 and body == {"rejected": "incompatible_model"}
     assert node.core.agg_idx == 0
     _ = os.getpid()
+
+
+async def test_history_records_validated_and_merged(node: Node) -> None:
+    import numpy as np
+    from gossipnode.core.messages import HistoryRecord
+    from gossipnode.wire.identity import node_id
+    from gossipnode.wire.tensors import model_hash, to_raw
+    peer, subject = Identity.generate(), Identity.generate()
+    model = node.learner.initial
+    h = model_hash(model)
+    n = node.learner.history_size
+    bad = HistoryRecord(subject.public_key, 1, 1, (to_raw("history", np.zeros(n + 1, "<f2")),))
+    msg = ModelMsg(1, ModelKind.AGGREGATED, h, (), None, model, (bad,))
+    status, body = await _post(node, encode(peer, "t", 1, time.time(), msg))
+    assert status == 400 and body == {"rejected": "bad_history"}
+    store = node.pipeline.filter.store
+    assert len(store) == 0 and node.core.train_idx == 0
+    good = HistoryRecord(subject.public_key, 1, 2, (to_raw("history", np.ones(n, "<f2")),))
+    msg = ModelMsg(1, ModelKind.AGGREGATED, h, (), None, model, (good,))
+    status, _ = await _post(node, encode(peer, "t", 2, time.time(), msg))
+    assert status == 202
+    rec = store.get(node_id(subject.public_key))
+    assert rec is not None and rec.distance == 3 and rec.received_from == node_id(peer.public_key)
