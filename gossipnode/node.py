@@ -281,13 +281,15 @@ class Node:
             self._discovered_early.append((addresses, pk))
             return
         usable = tuple(a for a in addresses if self._transport_for(a) is not None)
-        if usable and not self._stopping and pk != self.pk:
-            self._execute(self.core.discovered(self._now(), pk, usable))
+        discovered = getattr(self.core, "discovered", None)  # a core without it ignores discovery
+        if usable and discovered is not None and not self._stopping and pk != self.pk:
+            self._execute(discovered(self._now(), pk, usable))
 
     def _on_peer_gone(self, pk: bytes) -> None:
         """A transport saw a peer's last will: the peer is departed until it joins again."""
-        if not self._stopping and self._loop is not None:
-            self._execute(self.core.departed(self._now(), pk))
+        departed = getattr(self.core, "departed", None)
+        if departed is not None and not self._stopping and self._loop is not None:
+            self._execute(departed(self._now(), pk))
 
     # ---- sending ---------------------------------------------------------------------------
     def _address(self, pk: bytes) -> str | None:

@@ -460,7 +460,10 @@ class MqttTransport:
                     sweeper = asyncio.ensure_future(self._sweep())
                     try:
                         async for message in client.messages:
-                            self._on_message(message)
+                            try:
+                                self._on_message(message)
+                            except Exception:  # a failing callback must not end the connection
+                                log.exception("error handling an MQTT message on %s", message.topic)
                     finally:
                         sweeper.cancel()
             except aiomqtt.MqttError as e:

@@ -72,16 +72,18 @@ class ReplayGuard:
 
 
 class SeqCounter:
-    """Strictly increasing sequence numbers seeded from the clock in microseconds.
+    """Strictly increasing sequence numbers: the clock in microseconds at start, then +1 a frame.
 
-    `clock` returns integer microseconds (inject a virtual clock in the simulator). The counter
-    stays ahead of the clock if more than one number per microsecond is drawn.
+    Consecutive frames get consecutive numbers, so the receiver's replay window really means
+    `window` frames (frames sent concurrently may arrive out of order). A restarted node starts
+    from the clock again, which is ahead of its old counter unless it sent more than one frame
+    per microsecond of its previous life. `clock` returns integer microseconds (injectable).
     """
 
     def __init__(self, clock: Callable[[], int] | None = None) -> None:
         self._clock = clock or (lambda: time.time_ns() // 1000)
-        self._last = -1
+        self._last = int(self._clock()) - 1
 
     def next(self) -> int:
-        self._last = max(self._last + 1, int(self._clock()))
+        self._last += 1
         return self._last

@@ -1,0 +1,44 @@
+"""The core's hooks for transport-level discovery (MQTT announces) and departures (last wills)."""
+from __future__ import annotations
+
+import random
+
+from gossipnode.core.actions import SendTo
+from gossipnode.core.config import ModestConfig
+from gossipnode.core.messages import Advertise, Status, ViewRecord, ViewShare
+from gossipnode.core.modest import ModestCore
+
+
+def _core(i: int) -> ModestCore:
+    pk = bytes([i]) * 32
+    return ModestCore(ModestConfig(sample_size=3, bootstrap_wait=2.0, bootstrap_timeout=30.0), pk,
+                      (f"mqtt://{i:016x}",), b"\0" * 32, random.Random(i))
+
+
+def test_discovered_peer_gets_a_join_advert_and_delays_round_one() -> None:
+    a, b = _core(1), _core(2)
+    a.start(0.0, [])
+    out = a.discovered(0.5, b.pk, b.addresses)
+    assert out == [SendTo(b.addresses[0], Advertise(0, a.index, Status.JOIN, a.addresses))]
+    assert b.addresses[0] in a.bootstrap          # round 1 waits until b is known
+    assert a.discovered(0.6, a.pk, a.addresses) == []   # never ourselves
+    # b answers the advert with its view; b is then known and not advertised to again
+    a.handle(0.7, b.pk, ViewShare(0, (ViewRecord(b.pk, 0, b.index, Status.JOIN, b.addresses),)))
+    assert b.pk in a.view
+    assert a.discovered(0.8, b.pk, b.addresses) == []
+
+
+def test_departed_marks_leave_and_any_signed_message_revives() -> None:
+    a, b = _core(1), _core(2)
+    a.start(0.0, [])
+    a.handle(0.1, b.pk, Advertise(0, b.index, Status.JOIN, b.addresses))
+    assert a.view.get(b.pk).status == Status.JOIN
+    a.departed(1.0, b.pk)
+    assert a.view.get(b.pk).status == Status.LEAVE and b.pk not in a.active(0)
+    # the broker, not b, went away: b's next (signed) message undoes the mark
+    a.handle(2.0, b.pk, ViewShare(0, ()))
+    assert a.view.get(b.pk).status == Status.JOIN and b.pk in a.active(0)
+    # a real LEAVE advert still wins
+    a.departed(3.0, b.pk)
+    a.handle(3.1, b.pk, Advertise(0, b.index + 1, Status.LEAVE, b.addresses))
+    assert a.view.get(b.pk).status == Status.LEAVE
