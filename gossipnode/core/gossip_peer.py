@@ -67,6 +67,18 @@ class GossipPeerCore:
                 self.gossip.handle(now, sender, msg)
         return out + self.gossip.handle(now, sender, msg)
 
+    def discovered(self, now: float, pk: bytes, addresses: tuple[str, ...]) -> list[Action]:
+        """A transport found a peer (an MQTT announce): introduce ourselves with a JOIN advert."""
+        if pk == self.pk or not addresses or pk in self.view:
+            return []
+        return [SendTo(addresses[0], Advertise(self.round, self.index, Status.JOIN, self.addresses))]
+
+    def departed(self, now: float, pk: bytes) -> list[Action]:
+        """A transport reports the peer gone (an MQTT last will): stop picking it until it speaks."""
+        self.gossip.remove_peer(pk)
+        self.view.entries.pop(pk, None)
+        return []
+
     def tick(self, now: float) -> list[Action]:
         return self.gossip.tick(now)
 
