@@ -101,3 +101,34 @@ def test_node_runs_on_users_npz(tmp_path, node_procs) -> None:
     final = json.loads((node.state_dir / "status.json").read_text())
     assert final["last_eval"]["samples"] == 100 and final["last_eval"]["accuracy"] > 0.6
     time.sleep(0)
+
+
+def test_cluster_stops_all_nodes_on_ctrl_c(tmp_path) -> None:
+    import signal
+    from conftest import free_ports
+    base = free_ports(1)[0]
+    if base > 65000:
+        base = 40000 + base % 20000
+    proc = subprocess.Popen([sys.executable, "-m", "gossipnode", "cluster", "--nodes", "2", "--base-port", str(base),
+                             "--dir", str(tmp_path), "--mnist1d-samples", "2000", "--bootstrap-wait", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    up = False
+    while time.monotonic() < deadline and not up:
+        try:
+            up = all(get_json(f"http://127.0.0.1:{base + i}/v1/status")["round"] >= 1 for i in range(2))
+        except OSError:
+            time.sleep(0.5)
+    assert up, proc.stdout.read() if proc.poll() is not None else "cluster did not come up"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and "final" in out
+    for i in range(2):
+        final = json.loads((tmp_path / f"node-{i}" / "status.json").read_text())  # written on graceful stop
+        assert final["finished"] is True
+        try:
+            get_json(f"http://127.0.0.1:{base + i}/v1/status", timeout=1)
+            raise AssertionError("a node is still answering after Ctrl-C")
+        except OSError:
+            pass
