@@ -82,7 +82,10 @@ class CoreNet:
             elif isinstance(a, NewModel):
                 self.new_models.setdefault(pk, []).append((a.round, a.model))
             elif isinstance(a, Finished):
+                # As the daemon does: leave gracefully (LEAVE adverts), then stop.
                 self.finished.add(pk)
+                self._run(pk, self.cores[pk].leave(self.now))
+                self.down.add(pk)
             elif isinstance(a, (CancelTraining, Event)):
                 pass
         d = self.cores[pk].next_deadline()

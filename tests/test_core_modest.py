@@ -202,3 +202,15 @@ def test_join_through_one_bootstrap_peer() -> None:
     assert len(j.view) >= 6  # learned the network from the ViewShare reply
     assert joiner in net.trainings  # and was sampled to train eventually
     assert j.train_idx > 1
+
+
+def test_max_rounds_every_node_finishes() -> None:
+    cfg = ModestConfig(sample_size=3, ping_timeout=2.0, bootstrap_wait=1.0, max_rounds=5, round_timeout=10.0)
+    net = CoreNet(10, cfg)
+    net.start()
+    net.run_until(200.0)
+    finished_by_model = {pk for pk, ms in net.new_models.items() if any(r == 6 for r, _ in ms)}
+    assert finished_by_model  # the last sample received round 6's model and left at once
+    # the others, never sampled at the end, left after hearing the network passed round 5
+    assert len(net.finished) >= 8
+    assert all(c.train_idx <= 6 and c.agg_idx <= 6 for c in net.cores.values())

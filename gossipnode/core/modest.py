@@ -69,6 +69,8 @@ class ModestCore:
         self.bootstrap: list[str] = []
         self.bootstrap_next = 0.0
         self.finished = False
+        self.finish_sent = False
+        self.finish_at: float | None = None   # max_rounds: leave at this time if still idle
         self._nonce = 0
         self._out: list[Action] = []
         self._local: list[tuple[bytes, object]] = []
@@ -194,6 +196,7 @@ class ModestCore:
             self._event(self.agg_idx, "aggregation_timeout", received=len(self.buffer))
             self._aggregate()
         self._retry_tick(now)
+        self._finish_tick(now)
         return self._flush()
 
     def next_deadline(self) -> float | None:
@@ -203,6 +206,8 @@ class ModestCore:
         ds.extend(r.at for r in self.retries)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             ds.append(self.bootstrap_next)
+        if self.cfg.max_rounds is not None and not self.finish_sent and self.round > self.cfg.max_rounds:
+            ds.append(self.finish_at if self.finish_at is not None else self.now)
         return min(ds) if ds else None
 
     def discovered(self, now: float, pk: bytes, addresses: tuple[str, ...]) -> list[Action]:
@@ -385,8 +390,24 @@ class ModestCore:
         self._out.append(Event(round_, kind, detail))
 
     def _maybe_finish(self, k: int) -> None:
-        if self.cfg.max_rounds is not None and k > self.cfg.max_rounds and not self.finished:
+        if self.cfg.max_rounds is not None and k > self.cfg.max_rounds and not self.finish_sent:
+            self.finish_sent = True
             self._out.append(Finished(f"round {k - 1} done (max_rounds={self.cfg.max_rounds})"))
+
+    def _finish_tick(self, now: float) -> None:
+        """max_rounds: a node that hears the network passed the last round (views, LEAVE adverts of
+        nodes that finished) leaves after round_timeout, once idle, even if it was not sampled."""
+        m = self.cfg.max_rounds
+        if m is None or self.finish_sent or self.finished or self.round <= m:
+            return
+        if self.finish_at is None:
+            self.finish_at = now + self.cfg.round_timeout
+        elif now >= self.finish_at:
+            if self.training is None and not self.walks and (self.completed_aggregation or not self.buffer):
+                self.finish_sent = True
+                self._out.append(Finished(f"the network passed round {m} (max_rounds={m})"))
+            else:
+                self.finish_at = now + self.cfg.ping_timeout
 
     def _advertise_bootstrap(self, now: float) -> None:
         known = {a for e in self.view.entries.values() for a in e.addresses}
