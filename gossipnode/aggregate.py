@@ -40,7 +40,8 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
     return to_model(res.state), info
 
 
-def run_merge(node: Node, round_: int, own: Model, held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:
+def run_merge(node: Node, round_: int, own: Model,
+              held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:
     """Gossip learning: beta * own + (1 - beta) * combine(received), then the correction stage."""
     own_state = to_state(own)
     contributions = [Contribution(node_id(pk), (st := to_state(m)), sub(st, own_state), round_)

@@ -60,7 +60,7 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--aggregators", "aggregators", int, "MoDeST: aggregators per round (a)"),
     ("--success-fraction", "success_fraction", float, "MoDeST: aggregate after s*sf updates"),
     ("--ping-timeout", "ping_timeout", float, "MoDeST: seconds before an unanswered candidate is skipped"),
-    ("--inactivity-threshold", "inactivity_threshold", int, "MoDeST: tau, rounds of silence before a peer leaves the sample"),
+    ("--inactivity-threshold", "inactivity_threshold", int, "MoDeST: tau, silent rounds before a peer is left out"),
     ("--aggregation-timeout", "aggregation_timeout", float, "aggregate what arrived after this many seconds"),
     ("--round-timeout", "round_timeout", float, "re-send after this many seconds without progress"),
     ("--bootstrap-wait", "bootstrap_wait", float, "seconds to wait for peers before round 1"),

@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 class _Null:
-    def __enter__(self) -> "_Null":
+    def __enter__(self) -> _Null:
         return self
 
     def __exit__(self, *exc: object) -> None:

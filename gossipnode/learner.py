@@ -94,7 +94,7 @@ class Learner:
         """Why a received model cannot be used with our architecture (None if it can)."""
         if len(model) != len(self.initial):
             return f"{len(model)} tensors, expected {len(self.initial)}"
-        for m, ref in zip(model, self.initial):
+        for m, ref in zip(model, self.initial, strict=True):
             if (m.name, m.dtype, tuple(m.shape)) != (ref.name, ref.dtype, tuple(ref.shape)):
                 return f"tensor {m.name!r} {m.dtype}{tuple(m.shape)} != {ref.name!r} {ref.dtype}{tuple(ref.shape)}"
         return None

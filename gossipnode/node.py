@@ -248,7 +248,7 @@ class Node:
             timeout = None if d is None else max(0.0, d - self._now())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             d = self.core.next_deadline()
@@ -411,7 +411,7 @@ class Node:
             self._spawn(self._send(pk, ModelRequest(h)))
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout=2 * self.cfg.ping_timeout + 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not fut.done():
                 fut.set_result(None)
             return None
@@ -483,7 +483,7 @@ class Node:
                 return "history has non-finite values"
             vecs.append(v)
         src = node_id(sender)
-        for r, v in zip(records, vecs):
+        for r, v in zip(records, vecs, strict=True):
             pid = node_id(r.peer)
             self._pk_of.setdefault(pid, r.peer)
             store.merge_record(pid, r.round, r.distance, v, src)

@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gossipnode.sim import SimConfig, run_sim  # noqa: E402
+from gossipnode.sim import SimConfig, run_sim
 
 DEFAULT_OUT = ROOT / "docs" / "results"
 
@@ -95,7 +95,7 @@ def save(out: Path, name: str, runs: list[dict[str, Any]], md: list[str], argv: 
 def exp_compare(out: Path, quick: bool, argv: str) -> None:
     """MoDeST vs FL vs D-PSGD vs gossip at 100 nodes: time and bytes to a target accuracy."""
     n = 12 if quick else 100
-    base = SimConfig(nodes=n, rounds=None, duration=30.0 if quick else 600.0, target=0.3 if quick else 0.6,
+    base = SimConfig(nodes=n, rounds=None, duration=12.0 if quick else 600.0, sample_size=4 if quick else 10, target=0.3 if quick else 0.6,
                      stop_at_target=1, eval_samples=300 if quick else 1000, eval_every=2.0 if quick else 5.0,
                      eval_nodes=5 if quick else 10, mnist1d_samples=4000 if quick else 0)
     runs = [
@@ -120,10 +120,10 @@ def exp_compare(out: Path, quick: bool, argv: str) -> None:
 def exp_churn(out: Path, quick: bool, argv: str) -> None:
     """100 nodes, 5 crash every 60 s from 300 s, 16 times (80 %), sf = 0.8; and with joins."""
     if quick:
-        base = SimConfig(nodes=20, rounds=None, duration=90.0, churn="crash:2:10:20:6", success_fraction=0.8,
-                         ping_timeout=2.0, inactivity_threshold=20, mnist1d_samples=4000, eval_samples=300,
-                         eval_every=10.0)
-        joins = "crash:2:10:20:6,join:2:10:30:3"
+        base = SimConfig(nodes=20, rounds=None, duration=40.0, churn="crash:2:4:10:6", success_fraction=0.8,
+                         ping_timeout=2.0, inactivity_threshold=20, mnist1d_samples=4000, eval_samples=200,
+                         eval_every=5.0, sample_size=4)
+        joins = "crash:2:4:10:6,join:2:4:14:3"
     else:
         # compute 20 samples/s: 4 s of training per round, so ~300 rounds fit in the 1,500 s schedule
         base = SimConfig(nodes=100, rounds=None, duration=1500.0, churn="crash:5:60:300:16",
@@ -134,8 +134,8 @@ def exp_churn(out: Path, quick: bool, argv: str) -> None:
             run(base, "crash 80 %"),
             run(replace(base, churn=joins), "crash 80 % + joins")]
     plot_runs(runs, out / "churn.png", "MoDeST under churn (crashes from t=300 s)")
-    md = ["| scenario | rounds completed | rounds after first crash | acc at first crash | final acc | "
-          "alive at end |", "|---|---|---|---|---|---|"]
+    md = [("| scenario | rounds completed | rounds after first crash | acc at first crash | final acc | "
+          "alive at end |"), "|---|---|---|---|---|---|"]
     t_first = float(base.churn.split(":")[3])
     for r in runs:
         s = r["summary"]
@@ -199,7 +199,7 @@ def _plot_sybil(runs: list[dict[str, Any]], path: Path) -> None:
 
 def exp_variance(out: Path, quick: bool, argv: str) -> None:
     """Gossip learning with independent initialisations, with and without variance correction, vs FL."""
-    base = SimConfig(protocol="gossip", nodes=10 if quick else 30, rounds=None, duration=10.0 if quick else 60.0,
+    base = SimConfig(protocol="gossip", nodes=8 if quick else 30, rounds=None, duration=5.0 if quick else 60.0,
                      gossip_interval=1.0, init="independent", mnist1d_samples=4000, target=0.3 if quick else 0.5,
                      eval_samples=300 if quick else 1000, eval_nodes=10, eval_every=1.0 if quick else 2.0)
     runs = [run(replace(base, correct="none"), "gossip, independent init, no correction"),
@@ -217,13 +217,13 @@ def exp_variance(out: Path, quick: bool, argv: str) -> None:
 
 def exp_scale(out: Path, quick: bool, argv: str) -> None:
     """1,000-node MoDeST: 100 rounds; wall-clock minutes per 100 rounds."""
-    cfg = SimConfig(nodes=100 if quick else 1000, rounds=5 if quick else 100, eval_samples=500,
+    cfg = SimConfig(nodes=100 if quick else 1000, rounds=3 if quick else 100, eval_samples=500,
                     mnist1d_samples=4000 if quick else 0)
     runs = [run(cfg, f"modest x{cfg.nodes}"),
             run(replace(cfg, local_epochs=5 if not quick else 1), f"modest x{cfg.nodes}, 5 local epochs")]
     plot_runs(runs, out / "scale.png", f"MoDeST with {cfg.nodes} nodes", x="round")
-    md = ["| run | rounds | wall s | minutes per 100 rounds | final acc | MB total | MB per node (mean / max) | "
-          "view records per model message |", "|---|---|---|---|---|---|---|---|"]
+    md = [("| run | rounds | wall s | minutes per 100 rounds | final acc | MB total | MB per node (mean / max) | "
+          "view records per model message |"), "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         s = r["summary"]
         per100 = s["wall_s"] / 60 * 100 / max(1, s["rounds_completed"])

@@ -90,7 +90,7 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("node did not stop on SIGTERM")
+            raise AssertionError("node did not stop on SIGTERM") from None
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from core_harness import pk_of
 
 from gossipnode.core.actions import Finished, Merge, NewModel, Send, StartTraining
 from gossipnode.core.gossip import GossipConfig, GossipCore
 from gossipnode.core.messages import Advertise, ModelKind, ModelMsg, Ping, Status
-
-from core_harness import pk_of
 
 ME, A, B, C = (pk_of(i) for i in range(4))
 M0, MA, MB, MERGED, TRAINED = (bytes([i]) * 32 for i in range(1, 6))

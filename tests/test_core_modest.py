@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from gossipnode.core.actions import Aggregate, Send, StartTraining
+from gossipnode.core.actions import Aggregate, Send
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.messages import ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord
 from gossipnode.core.modest import ModestCore

@@ -92,7 +92,7 @@ def test_compose_nodes_learn_together_as_local_processes(compose, mosquitto, tmp
     ports = free_ports(len(nodes))
     procs: list[NodeProcess] = []
     try:
-        for (name, svc), port in zip(sorted(nodes.items()), ports):
+        for (name, svc), port in zip(sorted(nodes.items()), ports, strict=False):
             env = {k: str(v) for k, v in svc["environment"].items()}
             env["GOSSIPNODE_BROKER"] = env["GOSSIPNODE_BROKER"].replace("broker:1883", f"127.0.0.1:{mosquitto.port}")
             env["GOSSIPNODE_HOST"] = "127.0.0.1"

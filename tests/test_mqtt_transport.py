@@ -55,7 +55,7 @@ async def _pair(broker, **kw):
     ids = [Identity.generate() for _ in range(2)]
     ts = [MqttTransport(broker.url, i.node_id, NET, backoff_initial=0.1, backoff_max=1.0, **kw) for i in ids]
     inboxes = [Inbox(), Inbox()]
-    for t, inbox in zip(ts, inboxes):
+    for t, inbox in zip(ts, inboxes, strict=True):
         await t.start(inbox)
         assert t.connected
     return ts, inboxes, ids

@@ -5,14 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from core_harness import CoreNet, pk_of
 
 from gossipnode.core.config import ModestConfig
 from gossipnode.learn import data as ldata
 from gossipnode.sim import SimConfig, make_engine, run_sim
 from gossipnode.sim.config import parse_churn
 from gossipnode.sim.modest import ModestSim
-
-from core_harness import CoreNet, pk_of
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def small_data() -> ldata.Dataset:
 
 
 def cfg(**kw) -> SimConfig:
-    base = dict(nodes=20, rounds=6, mnist1d_samples=4000, sample_size=5, eval_samples=500)
+    base = {"nodes": 20, "rounds": 6, "mnist1d_samples": 4000, "sample_size": 5, "eval_samples": 500}
     base.update(kw)
     return SimConfig(**base)
 
@@ -71,7 +70,7 @@ def test_aggregate_equals_the_pipeline_mean_of_the_contributions(small_data) -> 
 
 @pytest.mark.parametrize("protocol", ["modest", "fl", "dpsgd", "gossip"])
 def test_deterministic_with_a_fixed_seed(protocol, small_data) -> None:
-    kw = dict(protocol=protocol, rounds=3, gossip_interval=1.0, nodes=12)
+    kw = {"protocol": protocol, "rounds": 3, "gossip_interval": 1.0, "nodes": 12}
     r1 = run_sim(cfg(**kw), data=small_data)
     r2 = run_sim(cfg(**kw), data=small_data)
     assert json.dumps(r1["series"]) == json.dumps(r2["series"])

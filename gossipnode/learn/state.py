@@ -21,7 +21,7 @@ def is_weight(name: str, arr: np.ndarray) -> bool:
     """True for float tensors that are not normalisation statistics."""
     if not np.issubdtype(arr.dtype, np.floating):
         return False
-    return not name.rsplit(".", 1)[-1] in _NORM_STAT_SUFFIXES
+    return name.rsplit(".", 1)[-1] not in _NORM_STAT_SUFFIXES
 
 
 def weight_names(state: State) -> list[str]:

@@ -80,7 +80,7 @@ class SimConfig:
 
     @property
     def n_sybils(self) -> int:
-        return int(round(self.sybils * self.nodes)) if self.attack != "none" else 0
+        return round(self.sybils * self.nodes) if self.attack != "none" else 0
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

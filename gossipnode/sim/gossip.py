@@ -6,7 +6,13 @@ import random
 from typing import Any
 
 from gossipnode.core.actions import (
-    CancelTraining, Event, Finished, Merge, NewModel, Send, StartTraining,
+    CancelTraining,
+    Event,
+    Finished,
+    Merge,
+    NewModel,
+    Send,
+    StartTraining,
 )
 from gossipnode.core.gossip import GossipConfig, GossipCore
 from gossipnode.core.messages import ModelKind, ModelMsg

@@ -6,7 +6,14 @@ import random
 from typing import Any
 
 from gossipnode.core.actions import (
-    Aggregate, CancelTraining, Event, Finished, NewModel, Send, SendTo, StartTraining,
+    Aggregate,
+    CancelTraining,
+    Event,
+    Finished,
+    NewModel,
+    Send,
+    SendTo,
+    StartTraining,
 )
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.messages import ModelMsg, Status
@@ -129,8 +136,13 @@ class ModestSim(Engine):
         cur = self.tick_at.get(i)
         if cur is not None and cur <= d:
             return
+        if d <= self.now:
+            # PingWalk.tick tests `now - last_sent >= interval` while next_deadline() returns
+            # `last_sent + interval`: float rounding can make a tick exactly at the deadline a
+            # no-op, which on a virtual clock would repeat forever. Wake a microsecond later.
+            d = self.now + 1e-6
         self.tick_at[i] = d
-        self.at(max(d, self.now), self._tick, i, d)
+        self.at(d, self._tick, i, d)
 
     def _tick(self, i: int, d: float) -> None:
         if self.tick_at.get(i) != d:

@@ -7,7 +7,14 @@ real model, so dtype/shape headers are included).
 from __future__ import annotations
 
 from gossipnode.core.messages import (
-    Advertise, ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord, ViewShare,
+    Advertise,
+    ModelKind,
+    ModelMsg,
+    Ping,
+    Pong,
+    Status,
+    ViewRecord,
+    ViewShare,
 )
 from gossipnode.learn.state import State
 from gossipnode.learner import to_model

@@ -1,7 +1,8 @@
 """The one interface every transport implements."""
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 # Called for every inbound frame: (frame bytes, reply-to hint or None) -> None.
 # The handler never raises; it counts and logs what it rejects.

@@ -1,9 +1,8 @@
 """HTTP transport: frames are POSTed to /v1/messages; the same aiohttp app serves REST."""
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -68,7 +67,7 @@ class HttpTransport:
                 if resp.status >= 300:
                     body = (await resp.text())[:200]
                     raise TransportError(f"{url}: HTTP {resp.status} {body}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise TransportError(f"{url}: {type(e).__name__}: {e}") from e
 
     async def stop(self) -> None:

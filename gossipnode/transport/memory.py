@@ -9,7 +9,7 @@ class MemoryHub:
         self.handlers: dict[str, InboundHandler] = {}
         self.down: set[str] = set()
 
-    def transport(self, name: str) -> "MemoryTransport":
+    def transport(self, name: str) -> MemoryTransport:
         return MemoryTransport(self, f"mem://{name}")
 
 
