@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gossipnode.sim import SimConfig, run_sim
+from gossipnode.sim import SimConfig, run_sim  # noqa: E402
 
 DEFAULT_OUT = ROOT / "docs" / "results"
 
@@ -95,7 +95,8 @@ def save(out: Path, name: str, runs: list[dict[str, Any]], md: list[str], argv: 
 def exp_compare(out: Path, quick: bool, argv: str) -> None:
     """MoDeST vs FL vs D-PSGD vs gossip at 100 nodes: time and bytes to a target accuracy."""
     n = 12 if quick else 100
-    base = SimConfig(nodes=n, rounds=None, duration=12.0 if quick else 600.0, sample_size=4 if quick else 10, target=0.3 if quick else 0.6,
+    base = SimConfig(nodes=n, rounds=None, duration=12.0 if quick else 600.0, sample_size=4 if quick else 10,
+                     target=0.3 if quick else 0.6,
                      stop_at_target=1, eval_samples=300 if quick else 1000, eval_every=2.0 if quick else 5.0,
                      eval_nodes=5 if quick else 10, mnist1d_samples=4000 if quick else 0)
     runs = [
