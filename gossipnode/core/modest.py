@@ -62,7 +62,7 @@ class ModestCore:
         self.retries: list[_Retry] = []
         self.last_heard: dict[bytes, float] = {}
         self.gone: dict[bytes, int] = {}   # peers marked LEAVE by `departed` -> their index then
-        self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a ping/pong
+        self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong
         self.model_round = 0
         self.started = False
         self.start_time = 0.0
@@ -262,9 +262,11 @@ class ModestCore:
     # ---- message dispatch ------------------------------------------------------------------
     def _dispatch(self, sender: bytes, msg: object) -> None:
         if isinstance(msg, Ping):
-            self.peer_round[sender] = msg.round
             self._bump(sender, max(self.round, msg.round))
-            self._send(sender, Pong(self.round, msg.nonce))
+            # A PONG carries the highest round this node took part in (holds its model or
+            # aggregates it), not R, which may be hearsay from views: retries need to know
+            # whether the peer really has the round (see _retry_tick).
+            self._send(sender, Pong(max(self.train_idx, self.agg_idx), msg.nonce))
         elif isinstance(msg, Pong):
             self.peer_round[sender] = msg.round
             self._bump(sender, max(self.round, msg.round))
@@ -276,8 +278,10 @@ class ModestCore:
             self._bump(sender, msg.round)
             if msg.kind == ModelKind.AGGREGATED:
                 self._on_aggregated(msg.round, msg.model, sender)
-            else:
+            elif msg.kind == ModelKind.TRAINED:
                 self._on_trained(msg.round, msg.model, sender)
+            else:
+                self._event(msg.round, "ignored_model_kind", kind=int(msg.kind))
         elif isinstance(msg, Advertise):
             self._on_advertise(sender, msg)
         elif isinstance(msg, ViewShare):

@@ -71,10 +71,11 @@ class PingWalk:
         if self.done:
             return
         for pk, p in list(self.pending.items()):
-            if now - p.first_sent >= self.ping_timeout:
+            # Same expressions as next_deadline(), so a tick at the deadline always acts.
+            if now >= p.first_sent + self.ping_timeout:
                 del self.pending[pk]
                 self.failed.append(pk)
-            elif now - p.last_sent >= self.ping_interval:
+            elif now >= p.last_sent + self.ping_interval:
                 p.last_sent = now
                 self.send_ping(pk, p.nonce)
         self._fill(now)
