@@ -17,7 +17,18 @@ class Entry:
 
 class View:
     def __init__(self) -> None:
-        self.entries: dict[bytes, Entry] = {}
+        self._entries: dict[bytes, Entry] = {}
+        self._max = 0   # max last_active: R reads it on every message, so keep it, not scan
+
+    @property
+    def entries(self) -> dict[bytes, Entry]:
+        # Item assignments through this dict must not lower last_active (none do).
+        return self._entries
+
+    @entries.setter
+    def entries(self, value: dict[bytes, Entry]) -> None:
+        self._entries = value
+        self._max = max((e.last_active for e in value.values()), default=0)
 
     def __contains__(self, pk: bytes) -> bool:
         return pk in self.entries
@@ -33,9 +44,11 @@ class View:
         e = self.entries.get(pk)
         if e is not None and round_ > e.last_active:
             self.entries[pk] = replace(e, last_active=round_)
+            self._max = max(self._max, round_)
 
     def apply(self, pk: bytes, round_: int, index: int, status: Status, addresses: tuple[str, ...] = ()) -> bool:
         """Apply a membership event; the higher index wins. Returns True if the entry changed."""
+        self._max = max(self._max, round_)
         e = self.entries.get(pk)
         if e is None:
             self.entries[pk] = Entry(round_, index, status, addresses)
@@ -73,4 +86,4 @@ class View:
         return out
 
     def max_round(self) -> int:
-        return max((e.last_active for e in self.entries.values()), default=0)
+        return self._max
