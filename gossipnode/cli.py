@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_data_split)
 
     from .sim.cli import add_sim_arguments
-    add_sim_arguments(sub.add_parser("sim", help="simulate many nodes on a virtual clock (docs/README-sim.md)"))
+    add_sim_arguments(sub.add_parser("sim", help="simulate many nodes on a virtual clock (README, \"The simulator\")"))
     return p
 
 

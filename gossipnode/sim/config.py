@@ -12,7 +12,7 @@ PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
 class SimConfig:
     protocol: str = "modest"
     nodes: int = 100
-    rounds: int | None = 50           # stop after this many rounds (protocol's notion, see README-sim)
+    rounds: int | None = 50           # stop after this many rounds (protocol's notion, see the README, "The simulator")
     duration: float | None = None     # or after this much virtual time (s); the first limit reached wins
     seed: int = 0
     # data and model
