@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -108,6 +109,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"gossipnode: bad configuration: {e}", file=sys.stderr)
         return 2
     _setup_logging(cfg.log_level)
+    # A native crash prints a traceback into the log; `kill -USR1 PID` dumps every thread's stack.
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return _run(_serve(cfg))
 
 

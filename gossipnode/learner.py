@@ -6,7 +6,8 @@ blocking and meant to run in a worker thread.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +49,9 @@ class Learner:
     trainer: Trainer
     initial: Model
     _history_size: int | None = None
+    # All torch work of a process runs on this one thread (see Node._torch).
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner"))
 
     @classmethod
     def create(cls, cfg: NodeConfig, init_seed: int | None = None) -> Learner:

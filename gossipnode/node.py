@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import threading
+from functools import partial
 import time
 from collections import Counter, OrderedDict
 from dataclasses import replace
@@ -54,6 +55,7 @@ class Node:
         self.identity = Identity.load_or_create(self.state_dir / "identity.key")
         self.pk = self.identity.public_key
         self.id = node_id(self.pk)
+        self._owns_learner = learner is None
         self.learner = learner or Learner.create(cfg, init_seed=self._init_seed(cfg))
         self.store = ModelStore()
         self.pipeline = build_pipeline(cfg.filter, cfg.combine, cfg.correct, self_id=self.id,
@@ -200,9 +202,16 @@ class Node:
                              return_exceptions=True)
         for tr in self.transports:
             await tr.stop()
+        if self._owns_learner:
+            self.learner.executor.shutdown(wait=False, cancel_futures=True)
         if self._runner is not None:
             await self._runner.cleanup()
         self._stopped.set()
+
+    async def _torch(self, fn, *args):
+        """Run PyTorch work on the learner's one worker thread: torch is only ever called from
+        that OS thread, never from several pool threads, and the event loop never blocks."""
+        return await asyncio.get_running_loop().run_in_executor(self.learner.executor, partial(fn, *args))
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -505,7 +514,7 @@ class Node:
         self.store.pin(h)
         t0 = self._now()
         try:
-            trained, stats = await asyncio.to_thread(self.learner.train, base, cancel)
+            trained, stats = await self._torch(self.learner.train, base, cancel)
             delta, h2 = await asyncio.to_thread(make_delta, trained, base)
             model = await asyncio.to_thread(apply_delta, base, delta)
         except TrainingCancelled:
@@ -581,7 +590,7 @@ class Node:
         if model is None:
             return
         # Both in a worker thread: the trainer's lock may be held by a training run.
-        res, extra = await asyncio.to_thread(lambda: (self.learner.evaluate(model), self._extra_eval(model)))
+        res, extra = await self._torch(lambda: (self.learner.evaluate(model), self._extra_eval(model)))
         ev = {"round": k, "accuracy": round(res.accuracy, 5), "loss": round(res.loss, 5),
               "samples": res.samples, "model_hash": h.hex()} | extra
         if self.last_eval is None or k >= self.last_eval["round"]:
