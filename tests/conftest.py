@@ -35,6 +35,28 @@ def get_json(url: str, timeout: float = 3.0) -> Any:
         return json.loads(r.read())
 
 
+def statuses(nodes) -> list[dict[str, Any] | None]:
+    """Each node's /v1/status, None where it does not answer."""
+    out = []
+    for n in nodes:
+        try:
+            out.append(n.status())
+        except OSError:
+            out.append(None)
+    return out
+
+
+def wait_for(pred, timeout: float, what: str, nodes) -> float:
+    """Poll `pred` until true (returns the seconds it took) or fail with the nodes' log tails."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    logs = "\n\n".join(n.log()[-2000:] for n in nodes)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+
+
 class NodeProcess:
     """A real `python -m gossipnode start` process on a loopback port."""
 

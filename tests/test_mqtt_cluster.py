@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import NodeProcess, free_ports, get_json
+from conftest import NodeProcess, free_ports, get_json, statuses, wait_for
 from mqtt_broker import mosquitto_fixture  # noqa: F401  (the `mosquitto` fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -25,33 +25,13 @@ def _start(tmp_path, n: int, per_node_args, common: list[str]) -> list[NodeProce
     return nodes
 
 
-def _statuses(nodes):
-    out = []
-    for n in nodes:
-        try:
-            out.append(n.status())
-        except OSError:
-            out.append(None)
-    return out
-
-
-def _wait(pred, timeout: float, what: str, nodes) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    logs = "\n\n".join(n.log()[-2000:] for n in nodes)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-
-
 def _accs(nodes) -> list[float]:
     return [s["last_eval"]["accuracy"] if s and s["last_eval"] and s["last_eval"]["round"] > 0 else 0.0
-            for s in _statuses(nodes)]
+            for s in statuses(nodes)]
 
 
 def _max_round(nodes) -> int:
-    return max((s["round"] for s in _statuses(nodes) if s), default=0)
+    return max((s["round"] for s in statuses(nodes) if s), default=0)
 
 
 @pytest.fixture
@@ -70,17 +50,17 @@ def test_mqtt_only_cluster_learns_without_peers_flag(mosquitto, tmp_path, cleanu
         n.wait_up()
     t0 = time.monotonic()
     # every node finds the other three through the broker's retained announces
-    _wait(lambda: all(s and s["peers_known"] == 3 for s in _statuses(nodes)), 30, "discovery", nodes)
-    for s in _statuses(nodes):
+    wait_for(lambda: all(s and s["peers_known"] == 3 for s in statuses(nodes)), 30, "discovery", nodes)
+    for s in statuses(nodes):
         assert s["addresses"] == [f"mqtt://{s['node_id']}"]     # no http address is advertised
     # Stated bar: mean test accuracy >= 0.85 on MNIST-1D (4000 samples, 4 iid shards) within 90 s.
     # Measured on 2 CPU cores: 0.82 after 15 s, 0.91 after 20 s, 0.93-0.95 from 30 s on.
-    took = _wait(lambda: sum(_accs(nodes)) / len(nodes) >= 0.85, 90, "mean accuracy >= 0.85", nodes)
-    statuses = _statuses(nodes)
+    took = wait_for(lambda: sum(_accs(nodes)) / len(nodes) >= 0.85, 90, "mean accuracy >= 0.85", nodes)
+    st = statuses(nodes)
     print(f"MQTT-only: mean accuracy {sum(_accs(nodes)) / 4:.3f} at round {_max_round(nodes)}, "
           f"{time.monotonic() - t0:.0f} s after start ({took:.0f} s waiting)")
-    assert sum(s["rounds_aggregated"] for s in statuses) >= 3
-    assert all(sum(s["messages_rejected"].values()) == 0 for s in statuses), statuses
+    assert sum(s["rounds_aggregated"] for s in st) >= 3
+    assert all(sum(s["messages_rejected"].values()) == 0 for s in st), st
 
 
 def test_mixed_http_and_mqtt_cluster_learns(mosquitto, tmp_path, cleanup) -> None:
@@ -99,11 +79,11 @@ def test_mixed_http_and_mqtt_cluster_learns(mosquitto, tmp_path, cleanup) -> Non
     cleanup.extend(nodes)
     for n in nodes:
         n.wait_up()
-    _wait(lambda: all(s and s["peers_known"] == 4 for s in _statuses(nodes)), 40, "full views", nodes)
+    wait_for(lambda: all(s and s["peers_known"] == 4 for s in statuses(nodes)), 40, "full views", nodes)
     bridge = nodes[4].status()
     assert {a.split("://")[0] for a in bridge["addresses"]} == {"http", "mqtt"}
     # Stated bar: every node >= 0.60 (the HTTP-only and MQTT-only nodes only meet via the bridge).
-    took = _wait(lambda: min(_accs(nodes)) >= 0.60, 120, "every node's accuracy >= 0.60", nodes)
+    took = wait_for(lambda: min(_accs(nodes)) >= 0.60, 120, "every node's accuracy >= 0.60", nodes)
     print(f"mixed: accuracies {[round(a, 3) for a in _accs(nodes)]} at round {_max_round(nodes)} "
           f"after {took:.0f} s")
 
@@ -114,15 +94,15 @@ def test_broker_restart_mid_run_and_last_will_of_a_crashed_node(mosquitto, tmp_p
     cleanup.extend(nodes)
     for n in nodes:
         n.wait_up()
-    _wait(lambda: _max_round(nodes) >= 3, 90, "round 3", nodes)
+    wait_for(lambda: _max_round(nodes) >= 3, 90, "round 3", nodes)
     r0 = _max_round(nodes)
     mosquitto.stop()
     time.sleep(3.0)
     mosquitto.start()
     t_back = time.monotonic()
-    took = _wait(lambda: _max_round(nodes) >= r0 + 3, 90, "3 more rounds after the broker restart", nodes)
+    took = wait_for(lambda: _max_round(nodes) >= r0 + 3, 90, "3 more rounds after the broker restart", nodes)
     print(f"broker restart: round {r0} -> {_max_round(nodes)}; 3 rounds {took:.1f} s after it came back")
-    assert all(s["peers_known"] == 3 for s in _statuses(nodes))
+    assert all(s["peers_known"] == 3 for s in statuses(nodes))
     assert time.monotonic() - t_back < 90
 
     # SIGKILL: no LEAVE advert is sent; the broker publishes the node's last will
@@ -138,7 +118,7 @@ def test_broker_restart_mid_run_and_last_will_of_a_crashed_node(mosquitto, tmp_p
                 return False
         return True
 
-    took = _wait(marked_gone, 15, "the last will marking the crashed node as left", survivors)
+    took = wait_for(marked_gone, 15, "the last will marking the crashed node as left", survivors)
     print(f"last will: crashed node marked as left on all survivors within {took:.1f} s")
     r1 = _max_round(survivors)
-    _wait(lambda: _max_round(survivors) >= r1 + 2, 90, "2 more rounds without the crashed node", survivors)
+    wait_for(lambda: _max_round(survivors) >= r1 + 2, 90, "2 more rounds without the crashed node", survivors)
