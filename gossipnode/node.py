@@ -597,6 +597,8 @@ class Node:
             self.last_eval = ev
         r = self._round(k)
         r["accuracy"], r["loss"] = ev["accuracy"], ev["loss"]
+        if "attack_rate" in ev:
+            r["attack_rate"] = ev["attack_rate"]
         log.info("round %d (%s): accuracy %.4f loss %.4f", k, role, res.accuracy, res.loss)
         if role != "start":
             await asyncio.to_thread(self._checkpoint)

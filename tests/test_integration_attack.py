@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from conftest import NodeProcess, free_ports
+from conftest import NodeProcess, free_ports, get_json
 
 pytestmark = pytest.mark.slow
 
-HONEST, SYBILS, ROUNDS = 5, 5, 20
+HONEST, SYBILS, ROUNDS, LAST = 5, 5, 20, 6
 FAST = ["--bootstrap-wait", "4", "--ping-timeout", "2", "--aggregation-timeout", "6",
         "--round-timeout", "15", "--sample-size", "6", "--lr", "0.05"]
 
@@ -45,12 +45,20 @@ def run(tmp_path, tag: str, pipeline: list[str], attack: bool) -> dict[str, floa
         if attack:
             a = procs[-1].status()
             assert a["peers_known"] >= HONEST
-        acc = sum(s["last_eval"]["accuracy"] for s in st) / HONEST
-        rate = sum(s["last_eval"]["attack_rate"]["label-flip"] for s in st) / HONEST
-        zeroed = sum(len((r.get("aggregation") or {}).get("zeroed", [])) for n in nodes
-                     for r in __import__("conftest").get_json(n.url + "/v1/rounds?limit=1000")["rounds"])
+        for i, s in enumerate(st):
+            print(f"{tag} node {i}: round {s['round']}, eval round {s['last_eval']['round']}, "
+                  f"accuracy {s['last_eval']['accuracy']:.3f}, trained {s['rounds_trained']}, "
+                  f"aggregated {s['rounds_aggregated']}")
+        # One snapshot swings with whichever side won the last round; average every evaluation
+        # the honest nodes made in the last LAST rounds instead.
+        rounds = [r for n in nodes for r in get_json(n.url + "/v1/rounds?limit=1000")["rounds"]]
+        evals = [r for r in rounds if r["accuracy"] is not None and ROUNDS - LAST < r["round"] <= ROUNDS]
+        acc = sum(r["accuracy"] for r in evals) / len(evals)
+        rate = sum(r["attack_rate"]["label-flip"] for r in evals) / len(evals)
+        zeroed = sum(len((r.get("aggregation") or {}).get("zeroed", [])) for r in rounds)
         hist = sum(s["history_bytes_sent"] for s in st) / max(1, sum(s["bytes_sent"] for s in st))
-        print(f"{tag}: mean accuracy {acc:.4f}, mean label-flip attack rate {rate:.4f}, zeroed {zeroed}, "
+        print(f"{tag}: mean over {len(evals)} evaluations of rounds {ROUNDS - LAST + 1}-{ROUNDS}: accuracy {acc:.4f}, "
+              f"label-flip attack rate {rate:.4f}; zeroed {zeroed}, "
               f"history share of bytes sent {hist:.3f}")
         return {"accuracy": acc, "attack_rate": rate, "zeroed": zeroed}
     finally:
@@ -62,10 +70,12 @@ def test_sybilwall_stops_label_flip_sybils(tmp_path) -> None:
     clean = run(tmp_path, "clean", [], attack=False)
     undefended = run(tmp_path, "none", ["--filter", "none", "--correct", "none"], attack=True)
     defended = run(tmp_path, "sybilwall", [], attack=True)
-    # Measured when written (2 cores, 5 honest + 5 Sybils, s = 6, 20 rounds):
-    #   clean      accuracy 0.928, attack rate 0.000
-    #   none       accuracy 0.108, attack rate 0.838
-    #   sybilwall  accuracy 0.880, attack rate 0.0005 (42 contributions zeroed)
+    # Measured (2 cores, 5 honest + 5 Sybils, s = 6; means over the evaluations of rounds 15-20),
+    # three runs:
+    #   clean      accuracy 0.889 / 0.907 / 0.892, attack rate 0.000
+    #   none       accuracy 0.142 / 0.433 / 0.106, attack rate 0.692 / 0.567 / 0.500
+    #   sybilwall  accuracy 0.876 / 0.890 / 0.887, attack rate 0.0004 / 0.000 / 0.000
+    # A single end-of-run snapshot once read 0.72 for sybilwall (CI), hence the averaging.
     # The bars below leave room for run-to-run noise.
     assert undefended["attack_rate"] >= 0.30
     assert defended["attack_rate"] <= 0.10

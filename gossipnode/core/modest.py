@@ -453,7 +453,9 @@ class ModestCore:
             keep.append(r)
 
             def resend(peers: list[bytes], r: _Retry = r) -> None:
-                behind = [p for p in peers if p != self.pk and self.peer_round.get(p, -1) < r.round]
+                # The walk may end at this node itself (every other candidate is gone): then it
+                # takes the model, so an aggregator's crash cannot stall the round for good.
+                behind = [p for p in peers if self._behind(p, r)]
                 if len(behind) < len(peers) and not behind:
                     r.tries = self.cfg.max_retries  # every reachable peer is at or past the round
                     return
@@ -465,6 +467,12 @@ class ModestCore:
             # Really ping this time (no freshness shortcut), so crashed peers are skipped.
             self._walk(self.order(r.round), r.count, r.round, resend, fresh=False)
         self.retries = keep
+
+    def _behind(self, pk: bytes, r: _Retry) -> bool:
+        if pk != self.pk:
+            return self.peer_round.get(pk, -1) < r.round
+        mine = self.agg_idx if r.kind == ModelKind.TRAINED else self.train_idx
+        return mine < r.round
 
     def _flush(self) -> list[Action]:
         # Messages to self are handled at once, in order, as if they had arrived.
