@@ -19,6 +19,7 @@ from rich.table import Table
 from .cli import NODE_FLAGS, fetch_status
 
 GRACE_S = 20.0  # after the first node finished its last round, give the others this long
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def node_command(i: int, n: int, base_port: int, state_root: Path, forwarded: list[str]) -> list[str]:
@@ -72,6 +73,13 @@ def main(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=110)
     console.print(f"[bold]gossipnode cluster[/]: {n} nodes on ports {args.base_port}..{args.base_port + n - 1}, "
                   f"state and logs in {root}")
+    # The nodes run in their own sessions (a terminal's Ctrl-C must not kill them mid-write), so
+    # this process forwards the stop. Handlers are set explicitly: a shell starts background jobs
+    # with SIGINT ignored, and a plain `kill` (SIGTERM) must not leave the nodes running either.
+    # A flag, not an exception, so a signal that lands mid-start or mid-poll leaves nothing half done.
+    stop_signal: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: stop_signal.append(signum))
     procs: list[subprocess.Popen] = []
     logs = []
     for i in range(n):
@@ -84,7 +92,6 @@ def main(args: argparse.Namespace) -> int:
     pool = ThreadPoolExecutor(max_workers=min(n, 16))
     t0 = time.monotonic()
     first_done: float | None = None
-    interrupted = False
 
     def poll() -> None:
         def one(i: int) -> dict[str, Any] | None:
@@ -111,30 +118,34 @@ def main(args: argparse.Namespace) -> int:
         mean = f"{sum(accs) / len(accs):.4f}" if accs else "-"
         console.print(f"t={elapsed:5.0f}s round {r:3d}: mean accuracy {mean} ({running}/{n} running)")
 
-    try:
-        with Live(_table(statuses, "starting..."), console=console, refresh_per_second=2,
-                  transient=True) if console.is_terminal else _Null() as live:
-            while True:
-                poll()
-                running = sum(p.poll() is None for p in procs)
-                elapsed = time.monotonic() - t0
-                if console.is_terminal:
-                    live.update(_table(statuses, f"t = {elapsed:.0f} s, {running}/{n} nodes running"))
-                else:
-                    progress(elapsed, running)
-                if running == 0:
+    with Live(_table(statuses, "starting..."), console=console, refresh_per_second=2,
+              transient=True) if console.is_terminal else _Null() as live:
+        while not stop_signal:
+            poll()
+            running = sum(p.poll() is None for p in procs)
+            elapsed = time.monotonic() - t0
+            if console.is_terminal:
+                live.update(_table(statuses, f"t = {elapsed:.0f} s, {running}/{n} nodes running"))
+            else:
+                progress(elapsed, running)
+            if running == 0:
+                break
+            if running < n and first_done is None:
+                first_done = time.monotonic()
+            if first_done is not None and time.monotonic() - first_done > GRACE_S:
+                break  # the others never heard of the last round: stop them
+            if args.timeout and elapsed > args.timeout:
+                console.print(f"[yellow]timeout after {args.timeout:.0f} s[/]")
+                break
+            for _ in range(10):
+                if stop_signal:
                     break
-                if running < n and first_done is None:
-                    first_done = time.monotonic()
-                if first_done is not None and time.monotonic() - first_done > GRACE_S:
-                    break  # the others never heard of the last round: stop them
-                if args.timeout and elapsed > args.timeout:
-                    console.print(f"[yellow]timeout after {args.timeout:.0f} s[/]")
-                    break
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        interrupted = True
-        console.print("[yellow]interrupted: stopping all nodes[/]")
+                time.sleep(0.1)
+    stopped_by = stop_signal[0] if stop_signal else None
+    if stopped_by is not None:
+        console.print(f"[yellow]interrupted ({signal.Signals(stopped_by).name}): stopping all nodes[/]")
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not abandon the nodes halfway; _stop_all is bounded
+        signal.signal(sig, signal.SIG_IGN)
     _stop_all(procs)
     for i in range(n):
         statuses[i] = _final_status(root, i) or statuses[i]
@@ -145,10 +156,10 @@ def main(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(statuses, indent=2))
     failed = [i for i, p in enumerate(procs) if p.returncode not in (0, -signal.SIGTERM)]
-    if failed and not interrupted:
+    if failed and stopped_by is None:
         console.print(f"[red]nodes {failed} exited with errors; see {root}/node-N.log[/]")
         return 1
-    return 130 if interrupted else 0
+    return 0 if stopped_by is None else 128 + stopped_by
 
 
 class _Null:
