@@ -64,6 +64,9 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--inactivity-threshold", "inactivity_threshold", int, "MoDeST: tau, silent rounds before a peer is left out"),
     ("--aggregation-timeout", "aggregation_timeout", float, "aggregate what arrived after this many seconds"),
     ("--round-timeout", "round_timeout", float, "re-send after this many seconds without progress"),
+    ("--stall-timeout", "stall_timeout", float,
+     "idle without a new round this long: check the network, restart a round if nobody holds one "
+     "(0: 3 x round timeout; < 0: off)"),
     ("--bootstrap-wait", "bootstrap_wait", float, "seconds to wait for peers before round 1"),
     ("--bootstrap-timeout", "bootstrap_timeout", float, "start round 1 after this even if peers are silent"),
     ("--rounds", "rounds", int, "leave gracefully after this many rounds (0: run until stopped)"),

@@ -68,6 +68,7 @@ class NodeConfig:
     inactivity_threshold: int = 50
     aggregation_timeout: float = 30.0
     round_timeout: float = 60.0
+    stall_timeout: float = 0.0          # 0: 3 x round_timeout; < 0: off
     bootstrap_wait: float = 3.0
     bootstrap_timeout: float = 30.0
     rounds: int = 0                     # 0: run until stopped
@@ -101,6 +102,8 @@ class NodeConfig:
             aggregation_timeout=self.aggregation_timeout, round_timeout=self.round_timeout,
             bootstrap_wait=self.bootstrap_wait, bootstrap_timeout=self.bootstrap_timeout,
             max_rounds=self.rounds or None,
+            stall_timeout=(None if self.stall_timeout < 0
+                           else self.stall_timeout or 3 * self.round_timeout),
         )
 
 

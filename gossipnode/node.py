@@ -271,7 +271,9 @@ class Node:
         role = {"training": "trainer", "aggregating": "aggregator"}.get(e.kind)
         if role and role not in r["roles"]:
             r["roles"].append(role)
-        log.debug("round %d %s %s", e.round, e.kind, e.detail)
+        # A stall check or restart is rare and worth seeing in the log; the rest is routine.
+        log.log(logging.INFO if e.kind in ("stalled", "restart", "gave_up") else logging.DEBUG,
+                "round %d %s %s", e.round, e.kind, e.detail)
 
     def _round(self, k: int) -> dict[str, Any]:
         r = self.rounds.get(k)

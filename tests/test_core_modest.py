@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from gossipnode.core.actions import Aggregate, Send
+from gossipnode.core.actions import Aggregate, Event, Send
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.messages import ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord
 from gossipnode.core.modest import ModestCore
@@ -210,6 +210,74 @@ def test_rounds_continue_whenever_the_crash_happens() -> None:
         r0 = net.max_round()
         net.run_until(t_crash + 180)
         assert net.max_round() >= r0 + 5, f"seed {seed}: stalled at round {net.max_round()}"
+
+
+STALL = dict(sample_size=2, ping_timeout=2, aggregation_timeout=6, round_timeout=15, bootstrap_wait=2)
+
+
+def _kinds(net: CoreNet, kind: str, pk: bytes | None = None) -> list:
+    return [a for _, p, a in net.events if isinstance(a, Event) and a.kind == kind and pk in (None, p)]
+
+
+def _never_took_part(net: CoreNet) -> list[bytes]:
+    busy = set(net.trainings) | {pk for aggs in net.aggregations.values() for pk, _ in aggs}
+    return [pk for pk in net.cores if pk not in busy]
+
+
+def test_lone_survivor_restarts_rounds_after_a_stall() -> None:
+    """Every node that ever held a model crashes; the one left was never sampled, so nobody
+    would ever send it anything and none of its timers would fire: only the stall restart
+    (stall_timeout) starts rounds again, and then it goes on alone."""
+    for stall in (None, 45.0):
+        net = CoreNet(6, ModestConfig(**STALL, stall_timeout=stall), train_time=0.5)
+        net.start()
+        net.run_until(4.0)
+        idle = _never_took_part(net)
+        assert idle, "the set-up needs a node that was never sampled"
+        lone = idle[0]
+        for pk in net.cores:
+            if pk != lone:
+                net.crash(pk)
+        r0 = net.cores[lone].round
+        net.run_until(300.0)
+        c = net.cores[lone]
+        if stall is None:
+            assert c.round == r0 and c.train_idx == 0  # stalled for good: the bug this fixes
+        else:
+            assert len(_kinds(net, "restart", lone)) == 1
+            assert c.round >= r0 + 10 and c.train_idx >= r0 + 10
+
+
+def test_stall_during_bootstrap_restarts_round_one() -> None:
+    """All of round 1's sample crashes before training: the others restart round 1."""
+    cfg = ModestConfig(**STALL, stall_timeout=45.0)
+    net = CoreNet(6, cfg, train_time=0.5)
+    net.start()
+    net.run_until(1.0)  # bootstrap (bootstrap_wait = 2 s) still running
+    first = set(net.cores[pk_of(0)].sample(1))
+    for pk in first:
+        net.crash(pk)
+    net.run_until(300.0)
+    alive = [c for pk, c in net.cores.items() if pk not in first]
+    assert 1 <= len(_kinds(net, "restart")) <= 2
+    assert min(c.round for c in alive) >= 10
+
+
+def test_stall_check_restarts_nothing_in_a_healthy_network() -> None:
+    """Idle nodes that are not sampled for a long time do check (they cannot tell a quiet
+    network from a dead one), but the peers that answer took part in a recent round, so none
+    restarts a round: an early restart would hand trainers a stale model."""
+    cfg = ModestConfig(sample_size=3, ping_timeout=2, aggregation_timeout=10, round_timeout=20,
+                       bootstrap_wait=2, stall_timeout=30)
+    checks = 0
+    for seed in range(10):
+        net = CoreNet(30, cfg, train_time=4.0, seed=seed)
+        net.start()
+        net.run_until(600.0)
+        checks += len(_kinds(net, "stalled"))
+        assert not _kinds(net, "restart"), f"seed {seed}"
+        assert net.max_round() >= 100
+    assert checks > 50  # the check did run, often
 
 
 def test_join_through_one_bootstrap_peer() -> None:

@@ -38,3 +38,31 @@ def test_five_nodes_learn_then_survive_crash_of_most(node_procs) -> None:
              "5 more rounds after the crash", survivors)
     for s in statuses(survivors):
         assert s["last_eval"]["accuracy"] >= 0.75
+
+
+def test_lone_survivor_restarts_rounds_after_round_one_sample_crashes(node_procs) -> None:
+    """All of round 1's sample is SIGKILLed during the bootstrap phase. The one left is not in
+    that sample, so nothing would ever reach it and no timer of its own would fire: after
+    --stall-timeout it pings round 1's candidates, finds nobody, and restarts round 1 alone."""
+    from conftest import get_json
+    from gossipnode.core.sampling import sample
+
+    nodes = node_procs(3, ["--mnist1d-samples", "2000", "--bootstrap-wait", "25", "--ping-timeout", "1",
+                           "--aggregation-timeout", "4", "--round-timeout", "5", "--stall-timeout", "4",
+                           "--inactivity-threshold", "2", "--sample-size", "2", "--log-level", "info"])
+    for n in nodes:
+        n.wait_up()
+    wait_for(lambda: all(s and s["peers_known"] == 2 for s in statuses(nodes)), 20, "all peers known", nodes)
+    st = statuses(nodes)
+    assert all(s["round"] == 0 for s in st), "bootstrap already over: the set-up needs it running"
+    pks = [bytes.fromhex(s["public_key"]) for s in st]
+    first = set(sample(pks, 1, 2))
+    lone = next(n for n, pk in zip(nodes, pks) if pk not in first)
+    for n, pk in zip(nodes, pks):
+        if pk in first:
+            n.kill()
+    wait_for(lambda: lone.status()["round"] >= 5, 120, "5 rounds on the lone survivor", [lone])
+    s = lone.status()
+    assert s["rounds_trained"] >= 4 and s["rounds_aggregated"] >= 4
+    events = [e["kind"] for r in get_json(lone.url + "/v1/rounds")["rounds"] for e in r["events"]]
+    assert events.count("restart") == 1 and "stalled" in events

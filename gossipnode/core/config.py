@@ -19,6 +19,7 @@ class ModestConfig:
     bootstrap_timeout: float = 30.0   # start round 1 after this even if bootstrap peers are silent
     fresh_contact: float = 1.0        # a peer heard from this recently counts as reachable
     max_rounds: int | None = None     # leave after the model of round max_rounds + 1 exists
+    stall_timeout: float | None = None  # idle this long without a new round: check, maybe restart
 
     def __post_init__(self) -> None:
         if self.sample_size < 1 or self.aggregators < 1:
@@ -27,5 +28,7 @@ class ModestConfig:
             raise ValueError("success_fraction must be in (0, 1]")
         if self.ping_timeout <= 0 or self.ping_interval <= 0:
             raise ValueError("ping timeout and interval must be > 0")
+        if self.stall_timeout is not None and self.stall_timeout <= 0:
+            raise ValueError("stall_timeout must be > 0 (None: off)")
         if self.inactivity_threshold < 0:
             raise ValueError("inactivity_threshold must be >= 0")

@@ -22,6 +22,9 @@ from .sampling import sample, sample_order
 from .view import Entry, View
 
 
+STALL_PROBES = 10
+
+
 @dataclass
 class _Retry:
     """Re-send after `round_timeout` without progress (a crashed aggregator or trainers)."""
@@ -64,6 +67,10 @@ class ModestCore:
         self.gone: dict[bytes, int] = {}   # peers marked LEAVE by `departed` -> their index then
         self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong
         self.model_round = 0
+        self.model = initial_model   # the newest model this node adopted (a stall restart sends it)
+        self.progress_at = 0.0       # when R last grew (see _stall_tick)
+        self._progress_round = 0
+        self._stall_walk = False
         self.started = False
         self.start_time = 0.0
         self.bootstrap: list[str] = []
@@ -117,6 +124,7 @@ class ModestCore:
         self.now = now
         self.started = True
         self.start_time = now
+        self.progress_at = now
         self.view.apply(self.pk, 0, self.index, Status.JOIN, self.addresses)
         self.bootstrap = [a for a in bootstrap if a not in self.addresses]
         self._advertise_bootstrap(now)
@@ -140,6 +148,7 @@ class ModestCore:
             return self._flush()
         self.training = None
         self.completed_training = True
+        self.progress_at = now
         self._event(round_, "trained", model=model.hex()[:16])
         nxt = round_ + 1
 
@@ -167,8 +176,12 @@ class ModestCore:
             self._event(round_, "aggregation_stale")
             return self._flush()
         self._out.append(NewModel(round_, model, "aggregator"))
-        self.model_round = max(self.model_round, round_)
+        self._adopted(round_, model)
+        self.progress_at = now
+        self._send_aggregated(round_, model)
+        return self._flush()
 
+    def _send_aggregated(self, round_: int, model: bytes) -> None:
         def send(trainers: list[bytes]) -> None:
             if self.agg_idx > round_:
                 self._event(round_, "aggregation_stale")
@@ -180,9 +193,13 @@ class ModestCore:
             self._maybe_finish(round_)
 
         self._walk(self.order(round_), self.cfg.sample_size, round_, send)
-        self.retries.append(_Retry(now + self.cfg.round_timeout, round_, ModelKind.AGGREGATED, model,
+        self.retries.append(_Retry(self.now + self.cfg.round_timeout, round_, ModelKind.AGGREGATED, model,
                                    self.cfg.sample_size))
-        return self._flush()
+
+    def _adopted(self, round_: int, model: bytes) -> None:
+        if round_ >= self.model_round:
+            self.model = model
+        self.model_round = max(self.model_round, round_)
 
     def tick(self, now: float) -> list[Action]:
         self.now = now
@@ -196,6 +213,7 @@ class ModestCore:
             self._event(self.agg_idx, "aggregation_timeout", received=len(self.buffer))
             self._aggregate()
         self._retry_tick(now)
+        self._stall_tick(now)
         self._finish_tick(now)
         return self._flush()
 
@@ -208,6 +226,8 @@ class ModestCore:
             ds.append(self.bootstrap_next)
         if self.cfg.max_rounds is not None and not self.finish_sent and self.round > self.cfg.max_rounds:
             ds.append(self.finish_at if self.finish_at is not None else self.now)
+        if self._stall_watch():
+            ds.append(self.progress_at + self.cfg.stall_timeout)
         return min(ds) if ds else None
 
     def discovered(self, now: float, pk: bytes, addresses: tuple[str, ...]) -> list[Action]:
@@ -318,7 +338,7 @@ class ModestCore:
                 self.training = None
             self.completed_training = False
             if k > self.model_round:
-                self.model_round = k
+                self._adopted(k, model)
                 self._out.append(NewModel(k, model, "trainer"))
         if k == self.train_idx and self.training is None and not self.completed_training:
             if self.cfg.max_rounds is not None and k > self.cfg.max_rounds:
@@ -468,6 +488,44 @@ class ModestCore:
             self._walk(self.order(r.round), r.count, r.round, resend, fresh=False)
         self.retries = keep
 
+    def _stall_watch(self) -> bool:
+        """Idle with nothing pending: the only state in which no timer would ever fire again."""
+        return (self.cfg.stall_timeout is not None and not self.finished and not self._stall_walk
+                and not (self.round == 0 and self.train_idx == 0 and self.started)
+                and self.training is None and not self.walks and not self.retries
+                and (self.completed_aggregation or not self.buffer))
+
+    def _stall_tick(self, now: float) -> None:
+        """No new round for `stall_timeout` and idle. If every node that held the round's models
+        crashed (or, at start, all of round 1's sample), nobody is left to send one, and nobody
+        would ever start a round again. Ping the next round's candidates: if a peer answers from a
+        later round, or one that took part in round R (its own retries carry on), do nothing. If
+        none did, the first reachable candidate (in the order every node computes) restarts with
+        round R + 1, as its aggregator, from its newest model: a lone survivor goes on alone."""
+        if not self._stall_watch() or now < self.progress_at + self.cfg.stall_timeout:
+            return
+        r = self.round
+        self._stall_walk = True
+        self._event(r, "stalled", idle_s=round(now - self.progress_at, 3))
+
+        def check(reachable: list[bytes]) -> None:
+            self._stall_walk = False
+            self.progress_at = self.now
+            if self.round > r:
+                return  # a pong told of a later round
+            busy = [p for p in reachable if p != self.pk and self.peer_round.get(p, -1) >= max(r, 1)]
+            if busy or (reachable and reachable[0] != self.pk) or self.finished:
+                return
+            self._event(r + 1, "restart", model=self.model.hex()[:16])
+            self.agg_idx = max(self.agg_idx, r + 1)
+            self.completed_aggregation = True
+            self.buffer = {}
+            self._send_aggregated(r + 1, self.model)
+
+        # More than s probes: in a healthy network an idle node's R is stale, and each probed peer
+        # that took part since then vetoes; a false restart needs every probe to be stale too.
+        self._walk(self.order(r + 1), max(self.cfg.sample_size, STALL_PROBES), r + 1, check, fresh=False)
+
     def _behind(self, pk: bytes, r: _Retry) -> bool:
         if pk != self.pk:
             return self.peer_round.get(pk, -1) < r.round
@@ -479,5 +537,8 @@ class ModestCore:
         while self._local:
             sender, msg = self._local.pop(0)
             self._dispatch(sender, msg)
+        if self.round > self._progress_round:
+            self._progress_round = self.round
+            self.progress_at = self.now
         out, self._out = self._out, []
         return out

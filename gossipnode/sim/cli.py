@@ -32,6 +32,7 @@ _HELP: dict[str, str] = {
     "bandwidth": "per-node bandwidth in bytes/s (same syntax, or a length-N .npy)",
     "compute": "per-node training speed in samples/s (same syntax): heterogeneous nodes",
     "agg_time": "virtual seconds per aggregated contribution",
+    "stall_timeout": "modest: the daemon's stall restart (< 0: off, as in the paper; 0: 3 x round timeout)",
     "churn": "crash|leave|join:COUNT:EVERY:START:TIMES, comma-separated (paper: crash:5:60:300:16)",
     "attack": "none, label-flip or backdoor",
     "sybils": "Sybil identities per honest node (phi), all sending the attacker's one model",

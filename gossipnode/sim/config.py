@@ -39,6 +39,7 @@ class SimConfig:
     inactivity_threshold: int = 50
     aggregation_timeout: float = 30.0
     round_timeout: float = 60.0
+    stall_timeout: float = -1.0       # < 0: off (the paper's protocol); 0: 3 x round_timeout
     # gossip learning
     gossip_interval: float = 60.0
     # D-PSGD

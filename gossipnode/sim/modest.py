@@ -41,6 +41,7 @@ class ModestSim(Engine):
             success_fraction=cfg.success_fraction, ping_timeout=cfg.ping_timeout,
             inactivity_threshold=cfg.inactivity_threshold, aggregation_timeout=cfg.aggregation_timeout,
             round_timeout=cfg.round_timeout,
+            stall_timeout=None if cfg.stall_timeout < 0 else cfg.stall_timeout or 3 * cfg.round_timeout,
         )
         n = self.n_honest_cap + self.n_sybils
         self.pks = [self.make_pk(i) for i in range(n)]
