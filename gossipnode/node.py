@@ -272,7 +272,7 @@ class Node:
         if role and role not in r["roles"]:
             r["roles"].append(role)
         # A stall check or restart is rare and worth seeing in the log; the rest is routine.
-        log.log(logging.INFO if e.kind in ("stalled", "restart", "gave_up") else logging.DEBUG,
+        log.log(logging.INFO if e.kind in ("stalled", "restart") else logging.DEBUG,
                 "round %d %s %s", e.round, e.kind, e.detail)
 
     def _round(self, k: int) -> dict[str, Any]:

@@ -133,7 +133,9 @@ def exp_churn(out: Path, quick: bool, argv: str) -> None:
         joins = "crash:5:60:300:16,join:5:60:600:8"
     runs = [run(replace(base, churn=""), "no churn"),
             run(base, "crash 80 %"),
-            run(replace(base, churn=joins), "crash 80 % + joins")]
+            run(replace(base, churn=joins), "crash 80 % + joins"),
+            # the daemon's stall restart (off in the paper's protocol): 0 = 3 x round timeout
+            run(replace(base, stall_timeout=0.0), "crash 80 %, stall restart on")]
     plot_runs(runs, out / "churn.png", "MoDeST under churn (crashes from t=300 s)")
     md = [("| scenario | rounds completed | rounds after first crash | acc at first crash | final acc | "
           "alive at end |"), "|---|---|---|---|---|---|"]

@@ -124,7 +124,7 @@ class ModestSim(Engine):
                 if a.role == "aggregator" and i not in self._sybil_set:
                     self._round_model(i, a.round, a.model)
             elif isinstance(a, Event):
-                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale"):
+                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart"):
                     self.events[a.kind] += 1
             elif isinstance(a, Finished):
                 pass
