@@ -76,9 +76,10 @@ def test_sybilwall_stops_label_flip_sybils(tmp_path) -> None:
     #   none       accuracy 0.142 / 0.433 / 0.106, attack rate 0.692 / 0.567 / 0.500
     #   sybilwall  accuracy 0.876 / 0.890 / 0.887, attack rate 0.0004 / 0.000 / 0.000
     # A single end-of-run snapshot once read 0.72 for sybilwall (CI), hence the averaging.
-    # The bars below leave room for run-to-run noise.
-    assert undefended["attack_rate"] >= 0.30
+    # Undefended, the flip rate varies a lot from run to run (0.50-0.84 measured, once below 0.30),
+    # so the attack is asked to do damage: a high flip rate or a large loss of accuracy.
+    assert undefended["attack_rate"] >= 0.30 or undefended["accuracy"] <= clean["accuracy"] - 0.30, undefended
     assert defended["attack_rate"] <= 0.10
-    assert defended["attack_rate"] < undefended["attack_rate"] / 3
     assert defended["accuracy"] >= clean["accuracy"] - 0.08
+    assert defended["accuracy"] >= undefended["accuracy"] + 0.25
     assert defended["zeroed"] > 0
