@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .core.config import ModestConfig
+from .core.config import ModestConfig, stall_timeout_from
 
 ENV_PREFIX = "GOSSIPNODE_"
 
@@ -102,8 +102,7 @@ class NodeConfig:
             aggregation_timeout=self.aggregation_timeout, round_timeout=self.round_timeout,
             bootstrap_wait=self.bootstrap_wait, bootstrap_timeout=self.bootstrap_timeout,
             max_rounds=self.rounds or None,
-            stall_timeout=(None if self.stall_timeout < 0
-                           else self.stall_timeout or 3 * self.round_timeout),
+            stall_timeout=stall_timeout_from(self.stall_timeout, self.round_timeout),
         )
 
 

@@ -32,3 +32,10 @@ class ModestConfig:
             raise ValueError("stall_timeout must be > 0 (None: off)")
         if self.inactivity_threshold < 0:
             raise ValueError("inactivity_threshold must be >= 0")
+
+
+def stall_timeout_from(flag: float, round_timeout: float) -> float | None:
+    """The user-facing `--stall-timeout` value: < 0 off, 0 the default of 3 x round_timeout."""
+    if flag < 0:
+        return None
+    return flag or 3 * round_timeout

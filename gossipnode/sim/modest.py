@@ -15,7 +15,7 @@ from gossipnode.core.actions import (
     SendTo,
     StartTraining,
 )
-from gossipnode.core.config import ModestConfig
+from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.messages import ModelMsg, Status
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
@@ -41,7 +41,7 @@ class ModestSim(Engine):
             success_fraction=cfg.success_fraction, ping_timeout=cfg.ping_timeout,
             inactivity_threshold=cfg.inactivity_threshold, aggregation_timeout=cfg.aggregation_timeout,
             round_timeout=cfg.round_timeout,
-            stall_timeout=None if cfg.stall_timeout < 0 else cfg.stall_timeout or 3 * cfg.round_timeout,
+            stall_timeout=stall_timeout_from(cfg.stall_timeout, cfg.round_timeout),
         )
         n = self.n_honest_cap + self.n_sybils
         self.pks = [self.make_pk(i) for i in range(n)]
