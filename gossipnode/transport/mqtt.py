@@ -12,6 +12,12 @@ Layout, payloads and rules are in protocol/SPEC.md section 14 ("MQTT binding"). 
   (addresses, public key, transports, session); the MQTT last will replaces it with a signed
   ``"gone"`` record when the connection dies without a clean stop, and a clean stop clears it.
 
+Every connection gets a fresh random session id (named in that connection's announce and will)
+and a fresh random client id that is not derived from anything public, so another broker client
+can neither take the connection over (MQTT drops the older of two connections with one client
+id) nor make an old or replayed will count: a will is taken only for the session the node's
+latest announce named. Broker ACLs (deploy/mosquitto-acl.conf) are the real defence on MQTT.
+
 Announce and will records come from the broker and are untrusted: they are size-limited,
 strictly validated and signature-checked, and only ever used as hints (the node sends the
 discovered peer a signed ADVERTISE; it enters the view when it answers).
@@ -19,6 +25,7 @@ discovered peer a signed ADVERTISE; it enters the view when it answers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -229,6 +236,7 @@ class Announce:
     session: str
     addresses: tuple[str, ...]
     transports: tuple[str, ...]
+    ts: int = 0
 
 
 def parse_record(payload: bytes, network_id: str, topic_node_id: str) -> Announce:
@@ -268,7 +276,7 @@ def parse_record(payload: bytes, network_id: str, topic_node_id: str) -> Announc
         raise AnnounceError("announce lacks its own mqtt address")
     if not verify(pkb, bytes.fromhex(sig), _signing_bytes(network_id, rec)):
         raise AnnounceError("bad announce signature")
-    return Announce(rec["status"], nid, pkb, sess, tuple(addrs), tuple(trs))
+    return Announce(rec["status"], nid, pkb, sess, tuple(addrs), tuple(trs), rec["ts"])
 
 
 # ---- broker URL ---------------------------------------------------------------------------------
@@ -324,17 +332,24 @@ class MqttTransport:
         self.prefix = f"{TOPIC_ROOT}/{self.network_id}"
         self.inbox = self.inbox_topic(node_id)
         self.reassembler = Reassembler(max_size, max(max_pending_bytes, 2 * chunk_size), reassembly_timeout)
+        # both fresh for every connection (_new_session); neither is derivable from the other
         self.session = os.urandom(16).hex()
+        self.client_id = f"gn-{node_id}-{os.urandom(8).hex()}"
         # set by bind() (the node); without them the transport still moves frames
         self.identity: Identity | None = None
         self.announce_addresses: tuple[str, ...] = (self.address,)
         self.on_peer: PeerCallback = lambda addresses, pk: None
         self.on_peer_gone: GoneCallback = lambda pk: None
         self.on_reject: Callable[[str], Any] = lambda reason: None
-        self.peer_sessions: dict[bytes, str] = {}
+        # peer -> (session, ts) of its latest valid "up" record
+        self.peer_sessions: dict[bytes, tuple[str, int]] = {}
         self.stats = {"connects": 0, "disconnects": 0, "frames_in": 0, "frames_out": 0,
                       "chunks_in": 0, "chunks_out": 0, "duplicates": 0, "rejected": 0,
-                      "announces": 0, "wills": 0}
+                      "announces": 0, "wills": 0, "stale_wills": 0, "stale_announces": 0,
+                      "announce_restored": 0}
+        self._announce_payload: bytes | None = None
+        self._last_restore = -1e9
+        self._restore_pending = False
         self.last_disconnect: float | None = None
         self.last_connect: float | None = None
         self._handler: InboundHandler | None = None
@@ -430,23 +445,35 @@ class MqttTransport:
         payload = make_record(self.identity, self.network_id, "gone", self.session, (), ())
         return aiomqtt.Will(self.announce_topic(self.node_id), payload, qos=1, retain=True, properties=props)
 
+    def _new_session(self) -> None:
+        """A fresh session (named in the announce and the will) and an unrelated, random client
+        id, per connection: a will captured when one connection died never matches a later one."""
+        self.session = os.urandom(16).hex()
+        self.client_id = f"gn-{self.node_id}-{os.urandom(8).hex()}"
+
+    def _announce_record(self) -> bytes:
+        assert self.identity is not None
+        return make_record(self.identity, self.network_id, "up", self.session, self.announce_addresses,
+                           tuple(sorted({a.split("://", 1)[0] for a in self.announce_addresses}
+                                        & KNOWN_TRANSPORTS)))
+
     async def _run(self) -> None:
         backoff = self.backoff_initial
         while not self._stopping:
+            self._new_session()
             try:
                 async with aiomqtt.Client(
                     self.broker.host, self.broker.port, username=self.username, password=self.password,
-                    identifier=f"gn-{self.node_id}-{self.session[:8]}",
+                    identifier=self.client_id,
                     protocol=aiomqtt.ProtocolVersion.V5, will=self._will(), keepalive=self.keepalive,
                     tls_context=self._tls(), timeout=10.0, max_inflight_messages=64,
                 ) as client:
                     await client.subscribe(self.inbox, qos=1)
                     await client.subscribe(f"{self.prefix}/announce/+", qos=1)
                     if self.identity is not None:
-                        await client.publish(self.announce_topic(self.node_id), make_record(
-                            self.identity, self.network_id, "up", self.session, self.announce_addresses,
-                            tuple(sorted({a.split("://", 1)[0] for a in self.announce_addresses}
-                                         & KNOWN_TRANSPORTS))), qos=1, retain=True)
+                        self._announce_payload = self._announce_record()
+                        await client.publish(self.announce_topic(self.node_id), self._announce_payload,
+                                             qos=1, retain=True)
                     self._client = client
                     self._connected.set()
                     self.stats["connects"] += 1
@@ -502,7 +529,7 @@ class MqttTransport:
                 return self._reject("retained_frame")
             self._on_chunk(bytes(payload))
         elif topic.startswith(f"{self.prefix}/announce/"):
-            self._on_announce(topic.rsplit("/", 1)[1], bytes(payload))
+            self._on_announce(topic.rsplit("/", 1)[1], bytes(payload), bool(message.retain))
 
     def _on_chunk(self, payload: bytes) -> None:
         self.stats["chunks_in"] += 1
@@ -530,26 +557,63 @@ class MqttTransport:
         if reason is not None:
             log.debug("frame rejected by node: %s", reason)
 
-    def _on_announce(self, nid: str, payload: bytes) -> None:
-        if nid == self.node_id or not payload:
-            return  # our own record, or a cleared (gracefully stopped) one
+    def _on_own_announce(self, payload: bytes) -> None:
+        """Someone else wrote our announce topic (cleared it, or put an old record there, which an
+        anonymous broker client can do without ACLs): publish ours again, at most once a second
+        (a write within that second is answered when it ends)."""
+        client, mine = self._client, self._announce_payload
+        if (client is None or mine is None or payload == mine or self._stopping
+                or not self._connected.is_set() or self._restore_pending):
+            return
+        self._restore_pending = True
+        self.stats["announce_restored"] += 1
+        log.info("our retained announce was overwritten on the broker; publishing it again")
+
+        async def restore() -> None:
+            try:
+                await asyncio.sleep(max(0.0, self._last_restore + 1.0 - time.monotonic()))
+                self._last_restore = time.monotonic()
+                with contextlib.suppress(TimeoutError, aiomqtt.MqttError):
+                    await client.publish(self.announce_topic(self.node_id), mine, qos=1, retain=True,
+                                         timeout=5.0)
+            finally:
+                self._restore_pending = False
+        task = asyncio.ensure_future(restore())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_announce(self, nid: str, payload: bytes, retained: bool = False) -> None:
+        if nid == self.node_id:
+            # a retained copy is what the broker held when we subscribed (our previous
+            # connection's will); we publish our announce right after, so only live writes count
+            return None if retained else self._on_own_announce(payload)
+        if not payload:
+            return  # a cleared (gracefully stopped) record
         try:
             rec = parse_record(payload, self.network_id, nid)
         except AnnounceError as e:
             log.info("ignoring announce on %s: %s", nid, e)
             return self._reject("bad_announce")
+        known = self.peer_sessions.get(rec.public_key)
         if rec.status == "up":
+            if known is not None and known[0] != rec.session and rec.ts < known[1]:
+                self.stats["stale_announces"] += 1   # an older session's record (replayed)
+                return self._reject("stale_announce")
             self.stats["announces"] += 1
-            self.peer_sessions[rec.public_key] = rec.session
+            self.peer_sessions[rec.public_key] = (rec.session, rec.ts)
             while len(self.peer_sessions) > 100_000:
                 self.peer_sessions.pop(next(iter(self.peer_sessions)))
             self.on_peer(rec.addresses, rec.public_key)
         else:
-            known = self.peer_sessions.get(rec.public_key)
-            if known is not None and known != rec.session:
-                return  # the will of an older session; the node is back
+            # A will counts only for the session the node's latest announce named, and only once:
+            # the will of an older session (the node is back), a replayed one, or one for a session
+            # this node never saw announced (e.g. a retained tombstone) changes nothing.
+            if known is None or known[0] != rec.session:
+                self.stats["stale_wills"] += 1
+                return self._reject("stale_will")
             self.stats["wills"] += 1
-            self.peer_sessions.pop(rec.public_key, None)
+            # keep the announce's ts (older records stay stale); "" matches no will: once only
+            self.peer_sessions[rec.public_key] = ("", known[1])
             log.info("peer %s is gone (MQTT last will)", nid)
             self.on_peer_gone(rec.public_key)
 
