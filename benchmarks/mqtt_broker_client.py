@@ -191,7 +191,7 @@ async def replay(port: int, replays: int) -> dict:
         await s.stop()
         await proxy.stop()
     return {"replays": replays, "observer_took_replayed_will": accepted,
-            "real_will_taken": real_gone >= 1}
+            "real_will_taken": real_gone >= 1, "stale_wills_counted": s.o.stats.get("stale_wills", 0)}
 
 
 async def clear(port: int, tries: int) -> dict:
