@@ -70,8 +70,8 @@ class SybilHost:
         log.warning("attacker: %d Sybil identities (%s) at %s/sybil/0..%d", len(self.nodes), self.cfg.attack,
                     self.cfg.address, len(self.nodes) - 1)
 
-    async def stop(self, graceful: bool = True, reason: str = "stopped") -> None:
-        await asyncio.gather(*(n.stop(graceful, reason) for n in self.nodes))
+    async def stop(self, graceful: bool = True, reason: str = "stopped", timeout: float | None = None) -> None:
+        await asyncio.gather(*(n.stop(graceful, reason, timeout) for n in self.nodes))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

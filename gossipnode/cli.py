@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from . import __version__
+from . import __version__, jsonout
 from .config import NodeConfig, load_config
 
 # (flag, config field, type, help). Every flag can also come from a TOML file or GOSSIPNODE_<FIELD>.
@@ -115,7 +115,43 @@ def cmd_start(args: argparse.Namespace) -> int:
     # A native crash prints a traceback into the log; `kill -USR1 PID` dumps every thread's stack.
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    return _run(_serve(cfg))
+    rc = _run(_serve(cfg))
+    # A worker thread still busy (a training step that has not reached its cancel check, a
+    # hung write) would hold the interpreter's exit: everything is saved or reported by now.
+    import threading
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+# SIGTERM/SIGINT: the node leaves within STOP_TIMEOUT_S; if anything still holds the process
+# (a hung disk, a worker thread) it is ended HARD_EXIT_S after the signal with exit code 1.
+STOP_TIMEOUT_S = 3.5
+HARD_EXIT_S = 4.5
+
+
+def _hard_exit_after(seconds: float, signame: str) -> None:
+    """Ends the process `seconds` from now if it is still there: a Python timer that says why,
+    and faulthandler's C watchdog 0.3 s later for when no Python thread can run (a C extension
+    holding the GIL); that one exits with code 1 silently (its traceback dump goes nowhere)."""
+    import threading
+
+    def fire() -> None:
+        sys.stderr.write(f"gossipnode: did not stop within {seconds:.1f} s of {signame}; exiting now\n")
+        sys.stderr.flush()
+        os._exit(1)
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+    global _devnull
+    _devnull = _devnull or open(os.devnull, "w")  # noqa: SIM115  (kept open until the exit)
+    faulthandler.dump_traceback_later(seconds + 0.3, exit=True, file=_devnull)
+
+
+_devnull = None
 
 
 async def _serve(cfg: NodeConfig) -> int:
@@ -126,16 +162,23 @@ async def _serve(cfg: NodeConfig) -> int:
         from .node import Node
         node = Node(cfg)
     loop = asyncio.get_running_loop()
+
+    def on_signal(s: signal.Signals) -> None:
+        _hard_exit_after(HARD_EXIT_S, s.name)
+        asyncio.ensure_future(node.stop(graceful=True, reason=s.name, timeout=STOP_TIMEOUT_S))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(
-            node.stop(graceful=True, reason=signal.Signals(s).name)))
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await node.start()
     except OSError as e:
         print(f"gossipnode: cannot listen on {cfg.host}:{cfg.port}: {e}", file=sys.stderr)
-        await node.stop(graceful=False)
+        await node.stop(graceful=False, timeout=STOP_TIMEOUT_S)
         return 1
     await node.wait_stopped()
+    errors = [n.stop_error for n in getattr(node, "nodes", [node]) if getattr(n, "stop_error", None)]
+    if errors:
+        print(f"gossipnode: stopped uncleanly: {errors[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,7 +197,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"gossipnode: no node answers at {url}: {e}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(jsonout.dumps(s, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table

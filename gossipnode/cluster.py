@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import jsonout
 from .cli import NODE_FLAGS, fetch_status
 
 GRACE_S = 20.0  # after the first node finished its last round, give the others this long
@@ -154,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
     pool.shutdown()
     console.print(_table(statuses, f"final: {n} nodes, {time.monotonic() - t0:.0f} s", final=True))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(statuses, indent=2))
+        Path(args.json_out).write_text(jsonout.dumps(statuses, indent=2))
     failed = [i for i, p in enumerate(procs) if p.returncode not in (0, -signal.SIGTERM)]
     if failed and stopped_by is None:
         console.print(f"[red]nodes {failed} exited with errors; see {root}/node-N.log[/]")

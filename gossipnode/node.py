@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import threading
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, jsonout
 from .config import NodeConfig
 from .core import actions as act
 from .core.messages import HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest
@@ -107,6 +106,11 @@ class Node:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
+        self.stop_error: str | None = None   # why the last stop was not clean (final checkpoint)
+        self.checkpoints_written = 0
+        self.checkpoint_failures = 0
+        self.last_checkpoint_error: str | None = None
+        self._checkpoint_lock = threading.Lock()
         self._runner: web.AppRunner | None = None
         self._started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,34 +183,76 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    async def stop(self, graceful: bool = True, reason: str = "stopped") -> None:
+    async def stop(self, graceful: bool = True, reason: str = "stopped",
+                   timeout: float | None = None) -> None:
+        """Leave (LEAVE adverts, pending evaluations, final checkpoint and status), then close.
+
+        Never raises before the stopped event is set. `timeout` bounds the whole stop (SIGTERM
+        passes one); without it the graceful part waits as long as it usually takes (the
+        evaluations of the last round, for the final status). A final checkpoint that cannot be
+        written is logged, counted and kept in `stop_error` (the CLI then exits non-zero)."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
-        log.info("node %s leaving: %s", self.id, reason)
-        if self._train_cancel is not None:
-            self._train_cancel.set()
-        if graceful and self._loop is not None:
-            sends = self._execute(self.core.leave(self._now()))
-            if sends:
-                await asyncio.wait(sends, timeout=5.0)
-            if self._evals:
-                await asyncio.wait(self._evals, timeout=30.0)
-            await asyncio.to_thread(self._checkpoint)
-        self._write_status()
-        for t in list(self._tasks):
-            if t is not asyncio.current_task():
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+
+        def left(default: float, reserve: float = 0.0) -> float:
+            return default if end is None else max(0.05, min(default, end - loop.time() - reserve))
+
+        try:
+            log.info("node %s leaving: %s", self.id, reason)
+            if self._train_cancel is not None:
+                self._train_cancel.set()
+            if graceful and self._loop is not None:
+                try:
+                    sends = self._execute(self.core.leave(self._now()))
+                    if sends:
+                        await asyncio.wait(sends, timeout=left(5.0, reserve=2.0))
+                    log.debug("stop: LEAVE adverts done")
+                    if self._evals:
+                        await asyncio.wait(self._evals, timeout=left(30.0, reserve=1.5))
+                    log.debug("stop: evaluations done")
+                    ok = await asyncio.wait_for(asyncio.to_thread(self._checkpoint), left(1e9, reserve=1.0))
+                    if not ok:
+                        self.stop_error = f"could not write the final checkpoint to {self.state_dir}: " \
+                                          f"{self.last_checkpoint_error}"
+                except TimeoutError:
+                    self.stop_error = f"the final checkpoint to {self.state_dir} did not finish in time"
+                    log.error("%s", self.stop_error)
+                except Exception as e:  # never let a failing leave keep the process alive
+                    self.stop_error = f"leaving failed: {type(e).__name__}: {e}"
+                    log.exception("leaving failed")
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._write_status), left(5.0, reserve=0.8))
+            except TimeoutError:
+                log.warning("writing status.json did not finish in time")
+            log.debug("stop: checkpoint and status done")
+            others = [t for t in self._tasks if t is not asyncio.current_task()]
+            for t in others:
                 t.cancel()
-        await asyncio.gather(*[t for t in self._tasks if t is not asyncio.current_task()],
-                             return_exceptions=True)
-        for tr in self.transports:
-            await tr.stop()
-        if self._owns_learner:
-            self.learner.executor.shutdown(wait=False, cancel_futures=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._stopped.set()
+            if others:
+                await asyncio.wait(others, timeout=left(10.0, reserve=0.6))
+            log.debug("stop: tasks done")
+            for tr in self.transports:
+                try:
+                    await asyncio.wait_for(tr.stop(), left(10.0, reserve=0.3))
+                except Exception as e:
+                    log.warning("closing transport %s: %s", type(tr).__name__, e or type(e).__name__)
+            log.debug("stop: transports closed")
+            if self._owns_learner:
+                self.learner.executor.shutdown(wait=False, cancel_futures=True)
+            if self._runner is not None:
+                try:
+                    await asyncio.wait_for(self._runner.cleanup(), left(5.0))
+                except Exception as e:
+                    log.warning("closing the HTTP server: %s", e or type(e).__name__)
+        except Exception as e:
+            self.stop_error = self.stop_error or f"stopping failed: {type(e).__name__}: {e}"
+            log.exception("stopping failed")
+        finally:
+            self._stopped.set()
 
     async def _torch(self, fn, *args):
         """Run PyTorch work on the learner's one worker thread: torch is only ever called from
@@ -504,6 +550,8 @@ class Node:
     def _start_training(self, k: int, h: bytes) -> None:
         if self._train_cancel is not None:
             self._train_cancel.set()
+        if self._stopping:   # a stopping node trains nothing new (it would hold the exit)
+            return
         ev = threading.Event()
         self._train_cancel = ev
         self._spawn(self._train(k, h, ev))
@@ -610,7 +658,7 @@ class Node:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.state_dir / "status.json.tmp"
-            tmp.write_text(json.dumps(self.status() | {"finished": True}))
+            tmp.write_text(jsonout.dumps(self.status() | {"finished": True}))
             tmp.replace(self.state_dir / "status.json")
         except OSError as e:
             log.warning("cannot write status.json: %s", e)
@@ -618,15 +666,30 @@ class Node:
     def _extra_eval(self, model: Model) -> dict[str, Any]:
         return {"attack_rate": self.learner.attack_rates(model)}
 
-    def _checkpoint(self) -> None:
-        model = self.store.get(self.current)
-        if model is None:
-            return
-        checkpoint.save(self.state_dir, model, {
-            "round": self.model_round, "model": self.current.hex(), "index": self.core.index,
-            "rounds_trained": self.rounds_trained, "rounds_aggregated": self.rounds_aggregated,
-            "node_id": self.id, "network_id": self.cfg.network_id,
-        })
+    def _checkpoint(self) -> bool:
+        """Save the current model; False (counted, logged, shown in the status) when it fails."""
+        with self._checkpoint_lock:  # evaluations may finish together; saves must not interleave
+            model = self.store.get(self.current)
+            if model is None:
+                return True
+            try:
+                checkpoint.save(self.state_dir, model, {
+                    "round": self.model_round, "model": self.current.hex(), "index": self.core.index,
+                    "rounds_trained": self.rounds_trained, "rounds_aggregated": self.rounds_aggregated,
+                    "node_id": self.id, "network_id": self.cfg.network_id,
+                })
+            except Exception as e:
+                self.checkpoint_failures += 1
+                err = f"{type(e).__name__}: {e}"
+                if err != self.last_checkpoint_error:
+                    log.error("cannot write a checkpoint to %s: %s", self.state_dir, err)
+                self.last_checkpoint_error = err
+                return False
+            if self.last_checkpoint_error is not None:
+                log.info("checkpoints are written again")
+            self.last_checkpoint_error = None
+            self.checkpoints_written += 1
+            return True
 
     # ---- status ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -661,6 +724,9 @@ class Node:
             "history_bytes_sent": self.history_bytes_sent,
             "sample_size": self.cfg.sample_size,
             "finished": self._stopping,
+            "checkpoints_written": self.checkpoints_written,
+            "checkpoint_failures": self.checkpoint_failures,
+            "last_checkpoint_error": self.last_checkpoint_error,
         }
 
     def peers(self) -> list[dict[str, Any]]:

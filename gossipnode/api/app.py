@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import msgpack
 from aiohttp import web
 
+from ..jsonout import dumps
+
 if TYPE_CHECKING:
     from ..node import Node
 
@@ -16,25 +18,30 @@ OPENAPI = Path(__file__).with_name("openapi.json")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
+def json_response(data, status: int = 200) -> web.Response:
+    """aiohttp's json_response, but NaN/Infinity become null (always valid JSON)."""
+    return web.json_response(data, status=status, dumps=dumps)
+
+
 def setup_routes(app: web.Application, node: Node) -> None:
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(node.status())
+        return json_response(node.status())
 
     async def peers(_: web.Request) -> web.Response:
-        return web.json_response({"peers": node.peers()})
+        return json_response({"peers": node.peers()})
 
     async def rounds(request: web.Request) -> web.Response:
         try:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
-            return web.json_response({"error": "limit must be an integer"}, status=400)
+            return json_response({"error": "limit must be an integer"}, status=400)
         items = list(node.rounds.values())[-max(1, min(limit, 1000)):]
-        return web.json_response({"rounds": items})
+        return json_response({"rounds": items})
 
     async def model(request: web.Request) -> web.Response:
         h = request.match_info["hash"].lower()
         if not _HASH.match(h):
-            return web.json_response({"error": "model hash must be 64 hex characters"}, status=400)
+            return json_response({"error": "model hash must be 64 hex characters"}, status=400)
         return model_response(h)
 
     async def current_model(_: web.Request) -> web.Response:
@@ -43,7 +50,7 @@ def setup_routes(app: web.Application, node: Node) -> None:
     def model_response(h: str) -> web.Response:
         m = node.store.get(bytes.fromhex(h))
         if m is None:
-            return web.json_response({"error": "model not held by this node"}, status=404)
+            return json_response({"error": "model not held by this node"}, status=404)
         # A plain msgpack document, no pickle: [[name, dtype, shape, bytes], ...]
         body = msgpack.packb([[t.name, t.dtype, list(t.shape), t.data] for t in m], use_bin_type=True)
         return web.Response(body=body, content_type="application/x-msgpack",
@@ -53,7 +60,7 @@ def setup_routes(app: web.Application, node: Node) -> None:
         return web.Response(text=prometheus(node), content_type="text/plain")
 
     async def openapi(_: web.Request) -> web.Response:
-        return web.json_response(json.loads(OPENAPI.read_text()))
+        return json_response(json.loads(OPENAPI.read_text()))
 
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/peers", peers)
