@@ -225,6 +225,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- identity --------------------------------------------------------------------------------
+def cmd_identity(args: argparse.Namespace) -> int:
+    """Print the node id of the key in a state dir (creating it if missing): the broker user
+    name for deploy/mosquitto-acl.conf."""
+    from pathlib import Path
+
+    from .wire.identity import Identity
+    state_dir = args.state_dir or os.environ.get("GOSSIPNODE_STATE_DIR") or NodeConfig().state_dir
+    try:
+        ident = Identity.load_or_create(Path(state_dir) / "identity.key")
+    except (OSError, ValueError) as e:
+        print(f"gossipnode: cannot read or create the identity in {state_dir}: {e}", file=sys.stderr)
+        return 1
+    print(ident.node_id)
+    if args.public_key:
+        print(ident.public_key.hex())
+    return 0
+
+
 # ---- data split ------------------------------------------------------------------------------
 def cmd_data_split(args: argparse.Namespace) -> int:
     from .learn import data as ldata
@@ -260,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("url", nargs="?", help="node URL (default http://127.0.0.1:8470)")
     st.add_argument("--json", action="store_true", help="print the raw JSON")
     st.set_defaults(func=cmd_status)
+
+    ident = sub.add_parser("identity", help="print the node id of a state dir's key (creates it if missing)")
+    ident.add_argument("--state-dir", default="", help="default: GOSSIPNODE_STATE_DIR or ./gossipnode-state")
+    ident.add_argument("--public-key", action="store_true", help="also print the public key (hex)")
+    ident.set_defaults(func=cmd_identity)
 
     c = sub.add_parser("cluster", help="run N local nodes with a live view, then print the results")
     c.add_argument("--nodes", type=int, default=8)
