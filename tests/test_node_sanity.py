@@ -61,6 +61,12 @@ def test_check_model_reasons_and_ratio() -> None:
     assert check_model(huge, None) is None  # no reference: finiteness only
     assert check_model({**ref, "w": ref["w"] * 50}, ref, max_ratio=100) is None
     assert NodeConfig().max_update_norm == DEFAULT_MAX_UPDATE_NORM
+    from gossipnode.config import load_config
+    from gossipnode.sim import SimConfig
+    assert SimConfig().max_update_norm == DEFAULT_MAX_UPDATE_NORM
+    assert load_config(env={"GOSSIPNODE_MAX_UPDATE_NORM": "0"}).max_update_norm == 0.0
+    with pytest.raises(ValueError):
+        load_config(env={}, overrides={"max_update_norm": -1.0})
 
 
 # ---- in-process node: node._receive_model and MODEL_DATA -------------------------------------
@@ -201,3 +207,26 @@ def test_live_node_rejects_nan_and_huge_models(node_procs) -> None:
     assert st["model_hash"] not in bad_hashes
     assert st["last_eval"]["accuracy"] >= acc0 - 0.1
     assert all(np.isfinite(v) for v in (st["last_eval"]["accuracy"], st["last_eval"]["loss"]))
+
+
+# ---- the simulator applies the same check ------------------------------------------------------
+
+
+def test_sim_aggregate_drops_insane_models() -> None:
+    from gossipnode.learn import data as ldata
+    from gossipnode.sim import SimConfig, make_engine
+    ds = ldata.load_mnist1d(num_samples=400)
+    eng = make_engine(SimConfig(nodes=4, rounds=1, sample_size=3, eval_samples=50), ds)
+    base_h = eng.initial
+    base = eng.models[base_h]
+    honest = [eng.put({k: (v + 0.01 * (i + 1)).astype(v.dtype) if v.dtype.kind == "f" else v
+                       for k, v in base.items()}, parent=base_h) for i in range(2)]
+    nan = eng.put({k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in base.items()},
+                  parent=base_h)
+    huge = eng.put({k: np.full_like(v, 1e30) if v.dtype.kind == "f" else v for k, v in base.items()},
+                   parent=base_h)
+    h = eng.aggregate(0, 1, [(0, honest[0]), (1, honest[1]), (2, nan), (3, huge)])
+    out = eng.models[h]
+    assert all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
+    assert eng.models_rejected == {NON_FINITE: 1, NORM_OUT_OF_RANGE: 1}
+    assert update_ratio(out, base) < 1.0
