@@ -36,7 +36,8 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
         "base": base_hash.hex()[:16],
         "weights": {p: round(w, 6) for p, w in res.weights.items()},
         "zeroed": res.zeroed,
-    }
+        "non_finite": len(res.non_finite),  # contributions dropped for NaN/inf (defence in depth)
+    } | res.notes
     return to_model(res.state), info
 
 
@@ -48,5 +49,6 @@ def run_merge(node: Node, round_: int, own: Model,
                      for pk, m, _ in held]
     res = node.pipeline.aggregate(contributions, None, own=own_state, beta=node.cfg.beta)
     info = {"contributors": len(held), "beta": node.cfg.beta,
-            "weights": {p: round(w, 6) for p, w in res.weights.items()}, "zeroed": res.zeroed}
+            "weights": {p: round(w, 6) for p, w in res.weights.items()}, "zeroed": res.zeroed,
+            "non_finite": len(res.non_finite)} | res.notes
     return to_model(res.state), info

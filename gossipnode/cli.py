@@ -51,6 +51,9 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--vc-rho", "vc_rho", float, "variance correction damping (1 = full correction)"),
     ("--history-records", "history_records", int, "SybilWall history records piggy-backed per model message"),
     ("--history-dtype", "history_dtype", str, "f2 (float16, default) or f4: histories on the wire"),
+    ("--max-update-norm", "max_update_norm", float,
+     "reject a received model with ||model - reference|| / ||reference|| above this "
+     "(reference: a delta's base, else the current model; default 100; 0: off)"),
     ("--protocol", "protocol", str, "modest (default) or gossip (gossip learning)"),
     ("--gossip-interval", "gossip_interval", float, "gossip: seconds between pushes"),
     ("--beta", "beta", float, "gossip: weight of the own model when merging"),

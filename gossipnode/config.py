@@ -53,6 +53,9 @@ class NodeConfig:
     vc_rho: float = 1.0
     history_records: int = 1            # SybilWall history records piggy-backed per model message
     history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
+    # model sanity: reject a received model whose ||model - reference|| / ||reference|| exceeds this
+    # (= learn.sanity.DEFAULT_MAX_UPDATE_NORM, not imported: config must not pull in torch)
+    max_update_norm: float = 100.0      # 0: off (non-finite models are always rejected)
     # protocol
     protocol: str = "modest"            # modest, gossip
     gossip_interval: float = 5.0        # gossip: push the model to a random active peer this often
@@ -152,5 +155,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
         raise ValueError(f"--attack must be labelflip or backdoor, got {cfg.attack!r}")
     if cfg.sybils < 1 or cfg.history_dtype not in ("f2", "f4"):
         raise ValueError("--sybils must be >= 1 and --history-dtype f2 or f4")
+    if not cfg.max_update_norm >= 0:
+        raise ValueError("--max-update-norm must be >= 0 (0: off)")
     cfg.shard_index()
     return cfg

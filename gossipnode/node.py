@@ -24,7 +24,8 @@ from .core.gossip_peer import GossipPeerCore
 from .core.modest import ModestCore
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
-from .learner import Learner, Model
+from .learn.sanity import NON_FINITE, check_model, non_finite
+from .learner import Learner, Model, to_state
 from .store import ModelStore
 from .transport.base import Transport, TransportError
 from .transport.http import HttpTransport
@@ -457,6 +458,8 @@ class Node:
             return self._count_reject("hash_mismatch", "model data")
         if (why := self.learner.compatible(msg.tensors)) is not None:
             return self._count_reject("incompatible_model", why)
+        if (bad := non_finite(to_state(msg.tensors))) is not None:
+            return self._count_reject(NON_FINITE, f"model data: tensor {bad!r}")
         fut.set_result(msg.tensors)
         return None
 
@@ -478,6 +481,7 @@ class Node:
 
     async def _receive_model(self, sender: bytes, msg: ModelMsg) -> str | None:
         size = sum(len(t.data) for t in msg.tensors)
+        base: Model | None = None
         if msg.base is None:
             model = msg.tensors
         else:
@@ -494,6 +498,13 @@ class Node:
         h = await asyncio.to_thread(model_hash, model) if size > BIG else model_hash(model)
         if h != msg.model:
             return self._count_reject("hash_mismatch", "model")
+        # Sanity before the model is stored or the core sees it: finite, and an update of bounded
+        # size against its base (a delta) or else against our current model (SPEC section 15).
+        reference = base if base is not None else self.store.get(self.current)
+        bad = (await asyncio.to_thread(self._model_problem, model, reference) if size > BIG
+               else self._model_problem(model, reference))
+        if bad is not None:
+            return self._count_reject(*bad)
         if msg.histories and (why := self._merge_histories(sender, msg.histories)) is not None:
             return self._count_reject("bad_history", why)
         self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)
@@ -501,6 +512,10 @@ class Node:
             self._round(msg.round)["participants"].append(node_id(sender))
         self._execute(self.core.handle(self._now(), sender, replace(msg, tensors=(), histories=())))
         return None
+
+    def _model_problem(self, model: Model, reference: Model | None) -> tuple[str, str] | None:
+        ref = to_state(reference) if reference is not None else None
+        return check_model(to_state(model), ref, self.cfg.max_update_norm)
 
     # ---- SybilWall history gossip (piggy-backed on model messages) ---------------------------
     def _history_store(self):

@@ -172,6 +172,31 @@ def rejections(ident: Identity) -> dict[str, dict[str, object]]:
     return out
 
 
+def shape_rejections(ident: Identity) -> dict[str, object]:
+    """Empty tensors whose shape spans more than 2^32 elements (SPEC section 5): malformed."""
+    frames = [
+        seal(ident, NETWORK, MsgType.MODEL_DATA, SEQ + 2, TS,
+             [msgpack.packb([b"\xab" * 32, [["t", "<f4", [0, 2**62, 2**62], b""]]])]),
+        seal(ident, NETWORK, MsgType.MODEL_DATA, SEQ + 3, TS,
+             [msgpack.packb([b"\xab" * 32, [["t", "|u1", [2**32 + 1, 0], b""]]])]),
+    ]
+    for frame in frames:
+        try:
+            decode(frame, NETWORK, MAX_SIZE, ReplayGuard(window=1024))
+            got = "accept"
+        except WireError as e:
+            got = e.reason
+        assert got == "malformed", got
+    return {
+        "reason": "malformed",
+        "network_id": NETWORK,
+        "max_size": MAX_SIZE,
+        "replay_window": 1024,
+        "note": "tensor shapes spanning more than 2^32 elements with empty data; each gives `expect`",
+        "cases": [{"frame": f.hex(), "expect": "malformed"} for f in frames],
+    }
+
+
 def hash_vectors() -> dict[str, object]:
     base = sample_tensors()
     model = tuple(to_raw(t.name, np.frombuffer(t.data, t.dtype).reshape(t.shape) + 1)
@@ -199,6 +224,7 @@ def main() -> None:
         files[f"msg_{name}.json"] = golden(ident, name, msg, SEQ + i)
     for reason, vec in rejections(ident).items():
         files[f"reject_{reason}.json"] = vec
+    files["reject_malformed_shape.json"] = shape_rejections(ident)
     for name, vec in hash_vectors().items():
         files[f"{name}.json"] = vec
     for old in OUT.glob("*.json"):

@@ -258,3 +258,74 @@ def test_variance_correction_noop_for_correlated_inputs_and_damping() -> None:
     f_full = (full - mu).std() / (plain - mu).std()
     f_half = (half - mu).std() / (plain - mu).std()
     assert f_half == pytest.approx(1 + 0.5 * (f_full - 1), rel=1e-4)
+
+
+# --- one non-finite contribution never zeroes the honest ones (issue 9) -----------------------------
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("filter_", ["sybilwall", "foolsgold", "krum", "multikrum", "none"])
+@pytest.mark.parametrize("combine", ["mean", "median", "trimmed-mean"])
+@pytest.mark.parametrize("correct", ["vc", "none"])
+def test_one_non_finite_contribution_is_dropped(filter_: str, combine: str, correct: str,
+                                                bad_value: float) -> None:
+    rng = np.random.default_rng(3)
+    base = {"w": rng.normal(size=50).astype(np.float32), "b": np.zeros(1, np.float32)}
+    honest = []
+    for i in range(5):
+        model = {"w": base["w"] + rng.normal(scale=0.1, size=50).astype(np.float32),
+                 "b": np.full(1, 0.1 * i, np.float32)}
+        honest.append(Contribution(f"h{i}", model, sub(model, base), 1))
+    poisoned = {"w": base["w"].copy(), "b": np.zeros(1, np.float32)}
+    poisoned["w"][7] = bad_value
+    contribs = [*honest[:2], Contribution("x", poisoned, sub(poisoned, base), 1), *honest[2:]]
+    pipe = build_pipeline(filter_, combine, correct, krum_f=1, multikrum_m=3)
+    for _ in range(3):  # several rounds: SybilWall's stored histories must stay finite too
+        res = pipe.aggregate(contribs, base)
+        assert res.non_finite == ["x"] and res.weights["x"] == 0.0
+        assert all(np.isfinite(v).all() for v in res.state.values())
+        assert sum(res.weights[c.peer] for c in honest) == pytest.approx(1.0)
+        if filter_ in ("sybilwall", "foolsgold", "none", "multikrum"):
+            assert sum(res.weights[c.peer] > 0 for c in honest) >= (3 if "krum" in filter_ else 5)
+    store = getattr(pipe.filter, "store", None)
+    if store is not None:
+        assert "x" not in store
+        assert all(np.isfinite(r.history).all() for _, r in store.items())
+
+
+def test_non_finite_own_model_and_all_bad_contributions() -> None:
+    pipe = build_pipeline("none", "mean", "vc")
+    good = _contrib("a", [1.0, 2.0, 3.0])
+    own = {"w": np.array([np.nan, 0, 0], np.float32)}
+    res = pipe.aggregate([good], None, own=own, beta=0.5)  # a NaN own model is left out
+    np.testing.assert_allclose(res.state["w"], [1.0, 2.0, 3.0], rtol=1e-6)
+    bad = _contrib("b", [np.inf, 0.0, 0.0])
+    base = {"w": np.zeros(3, np.float32)}
+    res = pipe.aggregate([bad], base)  # nothing usable: the base, never the bad model
+    assert res.non_finite == ["b"] and res.weights == {"b": 0.0}
+    np.testing.assert_array_equal(res.state["w"], base["w"])
+    with pytest.raises(AggregationError):
+        pipe.aggregate([bad], None)
+
+
+def test_foolsgold_weights_non_finite_rows_get_zero() -> None:
+    h = np.array([[1.0, 0, 0], [0, 1.0, 0], [np.nan, 1, 1], [0, 0, np.inf]])
+    w = foolsgold_weights(h)
+    assert np.isfinite(w).all() and w[2] == 0.0 and w[3] == 0.0
+    np.testing.assert_allclose(w[:2], foolsgold_weights(h[:2]))
+
+
+def test_huge_finite_float64_models_never_give_non_finite_results() -> None:
+    rng = np.random.default_rng(0)
+    base = {"w": rng.normal(size=20)}
+    contribs = []
+    for i in range(4):
+        m = {"w": base["w"] + rng.normal(scale=0.1, size=20)}
+        contribs.append(Contribution(f"h{i}", m, sub(m, base), 1))
+    huge = {"w": np.full(20, 1e300)}
+    contribs.append(Contribution("x", huge, {"w": huge["w"] - base["w"]}, 1))  # finite float64
+    for f in ("krum", "multikrum", "sybilwall", "none"):
+        for c in ("mean", "median"):
+            res = build_pipeline(f, c, "vc").aggregate(contribs, base)
+            assert res.non_finite == []
+            assert all(np.isfinite(v).all() for v in res.state.values()), (f, c)

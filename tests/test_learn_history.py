@@ -85,3 +85,21 @@ def test_select_records_follows_distance_distribution() -> None:
     assert chi2 < 20.52  # chi-square, 5 degrees of freedom, p = 0.001
     # and the shape is right: a distance-1 record is drawn ~e^(0.8*4) = 24.5x as often as distance 5
     assert counts["a"] / counts["f"] == pytest.approx(np.exp(lam * 4), rel=0.25)
+
+
+def test_history_never_becomes_non_finite() -> None:
+    s = HistoryStore("me")
+    for bad in (v(np.nan, 0), v(0, np.inf)):
+        with pytest.raises(ValueError):
+            s.record_update("a", 1, bad)
+        with pytest.raises(ValueError):
+            s.merge_record("b", 1, 1, bad, "n")
+        with pytest.raises(ValueError):
+            s.record_update("a", 1, {"w": bad})
+    assert len(s) == 0
+    big = np.finfo(np.float32).max
+    s.record_update("a", 1, v(big, -big))
+    rec = s.record_update("a", 2, v(big, -big))  # the sum overflows float32: clipped, not inf
+    assert np.isfinite(rec.history).all() and rec.history[0] == big and rec.history[1] == -big
+    assert s.merge_record("c", 1, 1, np.array([1e300, -1e300]), "n")  # float64 beyond float32: clipped
+    assert np.isfinite(s.get("c").history).all()

@@ -99,3 +99,15 @@ def test_delta_round_trip_names_reconstructed_model() -> None:
         apply_delta(base, (to_raw("w", np.zeros((50, 20), np.float64)), *delta[1:]))
     with pytest.raises(ValueError):
         make_delta(model, base[::-1])
+
+
+def test_shape_span_bounded_even_when_empty() -> None:
+    from gossipnode.wire.tensors import MAX_ELEMENTS, tensor_problem
+    assert tensor_problem("t", "<f4", (0, 2**62, 2**62), 0) is not None
+    assert tensor_problem("t", "|u1", (0, MAX_ELEMENTS + 1), 0) is not None
+    assert tensor_problem("t", "|u1", (2**20,) * 32, 0) is not None  # no overflow, just rejected
+    assert tensor_problem("t", "|u1", (0, MAX_ELEMENTS), 0) is None   # exactly the bound: fine
+    assert tensor_problem("t", "<f4", (0, 3, 4), 0) is None
+    assert tensor_problem("t", "<f4", (3, 4), 48) is None
+    # numpy can view every shape that passes
+    np.frombuffer(b"", np.float32).reshape((0, MAX_ELEMENTS))

@@ -179,6 +179,10 @@ BAD_BODIES = [
     (MsgType.MODEL_DATA, [H, [["t", ">f4", [1], b"\x00" * 4]]]),       # big-endian
     (MsgType.MODEL_DATA, [H, [["t", "<f4", [-1], b""]]]),              # negative dim
     (MsgType.MODEL_DATA, [H, [["t", "<f4", [1] * 33, b"\x00" * 4]]]),  # too many dims
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [0, 2**62, 2**62], b""]]]),  # empty, but spans 2^124
+    (MsgType.MODEL_DATA, [H, [["t", "|u1", [0, 2**32 + 1], b""]]]),    # empty, spans > 2^32
+    (MsgType.MODEL_DATA, [H, [["t", "<f4", [2**33, 0], b""]]]),        # zero last, still spans 2^33
+    (MsgType.MODEL, [1, 0, H, [], None, [], [[pk(1), 1, 1, [["h", "<f2", [0, 2**62, 2**62], b""]]]]]),
     (MsgType.MODEL_DATA, [H, [["t", "<f4", [1], b"\x00" * 4]] * 2]),   # duplicate names
     (MsgType.MODEL_DATA, [H, [["t", "|b1", [1], b"\x02"]]]),           # bool not 0/1
     (MsgType.MODEL_DATA, [H, [["t", "<f4", [1], "abcd"]]]),            # data as str

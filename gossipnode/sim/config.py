@@ -31,6 +31,7 @@ class SimConfig:
     combine: str = "mean"
     correct: str = "none"
     beta: float = 0.5                 # gossip: weight of the own model in a merge
+    max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
     # MoDeST
     sample_size: int = 10
     aggregators: int = 1

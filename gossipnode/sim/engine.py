@@ -25,6 +25,7 @@ from gossipnode.learn import attacks
 from gossipnode.learn import data as ldata
 from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
+from gossipnode.learn.sanity import check_model
 from gossipnode.learn.models import build_model
 from gossipnode.learn.state import State, state_from_module, sub
 from gossipnode.learn.trainer import Trainer
@@ -140,6 +141,7 @@ class Engine:
         self.dropped = 0
         self.series: list[dict[str, Any]] = []
         self.events: Counter[str] = Counter()
+        self.models_rejected: Counter[str] = Counter()  # learn.sanity reasons, as the daemon counts them
         self.churn_counts: Counter[str] = Counter()
         self.trainings = 0
         self.aggregations = 0
@@ -291,8 +293,21 @@ class Engine:
             parents.pop(None, None)
             base_h = parents.most_common(1)[0][0] if parents else None
         base = self.models.get(base_h) if base_h is not None else None
-        contribs = []
+        # The daemon's receive-time sanity check (learn.sanity): finite, and an update of bounded
+        # size against its base (merges: against the own model). Models failing it are dropped.
+        kept = []
         for j, h in contributions:
+            ref_h = own if own is not None else self.parent.get(h)
+            bad = check_model(self.models[h], self.models.get(ref_h) if ref_h is not None else None,
+                              self.cfg.max_update_norm)
+            if bad is None:
+                kept.append((j, h))
+            else:
+                self.models_rejected[bad[0]] += 1
+        if not kept and own is None and base is None:
+            kept = list(contributions)  # nothing to fall back to; the pipeline drops non-finite ones
+        contribs = []
+        for j, h in kept:
             m = self.models[h]
             contribs.append(Contribution(self.node_name(j), m, sub(m, base) if base is not None else m, round_))
         res = self.pipeline(i).aggregate(contribs, base, own=self.models[own] if own else None, beta=beta)
@@ -453,6 +468,7 @@ class Engine:
             "model_bytes": self.sizes.model_bytes,
             "churn_events": dict(self.churn_counts),
             "protocol_events": dict(self.events),
+            "models_rejected": dict(self.models_rejected),
             "sybils": self.n_sybils,
             "active_nodes_end": int(self.alive[: self.n_honest_cap].sum()),
         }

@@ -21,6 +21,11 @@ DELTA_DTYPE = "<f4"
 MAX_NAME_BYTES = 256
 MAX_NDIM = 32
 _DIM_LIMIT = 1 << 63
+# Bound on product(shape) with every 0 dimension counted as 1. A non-empty tensor never exceeds
+# it (its data is one msgpack bin, at most 2^32 - 1 bytes); an empty one with huge other
+# dimensions, e.g. (0, 2^62, 2^62), would carry 0 bytes yet break numpy (and any code that
+# sizes buffers from the shape), so it is malformed.
+MAX_ELEMENTS = 1 << 32
 
 MODEL_HASH_DOMAIN = b"gossipnode/model/v1\x00"
 _U16, _U32, _U64BE = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
@@ -40,10 +45,14 @@ def tensor_problem(name: object, dtype: object, shape: object, nbytes: int) -> s
     if not isinstance(shape, tuple | list) or len(shape) > MAX_NDIM:
         return f"tensor {name!r}: shape must be a sequence of at most {MAX_NDIM} dims"
     count = 1
+    span = 1  # product of the dimensions with 0 counted as 1 (bounded by MAX_ELEMENTS)
     for d in shape:
         if type(d) is not int or not 0 <= d < _DIM_LIMIT:
             return f"tensor {name!r}: bad dimension {d!r}"
         count *= d
+        span *= d or 1
+        if span > MAX_ELEMENTS:
+            return f"tensor {name!r}: shape {tuple(shape)} spans more than {MAX_ELEMENTS} elements"
     if count * itemsize != nbytes:
         return f"tensor {name!r}: shape {tuple(shape)} x {dtype} needs {count * itemsize} bytes, got {nbytes}"
     return None

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..state import State, flatten
+from ..state import State, flatten, is_weight
 from .history import HistoryStore
 from .registry import register
 from .types import Contribution
@@ -21,6 +21,11 @@ def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
     n = len(h)
     if n == 0:
         return np.zeros(0)
+    ok = np.isfinite(h).all(axis=1)
+    if not ok.all():  # a NaN/inf row would make every similarity NaN: weight 0, left out of the rest
+        out = np.zeros(n)
+        out[ok] = foolsgold_weights(h[ok])
+        return out
     norms = np.linalg.norm(h, axis=1)
     unit = h / np.where(norms > 0, norms, 1.0)[:, None]  # zero history: similarity 0 to all
     cs = unit @ unit.T
@@ -84,7 +89,8 @@ class SybilWallFilter:
             if p != self.self_id and (self.use_gossip or r.distance == 1)
         }
         for c in contributions:  # not recorded (auto_record off): judge by this update alone
-            hist.setdefault(c.peer, flatten(c.delta))
+            if c.peer not in hist:
+                hist[c.peer] = flatten(c.delta)
         peers = list(hist)
         w = foolsgold_weights(np.stack([hist[p] for p in peers]))
         by_peer = dict(zip(peers, w.tolist(), strict=True))
@@ -101,15 +107,24 @@ class FoolsGoldFilter(SybilWallFilter):
     use_gossip: ClassVar[bool] = False
 
 
+def _flat64(state: State) -> np.ndarray:
+    """The weights as one float64 vector (no float32 round trip: float64 models do not overflow)."""
+    parts = [np.asarray(v, dtype=np.float64).ravel() for k, v in state.items() if is_weight(k, v)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def _krum_scores(vectors: np.ndarray, f: int) -> np.ndarray:
     n = len(vectors)
     if n == 1:
         return np.zeros(1)
-    sq = np.sum(vectors**2, axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * vectors @ vectors.T, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.sum(vectors**2, axis=1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * vectors @ vectors.T, 0.0)
     np.fill_diagonal(d2, np.inf)
     k = min(max(n - f - 2, 1), n - 1)  # Krum's n - f - 2 closest; at least one when n is small
-    return np.sort(d2, axis=1)[:, :k].sum(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = np.sort(d2, axis=1)[:, :k].sum(axis=1)
+    return np.nan_to_num(scores, nan=np.inf)  # a NaN score (overflowed distances) ranks last
 
 
 @register("filter", "krum")
@@ -130,7 +145,7 @@ class KrumFilter:
         return 1
 
     def weights(self, contributions: Sequence[Contribution], base: State | None) -> dict[str, float]:
-        vecs = np.stack([flatten(c.model) for c in contributions]).astype(np.float64)
+        vecs = np.stack([_flat64(c.model) for c in contributions])
         scores = _krum_scores(vecs, self.f)
         keep = set(np.argsort(scores, kind="stable")[: self._keep()].tolist())
         return {c.peer: 1.0 if i in keep else 0.0 for i, c in enumerate(contributions)}

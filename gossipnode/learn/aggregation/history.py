@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..state import State, flatten
+from ..state import State, is_weight
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,28 @@ class HistoryRecord:
     history: np.ndarray  # flat float32: the sum of the peer's updates (deltas), weights only
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _clip32(vec: np.ndarray) -> np.ndarray:
+    """float32 copy of ``vec`` clipped to the finite float32 range (a stored history never overflows)."""
+    return np.clip(np.asarray(vec, dtype=np.float64), -_F32_MAX, _F32_MAX).astype(np.float32)
+
+
 def _as_vector(history: State | np.ndarray) -> np.ndarray:
+    """Flat float32 vector; ValueError if it is not 1-D or holds NaN/inf (a history must stay finite)."""
     if isinstance(history, dict):
-        return flatten(history)
-    vec = np.asarray(history, dtype=np.float32)
-    if vec.ndim != 1:
-        raise ValueError(f"history must be a flat vector, got shape {vec.shape}")
-    return vec
+        parts = [np.asarray(v).ravel() for k, v in history.items() if is_weight(k, np.asarray(v))]
+        vec = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    else:
+        vec = np.asarray(history)
+        if vec.ndim != 1:
+            raise ValueError(f"history must be a flat vector, got shape {vec.shape}")
+    if vec.dtype.kind not in "fiub":
+        raise ValueError(f"history must be numeric, got {vec.dtype}")
+    if not np.isfinite(vec).all():
+        raise ValueError("history has non-finite values")
+    return _clip32(vec)
 
 
 class HistoryStore:
@@ -53,7 +68,7 @@ class HistoryStore:
         with self._lock:
             self._check_size(vec)
             old = self._records.get(peer)
-            hist = vec.copy() if old is None else old.history + vec
+            hist = vec if old is None else _clip32(old.history.astype(np.float64) + vec)
             rnd = round if old is None else max(round, old.round)
             rec = HistoryRecord(round=rnd, distance=1, received_from=peer, history=hist)
             self._records[peer] = rec
@@ -78,7 +93,7 @@ class HistoryStore:
             old = self._records.get(peer)
             if old is not None and (old.distance == 1 or round <= old.round):
                 return False
-            self._records[peer] = HistoryRecord(round, distance + 1, received_from, vec.copy())
+            self._records[peer] = HistoryRecord(round, distance + 1, received_from, vec)
             return True
 
     def select_records(

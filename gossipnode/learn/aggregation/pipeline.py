@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..sanity import non_finite
 from ..state import State, is_weight
 from . import combine as _combine  # noqa: F401  (registers stages)
 from . import correct as _correct  # noqa: F401
@@ -54,22 +55,32 @@ class Pipeline:
         for c in contributions:
             _check_compatible(ref, c.model, f"contribution from {c.peer}")
 
-        scores = (
-            {p: float(np.clip(w, 0.0, 1.0)) for p, w in self.filter.weights(contributions, base).items()}
-            if contributions
-            else {}
-        )
+        # Defence in depth (the node rejects non-finite models on receipt): a contribution with a
+        # NaN or an infinity never reaches a filter, a combiner or a history, so it cannot make
+        # every similarity NaN and zero the honest contributions. Same for a non-finite own model.
+        bad = [c.peer for c in contributions if non_finite(c.model) is not None or non_finite(c.delta) is not None]
+        if bad:
+            contributions = [c for c in contributions if c.peer not in set(bad)]
+        if own is not None and non_finite(own) is not None:
+            own, beta = None, (0.0 if beta is not None else None)
+        notes: dict[str, int] = {}
+
+        raw_scores = self.filter.weights(contributions, base) if contributions else {}
+        scores = {p: float(np.clip(np.nan_to_num(w, nan=0.0), 0.0, 1.0)) for p, w in raw_scores.items()}
         accepted = [c for c in contributions if scores[c.peer] > 0]
         zeroed = [c.peer for c in contributions if scores[c.peer] <= 0]
         raw = np.array([scores[c.peer] for c in accepted], dtype=np.float64)
 
-        if not accepted:
+        def fallback_result() -> AggregateResult:
             fallback = own if own is not None else base
-            if fallback is None:
-                raise AggregationError(f"filter {self.filter.name} rejected all {len(peers)} contributions")
-            return AggregateResult(
-                {k: v.copy() for k, v in fallback.items()}, {p: 0.0 for p in peers}, zeroed, scores
-            )
+            if fallback is None or non_finite(fallback) is not None:
+                raise AggregationError(
+                    f"filter {self.filter.name} accepted no usable contribution of {len(peers)}")
+            return AggregateResult({k: v.copy() for k, v in fallback.items()}, {p: 0.0 for p in peers},
+                                   zeroed, scores, bad, notes)
+
+        if not accepted:
+            return fallback_result()
 
         own_in_combine = own is not None and beta is None
         total = raw.sum() + (1.0 if own_in_combine else 0.0)
@@ -90,14 +101,23 @@ class Pipeline:
                 if own is not None:
                     merged = beta * np.asarray(own[k], dtype=np.float64) + (1.0 - beta) * merged  # type: ignore[operator]
             if ref_t.size > 1:
-                merged = self.corrector.correct(merged, inputs, w_inputs)
-            out[k] = np.asarray(merged, dtype=ref_t.dtype).reshape(ref_t.shape)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    corrected = self.corrector.correct(merged, inputs, w_inputs)
+                if np.isfinite(corrected).all():
+                    merged = corrected
+                else:  # e.g. a variance that overflowed: keep the uncorrected tensor
+                    notes["correction_skipped"] = notes.get("correction_skipped", 0) + 1
+            with np.errstate(over="ignore"):
+                out[k] = np.asarray(merged, dtype=ref_t.dtype).reshape(ref_t.shape)
+            if not np.isfinite(out[k]).all():  # finite inputs overflowed the tensor's dtype
+                notes["non_finite_result"] = 1
+                return fallback_result()
 
         final = dict(
             zip([c.peer for c in accepted], (w_all[1:] if own_in_combine else w_all).tolist(), strict=True)
         )
         weights = {p: final.get(p, 0.0) for p in peers}
-        return AggregateResult(out, weights, zeroed, scores)
+        return AggregateResult(out, weights, zeroed, scores, bad, notes)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -25,3 +25,5 @@ class AggregateResult:
     weights: dict[str, float]  # normalised weight per contribution peer (0 for zeroed ones)
     zeroed: list[str]  # peers the filter gave weight 0
     scores: dict[str, float] = field(default_factory=dict)  # raw filter output in [0, 1]
+    non_finite: list[str] = field(default_factory=list)  # peers dropped before the filter (NaN/inf)
+    notes: dict[str, int] = field(default_factory=dict)  # safety fallbacks taken, e.g. correction_skipped
