@@ -74,6 +74,11 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--bootstrap-timeout", "bootstrap_timeout", float, "start round 1 after this even if peers are silent"),
     ("--rounds", "rounds", int, "leave gracefully after this many rounds (0: run until stopped)"),
     ("--max-message-mb", "max_message_mb", float, "largest accepted message"),
+    ("--inbound-budget-mb", "inbound_budget_mb", float,
+     "HTTP bodies being received/processed at once, in MiB (0: --max-message-mb); over it: 503"),
+    ("--http-timeout", "http_timeout", float,
+     "seconds: idle keep-alive and header time-out; a body may take this plus its size / min rate"),
+    ("--http-min-rate-mb", "http_min_rate_mb", float, "MiB/s: slowest request body accepted"),
     ("--log-level", "log_level", str, "debug, info, warning"),
 ]
 FIELD_NAMES = {f.name for f in fields(NodeConfig)}

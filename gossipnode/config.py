@@ -77,6 +77,9 @@ class NodeConfig:
     rounds: int = 0                     # 0: run until stopped
     # limits
     max_message_mb: float = 256.0
+    inbound_budget_mb: float = 0.0      # request bodies in flight at once; 0: --max-message-mb
+    http_timeout: float = 15.0          # idle/header time-out; a body's deadline adds size / min rate
+    http_min_rate_mb: float = 1.0       # MiB/s: the slowest body accepted (and client deadlines)
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -157,5 +160,9 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
         raise ValueError("--sybils must be >= 1 and --history-dtype f2 or f4")
     if not cfg.max_update_norm >= 0:
         raise ValueError("--max-update-norm must be >= 0 (0: off)")
+    if cfg.http_timeout <= 0 or cfg.http_min_rate_mb <= 0 or cfg.inbound_budget_mb < 0:
+        raise ValueError("--http-timeout and --http-min-rate-mb must be > 0, --inbound-budget-mb >= 0")
+    if cfg.inbound_budget_mb and cfg.inbound_budget_mb < cfg.max_message_mb:
+        raise ValueError("--inbound-budget-mb must be at least --max-message-mb (or 0)")
     cfg.shard_index()
     return cfg

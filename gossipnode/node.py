@@ -28,7 +28,7 @@ from .learn.sanity import NON_FINITE, check_model, non_finite
 from .learner import Learner, Model, to_state
 from .store import ModelStore
 from .transport.base import Transport, TransportError
-from .transport.http import HttpTransport
+from .transport.http import BUSY, HttpTransport, Runner
 from .wire.codec import decode, encode
 from .wire.replay import ReplayGuard, SeqCounter
 from .wire.errors import WireError
@@ -38,6 +38,13 @@ from .wire.tensors import apply_delta, from_raw, make_delta, model_hash, to_raw
 log = logging.getLogger("gossipnode.node")
 BIG = 4 << 20  # models above this many bytes are hashed/encoded in a worker thread
 MAX_ROUNDS_KEPT = 1000
+# Frames waiting for the base of their delta (SPEC §15.1): at most this many, and at most the
+# frame size limit in tensor bytes; beyond that they are refused `busy` (HTTP 503, retried).
+PENDING_BASE_FRAMES = 16
+# MODEL_REQUEST per peer: a token bucket of this many per --ping-timeout, burst BURST.
+MODEL_REQUESTS_PER_PING = 2
+MODEL_REQUEST_BURST = 4
+MAX_BUCKETS = 4096
 
 
 def _nbytes(model: Model) -> int:
@@ -68,8 +75,12 @@ class Node:
         self.serve_rest = serve_rest
         self.app = app if app is not None else web.Application()
         self.transports: list[Transport] = []
+        self.http: HttpTransport | None = None
         if serve_http:
-            self.http = HttpTransport(self.app, cfg.address + path_prefix, self.max_size, path_prefix=path_prefix)
+            self.http = HttpTransport(
+                self.app, cfg.address + path_prefix, self.max_size, timeout=cfg.http_timeout,
+                path_prefix=path_prefix, budget=int(cfg.inbound_budget_mb * (1 << 20)) or self.max_size,
+                min_rate=cfg.http_min_rate_mb * (1 << 20))
             self.http.on_reject = self._count_reject
             # --transport mqtt: REST is still served over HTTP, but peers are not told to use it
             if "http" in {t.strip() for t in cfg.transport.split(",")}:
@@ -99,8 +110,10 @@ class Node:
         self.last_eval: dict[str, Any] | None = None
         self.model_round = 0
         self.current: bytes = b""
-        self._hints: dict[bytes, str] = {}
         self._fetches: dict[bytes, asyncio.Future] = {}
+        self._pending_frames = 0   # frames waiting for a base (bounded: PENDING_BASE_FRAMES)
+        self._pending_bytes = 0    # their tensor bytes (bounded: max_size)
+        self._request_tokens: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
         self._evals: set[asyncio.Task] = set()
         self._train_cancel: threading.Event | None = None
@@ -168,7 +181,7 @@ class Node:
         for t in self.transports:
             await t.start(self._on_frame)
         if self.serve_http:
-            self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            self._runner = Runner(self.app, self.http, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
             await site.start()
@@ -351,8 +364,10 @@ class Node:
 
     # ---- sending ---------------------------------------------------------------------------
     def _address(self, pk: bytes) -> str | None:
+        """The peer's address from its own signed record (view or pending join), nothing else:
+        no transport hint (e.g. the old HTTP reply-to header) is ever a destination."""
         schemes = {t.scheme: t for t in self.transports}
-        for a in self.core.address_of(pk) + ((self._hints[pk],) if pk in self._hints else ()):
+        for a in self.core.address_of(pk):
             if a.split("://", 1)[0] in schemes:
                 return a
         return None
@@ -413,7 +428,9 @@ class Node:
         return reason
 
     async def _on_frame(self, frame: bytes, reply_to: str | None) -> str | None:
-        """The one inbound handler for every transport. Returns a rejection reason or None."""
+        """The one inbound handler for every transport. Returns a rejection reason or None.
+        `reply_to` (a transport's unauthenticated hint) is ignored: replies go only to the
+        address in the sender's own signed record."""
         if self._stopping:
             return "stopping"
         try:
@@ -429,22 +446,52 @@ class Node:
         self._pk_of.setdefault(node_id(sender), sender)
         if sender == self.pk:
             return self._count_reject("own_message")
-        if reply_to and self._transport_for(reply_to) is not None:
-            self._hints[sender] = reply_to
-            if len(self._hints) > 10_000:
-                self._hints.pop(next(iter(self._hints)))
         if isinstance(msg, ModelRequest):
-            model = self.store.get(msg.model)
-            self._spawn(self._send(sender, ModelData(msg.model, model or ())))
-            return None
+            return self._on_model_request(sender, msg)
         if isinstance(msg, ModelData):
             return self._on_model_data(msg)
         if isinstance(msg, ModelMsg):
             if msg.base is not None and msg.base not in self.store:
-                self._spawn(self._receive_model(sender, msg))  # must fetch the base first
-                return None
+                return self._hold_for_base(sender, msg)  # must fetch the base first
             return await self._receive_model(sender, msg)
         self._execute(self.core.handle(self._now(), sender, msg))
+        return None
+
+    def _on_model_request(self, sender: bytes, msg: ModelRequest) -> str | None:
+        """Answered (MODEL_DATA) only to a member, at the address of its own signed record,
+        and at most MODEL_REQUESTS_PER_PING per --ping-timeout (burst MODEL_REQUEST_BURST)."""
+        if sender not in self.core.view or self._address(sender) is None:
+            return self._count_reject("not_member", "model request")
+        if not self._take_token(sender):
+            return self._count_reject("rate_limited", "model request")
+        model = self.store.get(msg.model)
+        self._spawn(self._send(sender, ModelData(msg.model, model or ())))
+        return None
+
+    def _take_token(self, pk: bytes) -> bool:
+        now = self._now()
+        rate = MODEL_REQUESTS_PER_PING / max(self.cfg.ping_timeout, 1e-3)
+        tokens, t = self._request_tokens.pop(pk, (float(MODEL_REQUEST_BURST), now))
+        tokens = min(float(MODEL_REQUEST_BURST), tokens + (now - t) * rate)
+        ok = tokens >= 1.0
+        self._request_tokens[pk] = (tokens - 1.0 if ok else tokens, now)
+        while len(self._request_tokens) > MAX_BUCKETS:
+            self._request_tokens.popitem(last=False)
+        return ok
+
+    def _hold_for_base(self, sender: bytes, msg: ModelMsg) -> str | None:
+        """A delta whose base we lack waits (bounded in count and bytes) while we fetch it."""
+        size = _nbytes(msg.tensors)
+        if self._pending_frames >= PENDING_BASE_FRAMES or self._pending_bytes + size > self.max_size:
+            return self._count_reject(BUSY, f"{self._pending_frames} frames wait for a base")
+        self._pending_frames += 1
+        self._pending_bytes += size
+
+        def release(_: asyncio.Task) -> None:
+            self._pending_frames -= 1
+            self._pending_bytes -= size
+
+        self._spawn(self._receive_model(sender, msg)).add_done_callback(release)
         return None
 
     def _on_model_data(self, msg: ModelData) -> str | None:
@@ -463,14 +510,19 @@ class Node:
         fut.set_result(msg.tensors)
         return None
 
-    async def _fetch(self, pk: bytes, h: bytes) -> Model | None:
+    def _fetch_timeout(self, size: int) -> float:
+        """How long a frame waits for its base: two ping time-outs plus the base's transfer at
+        the minimum rate (the base is about as big as the delta)."""
+        return 2 * self.cfg.ping_timeout + size / (self.cfg.http_min_rate_mb * (1 << 20))
+
+    async def _fetch(self, pk: bytes, h: bytes, size: int = 0) -> Model | None:
         fut = self._fetches.get(h)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._fetches[h] = fut
             self._spawn(self._send(pk, ModelRequest(h)))
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout=2 * self.cfg.ping_timeout + 10)
+            return await asyncio.wait_for(asyncio.shield(fut), timeout=self._fetch_timeout(size))
         except TimeoutError:
             if not fut.done():
                 fut.set_result(None)
@@ -485,7 +537,7 @@ class Node:
         if msg.base is None:
             model = msg.tensors
         else:
-            base = self.store.get(msg.base) or await self._fetch(sender, msg.base)
+            base = self.store.get(msg.base) or await self._fetch(sender, msg.base, size)
             if base is None:
                 return self._count_reject("missing_base", msg.base.hex()[:16])
             self.store.put(base, msg.base)
@@ -742,7 +794,9 @@ class Node:
             "checkpoints_written": self.checkpoints_written,
             "checkpoint_failures": self.checkpoint_failures,
             "last_checkpoint_error": self.last_checkpoint_error,
-        }
+        } | ({"http": self.http.status() | {"pending_base_frames": self._pending_frames,
+                                            "pending_base_bytes": self._pending_bytes}}
+             if self.http is not None else {})
 
     def peers(self) -> list[dict[str, Any]]:
         c = self.core

@@ -1,32 +1,82 @@
-"""HTTP transport: frames are POSTed to /v1/messages; the same aiohttp app serves REST."""
+"""HTTP transport: frames are POSTed to /v1/messages; the same aiohttp app serves REST.
+
+Resources (protocol/SPEC.md §13): a request body is read into one buffer allocated from its
+Content-Length (chunked bodies without one are refused with 411); the bytes of all bodies being
+read or processed at once are bounded by an inbound budget (over it: 503 with Retry-After);
+a body must arrive within `timeout + length / min_rate` seconds, and idle or half-sent
+connections are closed after `timeout` (aiohttp's keep-alive timer, which also runs before
+the first request). Malformed HTTP is answered 400 by aiohttp and logged as one debug line.
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .base import InboundHandler, TransportError
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
+# Sent for peers of older versions, which used it as a hint for whom to answer. Ignored on
+# receipt: a node never sends to an address taken from a header (SPEC §13).
 REPLY_TO = "X-Gossipnode-Reply-To"
 MESSAGES_PATH = "/v1/messages"
+MIB = 1 << 20
+SMALL_FRAME = 1 * MIB      # frames up to this size may use the reserve below
+SMALL_RESERVE = 32 * MIB   # so PINGs and adverts are not refused while big models are in flight
+EXPECT_ABOVE = 1 * MIB     # bodies above this are sent with Expect: 100-continue
+RETRY_AFTER_S = 1          # what a 503 asks the sender to wait
+BUSY = "busy"
+
+
+class InboundBudget:
+    """Bytes of request bodies being read or processed at once, across all connections."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+
+    def fits(self, n: int) -> bool:
+        cap = self.limit + (SMALL_RESERVE if n <= SMALL_FRAME else 0)
+        return self.used + n <= cap
+
+    def take(self, n: int) -> bool:
+        if not self.fits(n):
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 class HttpTransport:
     scheme = "http"
 
-    def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 30.0,
-                 path_prefix: str = "") -> None:
+    def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 15.0,
+                 path_prefix: str = "", budget: int | None = None, min_rate: float = 1.0 * MIB) -> None:
+        """`timeout`: idle keep-alive and header time-out, the base of a body's read deadline, and
+        the client's wait for an answer; `min_rate` (bytes/s): the slowest body accepted (and the
+        rate client deadlines assume); `budget`: inbound bytes in flight (default: max_size)."""
         self.address = address
         self.max_size = max_size
         self.timeout = timeout
+        self.min_rate = min_rate
+        self.budget = InboundBudget(max_size if budget is None else budget)
+        self.stats: Counter[str] = Counter()
         self._handler: InboundHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self.on_reject: Callable[[str], None] = lambda reason: None
-        app.router.add_post(path_prefix + MESSAGES_PATH, self._receive)
+        app.router.add_post(path_prefix + MESSAGES_PATH, self._receive, expect_handler=self._expect)
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -35,40 +85,117 @@ class HttpTransport:
     async def start(self, handler: InboundHandler) -> None:
         self._handler = handler
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout, connect=5.0),
             connector=aiohttp.TCPConnector(limit=64, limit_per_host=8),
         )
 
-    async def _receive(self, request: web.Request) -> web.Response:
+    def body_deadline(self, n: int) -> float:
+        """Seconds a body of n bytes may take to arrive (server side)."""
+        return self.timeout + n / self.min_rate
+
+    def status(self) -> dict[str, Any]:
+        return {"inbound_bytes": self.budget.used, "inbound_peak_bytes": self.budget.peak,
+                "inbound_budget": self.budget.limit} | dict(self.stats)
+
+    # ---- receiving -------------------------------------------------------------------------
+    def _refuse(self, reason: str, status: int, retry: bool = False, close: bool = False) -> web.Response:
+        self.stats[reason] += 1
+        self.on_reject(reason)
+        resp = web.json_response({"rejected": reason}, status=status,
+                                 headers={"Retry-After": str(RETRY_AFTER_S)} if retry else None)
+        if close:
+            resp.force_close()
+        return resp
+
+    def _check_headers(self, request: web.Request) -> web.Response | None:
+        """The checks that need only the headers (also answered to Expect: 100-continue)."""
         if self._handler is None:
-            return web.json_response({"rejected": "not_ready"}, status=503)
-        too_large = request.content_length is not None and request.content_length > self.max_size
-        if not too_large:
+            return web.json_response({"rejected": "not_ready"}, status=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
+        n = request.content_length
+        if n is None and request.body_exists:  # chunked: no length to size the buffer by
+            return self._refuse("length_required", 411, close=True)
+        n = n or 0
+        if n > self.max_size:
+            return self._refuse("too_large", 413, close=True)
+        if not self.budget.fits(n):
+            return self._refuse(BUSY, 503, retry=True, close=True)
+        return None
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        if (resp := self._check_headers(request)) is not None:
+            return resp
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text="unknown Expect")
+        if request.version == aiohttp.HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
+    async def _receive(self, request: web.Request) -> web.StreamResponse:
+        if (resp := self._check_headers(request)) is not None:
+            return resp
+        n = request.content_length or 0
+        if not self.budget.take(n):  # the check above and this take see the same state (no await)
+            return self._refuse(BUSY, 503, retry=True, close=True)
+        try:
+            frame = bytearray(n)  # the one buffer this body ever occupies
             try:
-                frame = await _read_limited(request, self.max_size)
-            except ValueError:
-                too_large = True
-        if too_large:
-            self.on_reject("too_large")
-            return web.json_response({"rejected": "too_large"}, status=413)
-        reason = await self._handler(frame, request.headers.get(REPLY_TO))
+                async with asyncio.timeout(self.body_deadline(n)):
+                    got = await _read_into(request.content, frame)
+            except TimeoutError:
+                self.stats["slow_closed"] += 1
+                self.on_reject("slow_body")
+                if request.transport is not None:
+                    request.transport.close()
+                return web.json_response({"rejected": "slow_body"}, status=408)
+            if got != n:
+                return web.json_response({"rejected": "malformed"}, status=400)
+            assert self._handler is not None
+            reason = await self._handler(frame, None)
+            del frame  # the handler keeps what it needs (zero-copy tensor views)
+        finally:
+            self.budget.give(n)
+        if reason == BUSY:
+            self.stats[BUSY] += 1
+            return web.json_response({"rejected": reason}, status=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
+        if reason == "rate_limited":
+            return web.json_response({"rejected": reason}, status=429,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
         if reason is not None:
             return web.json_response({"rejected": reason}, status=400)
         return web.Response(status=202)
+
+    # ---- sending ---------------------------------------------------------------------------
+    def client_timeout(self, size: int) -> aiohttp.ClientTimeout:
+        """Connect in a few seconds; the answer within `timeout` of the body's end; the whole
+        request within 2 x timeout plus the frame's size at the minimum rate."""
+        return aiohttp.ClientTimeout(total=2 * self.timeout + size / self.min_rate,
+                                     sock_connect=min(5.0, self.timeout), sock_read=2 * self.timeout)
 
     async def send(self, address: str, frame: bytes) -> None:
         if self._session is None:
             raise TransportError("transport not started")
         url = address.rstrip("/") + MESSAGES_PATH
-        try:
-            async with self._session.post(url, data=frame, headers={
-                "Content-Type": CONTENT_TYPE, REPLY_TO: self.address,
-            }) as resp:
-                if resp.status >= 300:
+        loop = asyncio.get_running_loop()
+        timeout = self.client_timeout(len(frame))
+        deadline = loop.time() + timeout.total
+        while True:
+            try:
+                async with self._session.post(url, data=frame, timeout=timeout,
+                                              expect100=len(frame) > EXPECT_ABOVE, headers={
+                                                  "Content-Type": CONTENT_TYPE, REPLY_TO: self.address,
+                                              }) as resp:
+                    if resp.status < 300:
+                        return
                     body = (await resp.text())[:200]
-                    raise TransportError(f"{url}: HTTP {resp.status} {body}")
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise TransportError(f"{url}: {type(e).__name__}: {e}") from e
+                    wait = _retry_after(resp.headers.get("Retry-After")) if resp.status == 503 else None
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                raise TransportError(f"{url}: {type(e).__name__}: {e}") from e
+            # 503 (the receiver is busy): wait as asked, then try again until the deadline.
+            if wait is None or loop.time() + wait >= deadline:
+                raise TransportError(f"{url}: HTTP {resp.status} {body}")
+            await asyncio.sleep(wait * random.uniform(1.0, 1.5))
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -76,10 +203,91 @@ class HttpTransport:
             self._session = None
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    buf = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 20):
-        buf += chunk
-        if len(buf) > limit:
-            raise ValueError("too large")
-    return bytes(buf)
+def _retry_after(value: str | None) -> float:
+    try:
+        return min(max(float(value or RETRY_AFTER_S), 0.1), 10.0)
+    except ValueError:
+        return float(RETRY_AFTER_S)
+
+
+async def _read_into(content: aiohttp.StreamReader, buf: bytearray) -> int:
+    """Copy the body into the preallocated buffer chunk by chunk; returns the bytes read."""
+    view = memoryview(buf)
+    pos = 0
+    try:
+        while pos < len(buf):
+            chunk = await content.readany()
+            if not chunk:
+                break
+            k = min(len(chunk), len(buf) - pos)
+            view[pos:pos + k] = chunk[:k] if k < len(chunk) else chunk
+            pos += k
+    finally:
+        view.release()
+    return pos
+
+
+# ---- the HTTP server: keep-alive time-out, quiet malformed requests, counted closes ----------
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp.server's logger, except that a malformed HTTP request (one the parser rejects;
+    aiohttp answers it 400) is counted and logged as one debug line, not a traceback."""
+
+    def __init__(self, stats: Counter[str]) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.stats = stats
+
+    def _quiet(self, exc_info: Any) -> bool:
+        if isinstance(exc_info, HttpProcessingError):
+            self.stats["bad_requests"] += 1
+            self.logger.debug("malformed HTTP request: %s", str(exc_info).replace("\n", " ")[:200])
+            return True
+        return False
+
+    def exception(self, msg: Any, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        if not self._quiet(exc_info):
+            super().exception(msg, *args, exc_info=exc_info, **kw)
+
+    def debug(self, msg: Any, *args: Any, **kw: Any) -> None:
+        if not self._quiet(kw.get("exc_info")):
+            super().debug(msg, *args, **kw)
+
+
+def _counting_server(server: web.Server, stats: Counter[str]) -> None:
+    """Count connections aiohttp closes on its keep-alive timer (idle, or a request's headers
+    never completed). Relies on aiohttp internals; where they differ nothing is counted."""
+    from aiohttp.web_protocol import RequestHandler
+
+    if not hasattr(RequestHandler, "_process_keepalive"):
+        return
+
+    class Handler(RequestHandler):
+        def _process_keepalive(self) -> None:
+            before = self._force_close
+            super()._process_keepalive()
+            if self._force_close and not before:
+                stats["idle_closed"] += 1
+
+    class Server(type(server)):  # type: ignore[misc]
+        def __call__(self):  # type: ignore[no-untyped-def]
+            try:
+                return Handler(self, loop=self._loop, **self._kwargs)
+            except Exception:
+                return super().__call__()
+
+    try:
+        server.__class__ = Server
+    except TypeError:
+        pass
+
+
+class Runner(web.AppRunner):
+    def __init__(self, app: web.Application, transport: HttpTransport | None, **kw: Any) -> None:
+        self._stats = transport.stats if transport is not None else Counter()
+        timeout = transport.timeout if transport is not None else 15.0
+        super().__init__(app, keepalive_timeout=timeout, logger=_ServerLog(self._stats),
+                         lingering_time=min(10.0, timeout), **kw)
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        _counting_server(server, self._stats)
+        return server

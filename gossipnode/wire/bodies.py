@@ -96,7 +96,7 @@ class Writer:
 
     def bin(self, data: bytes) -> None:
         if len(data) < _INLINE_BIN:
-            self._p.pack(data)
+            self._p.pack(bytes(data) if type(data) is memoryview else data)
         else:
             self._flush()
             self._chunks += [bin_header(len(data)), data]
@@ -165,7 +165,8 @@ def _write_tensors(w: Writer, tensors: Sequence[RawTensor], budget: list[int]) -
         raise ValueError(f"more than {MAX_TENSORS_PER_MESSAGE} tensors in one message")
     names: set[str] = set()
     for t in tensors:
-        if type(t) is not RawTensor or type(t.data) is not bytes:
+        # memoryview: a received tensor still viewing its (read-only) frame buffer
+        if type(t) is not RawTensor or type(t.data) not in (bytes, memoryview):
             raise ValueError("tensors must be RawTensor with bytes data")
         problem = tensor_problem(t.name, t.dtype, t.shape, len(t.data))
         if problem:
@@ -256,8 +257,10 @@ def _read_tensors(r: Reader, budget: list[int]) -> tuple[RawTensor, ...]:
         if name in names:
             raise WireError(MALFORMED, f"duplicate tensor name {name!r}")
         names.add(name)
-        data = bytes(r.buf[start:end])  # the one copy of tensor data on the receive path
-        if dtype == "|b1" and data.translate(None, b"\x00\x01"):
+        data = r.buf[start:end]
+        if type(data) is not memoryview or not data.readonly:
+            data = bytes(data)  # the one copy of tensor data (a read-only frame buffer is viewed)
+        if dtype == "|b1" and bytes(data).translate(None, b"\x00\x01"):
             raise WireError(MALFORMED, f"tensor {name!r}: bool bytes must be 0 or 1")
         out.append(RawTensor(name, dtype, shape, data))
     return tuple(out)

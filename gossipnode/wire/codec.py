@@ -118,7 +118,9 @@ def decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | No
 
 def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | None) -> Envelope:
     if isinstance(data, bytearray | memoryview):
-        data = memoryview(data).cast("B")  # slices stay views: tensor bytes are still copied once
+        # A bytearray (the HTTP receive buffer) is viewed read-only and its tensors stay views
+        # into it (zero-copy: a received body costs its size once); a memoryview likewise.
+        data = memoryview(data).cast("B").toreadonly()
     elif not isinstance(data, bytes):
         raise WireError(MALFORMED, f"frame must be bytes, not {type(data).__name__}")
     if len(data) > max_size:
