@@ -112,13 +112,6 @@ class ModestCore:
         p = self.pending.get(pk)
         return p[3] if p else ()
 
-    def note_address(self, pk: bytes, addresses: tuple[str, ...]) -> None:
-        """A transport-level hint (e.g. HTTP reply-to) for a sender we cannot address yet."""
-        if pk != self.pk and not self.address_of(pk) and addresses:
-            if pk in self.view:
-                e = self.view.entries[pk]
-                self.view.apply(pk, e.last_active, e.index, e.status, addresses)
-
     # ---- events ----------------------------------------------------------------------------
     def start(self, now: float, bootstrap: list[str]) -> list[Action]:
         self.now = now
