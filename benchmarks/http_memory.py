@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, default=200.0, help="MB (10^6 bytes) per body")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds idle before measuring")
     ap.add_argument("--timeout", type=float, default=300.0)
-    ap.add_argument("--node-arg", action="append", default=[], help="extra node flag, e.g. --node-arg=--inbound-budget-mb=512")
+    ap.add_argument("--node-arg", action="append", default=[],
+                    help="extra node flag, e.g. --node-arg=--inbound-budget-mb=512")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -85,9 +86,9 @@ def main() -> None:
     print(f"building {a.n} frames of {n_floats * 4 / 1e6:.0f} MB ...", file=sys.stderr)
     tensors = (to_raw("w", np.zeros(n_floats, dtype="<f4")),)
     h = model_hash(tensors)
-    frames = [encode(Identity.generate(), "bench", 1, time.time(), ModelMsg(1, ModelKind.AGGREGATED, h, (), None, tensors))
-              for _ in range(a.n)]
-    del tensors
+    msg = ModelMsg(1, ModelKind.AGGREGATED, h, (), None, tensors)
+    frames = [encode(Identity.generate(), "bench", 1, time.time(), msg) for _ in range(a.n)]
+    del tensors, msg
 
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

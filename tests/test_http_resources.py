@@ -241,3 +241,39 @@ async def test_frames_waiting_for_a_base_are_bounded(node: Node) -> None:
         assert st["messages_rejected"]["missing_base"] == PENDING_BASE_FRAMES
         assert st["messages_rejected"]["busy"] == 2
         assert time.monotonic() - t0 < 2 * node.cfg.ping_timeout + 4
+
+
+async def test_sender_retries_503_after_retry_after_until_its_deadline() -> None:
+    from gossipnode.transport.base import TransportError
+    from gossipnode.transport.http import HttpTransport
+
+    answers: list[int] = []
+    (port,) = free_ports(1)
+    app = web.Application()
+
+    async def busy_then_ok(request: web.Request) -> web.Response:
+        await request.read()
+        answers.append(503 if len(answers) < 2 or request.headers.get("X-Always") else 202)
+        return web.Response(status=answers[-1], headers={"Retry-After": "0.2"})
+
+    app.router.add_post("/v1/messages", busy_then_ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    t = HttpTransport(web.Application(), "http://127.0.0.1:1", 1 << 20, timeout=1.0)
+
+    async def h(frame, reply_to):
+        return None
+
+    await t.start(h)
+    try:
+        await t.send(f"http://127.0.0.1:{port}", b"x" * 100)
+        assert answers == [503, 503, 202]
+        t._session.headers["X-Always"] = "1"  # from now on always busy: gives up at the deadline
+        t0 = time.monotonic()
+        with pytest.raises(TransportError, match="503"):
+            await t.send(f"http://127.0.0.1:{port}", b"x" * 100)
+        assert time.monotonic() - t0 < t.client_timeout(100).total + 1
+    finally:
+        await t.stop()
+        await runner.cleanup()
