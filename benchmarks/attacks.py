@@ -740,6 +740,12 @@ def run_attack(cluster: Cluster, name: str, who: str, fn: Callable[[Context], No
     nonfinite = _nonfinite_models(cluster)
     if nonfinite:
         row.changed.append(f"model: {nonfinite} node(s) hold a non-finite model")
+    ids = set(ctx.all_pks)
+    frozen, dips = _round_effects(cluster, ctx.R, ids, acc0m)
+    if frozen >= 2:
+        row.changed.append(f"learning: {frozen} aggregations gave every honest contributor weight 0")
+    if dips:
+        row.changed.append(f"accuracy: {dips} evaluation(s) fell below {acc0m - 0.3:.2f}")
     views1 = view_snapshot(cluster)
     moved = sum(1 for url, v in views0.items() for nid, rec in v.items() if views1.get(url, {}).get(nid) != rec)
     if moved:
@@ -758,6 +764,28 @@ def run_attack(cluster: Cluster, name: str, who: str, fn: Callable[[Context], No
         if sink.bytes:
             row.changed.append(f"reflection: {sink.bytes} B sent to the attacker's URL")
     return row
+
+
+def _round_effects(cluster: Cluster, since: int, ids: set[str], acc0: float) -> tuple[int, int]:
+    """(aggregations after round `since` that gave all honest contributors weight 0 or a
+    non-finite one, evaluations after it far below the accuracy before the attack)."""
+    frozen = dips = 0
+    for h in cluster.honest:
+        try:
+            rounds = get_json(h.url + "/v1/rounds?limit=1000")["rounds"]
+        except (OSError, ValueError):
+            continue
+        for r in rounds:
+            if r["round"] <= since:
+                continue
+            w = (r.get("aggregation") or {}).get("weights") or {}
+            honest = [v for p, v in w.items() if p in ids]
+            if honest and all(not (isinstance(v, int | float) and np.isfinite(v) and v > 0) for v in honest):
+                frozen += 1
+            acc = r.get("accuracy")
+            if acc is not None and (not np.isfinite(acc) or acc < acc0 - 0.3):
+                dips += 1
+    return frozen, dips
 
 
 def _nonfinite_models(cluster: Cluster) -> int:
@@ -816,7 +844,13 @@ def atk_leave_all(ctx: Context) -> None:
     f = _view_frame(s, ctx, recs)
     ctx.send_many([(u, f) for u in ctx.targets(s)])
     # and the same records riding on a model message
-    msg = model_msg(ctx.R, M.ModelKind.GOSSIP, tuple(ctx.current_model()), view=recs)
+    msg = model_msg(ctx.R, M.ModelKind.TRAINED, tuple(ctx.current_model()), view=recs)
+    ctx.send_many([(u, s.frame(msg)) for u in ctx.targets(s)])
+
+
+def atk_gossip_kind(ctx: Context) -> None:
+    s = ctx.signer(ctx.row.who)
+    msg = model_msg(ctx.R, M.ModelKind.GOSSIP, tuple(ctx.current_model()))
     ctx.send_many([(u, s.frame(msg)) for u in ctx.targets(s)])
 
 
@@ -1016,13 +1050,14 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[Context], None], bool]]:
     for who in whos:
         p.append(("TRAINED NaN (R..R+2)", who, atk_trained_nan, False))
         p.append(("LEAVE records for every peer", who, atk_leave_all, False))
+    p.append(("MODEL of kind GOSSIP to a MoDeST node", "fresh", atk_gossip_kind, False))
     for who in ("fresh",) if quick else whos:
         p.append(("3,000 keyless peers in a VIEW", who, atk_keyless(3000), False))
     for who in whos:
         p.append(("address redirection records", who, atk_redirect, False))
         p.append(("last_active = 2^63-1 (record, PING, PONG, ADVERTISE)", who, atk_last_active, False))
     n_flood = 200 if quick else 1000
-    p.append((f"ADVERTISE flood, {n_flood} fresh keys", "fresh", atk_flood(n_flood), False))
+    p.append((f"ADVERTISE flood, {n_flood} fresh keys", "fresh", atk_flood(n_flood), True))
     for who in ("fresh",) if quick else whos:
         p.append(("history tensor of shape (0, 2^62, 2^62)", who, atk_history_shape, False))
     for who in whos:
@@ -1114,16 +1149,18 @@ def main(argv: list[str] | None = None) -> int:
         c = Cluster(root, extra=["--rounds", "100000"], tag=f"c{n_cluster}")
         c.start()
         c.wait_ready(min_round=5, min_acc=0.5 if quick else 0.6, timeout=180)
-        rate = measure_rate(c, 3.0 if quick else 6.0)
+        rate = measure_rate(c, 4.0 if quick else 8.0)
         print(f"cluster {n_cluster} ready: {rate:.1f} trainings+aggregations per s", flush=True)
         return c, rate
 
     conn_rows: list[tuple[Row, threading.Thread]] = []
     try:
         cluster, rate = fresh_cluster()
-        for name, who, fn, _ in plan(quick):
+        for name, who, fn, rebase in plan(quick):
             if args.only and args.only not in name:
                 continue
+            if rebase:  # this row's verdict depends on the rate: measure it again just before
+                rate = measure_rate(cluster, 4.0 if quick else 8.0)
             row = run_attack(cluster, name, who, fn, sink, quick, rate)
             rows.append(row)
             print(summary(row), flush=True)
