@@ -200,11 +200,23 @@ def advertise(signer: Identity, network_id: str, round_: int, index: int, status
     for name, f in names.items():
         if "ViewRecord" in str(f.type) and name not in values:
             values[name] = record(signer, network_id, signer.public_key, la, index, status, addresses)
+    if "pow" in names:
+        values["pow"] = _pow(signer.public_key)
     adv = build(M.Advertise, **values)
     if "sig" in names:
         rec = record(signer, network_id, signer.public_key, la, index, status, addresses)
         adv = dataclasses.replace(adv, sig=getattr(rec, "sig", bytes(64)))
     return adv
+
+
+def _pow(peer: bytes) -> int:
+    """A join proof-of-work nonce for `peer` if the nodes ask for one (the attacker pays it)."""
+    from gossipnode.config import NodeConfig
+    bits = getattr(NodeConfig(), "join_pow", 0)
+    if not bits:
+        return 0
+    from gossipnode.core.auth import solve_pow
+    return solve_pow(peer, bits)
 
 
 def patch_body(frame: bytes, identity: Identity, patches: list[tuple[bytes, bytes]]) -> bytes:
