@@ -1100,6 +1100,28 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
         print("| " + " | ".join(c.replace("|", "/") for c in ln) + " |", file=out)
 
 
+def sigterm_check(cluster: Cluster, bound: float = 5.0) -> Row:
+    """SIGTERM to every honest node after the attacks: each must exit within `bound` s."""
+    row = Row(f"SIGTERM after the attacks: exit within {bound:.0f} s?", "-")
+    t0 = time.monotonic()
+    for h in cluster.honest:
+        if h.alive():
+            h.proc.send_signal(signal.SIGTERM)
+            row.tried += 1
+    took = []
+    for h in cluster.honest:
+        try:
+            h.proc.wait(max(0.1, bound + 5 - (time.monotonic() - t0)))
+            took.append(time.monotonic() - t0)
+        except subprocess.TimeoutExpired:
+            took.append(float("inf"))
+    row.notes.append("exit after " + ", ".join(f"{t:.1f}" for t in took) + " s; codes "
+                     + ", ".join(str(h.proc.returncode) for h in cluster.honest))
+    if max(took, default=0) > bound:
+        row.changed.append(f"a node took over {bound:.0f} s to exit")
+    return row
+
+
 def rounds40_check(root: Path, quick: bool) -> Row:
     """A --rounds 40 cluster under a continuous last_active = 2^63-1 attack: nobody leaves early."""
     row = Row("--rounds 40 cluster under last_active = 2^63-1: nobody leaves early", "fresh+member")
@@ -1207,6 +1229,10 @@ def main(argv: list[str] | None = None) -> int:
                 th.join(bound + 10)
                 rows.append(r)
                 print(summary(r), flush=True)
+        if not args.only:
+            row = sigterm_check(cluster)
+            rows.append(row)
+            print(summary(row), flush=True)
         if not quick and (not args.only or "rounds 40" in args.only):
             cluster.stop()
             cluster = None
