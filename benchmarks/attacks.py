@@ -1248,9 +1248,9 @@ def main(argv: list[str] | None = None) -> int:
           f"3 honest processes + 1 member; {n_cluster} cluster(s) used")
     print_table(rows)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps([{f.name: (dict(v) if isinstance(v := getattr(r, f.name), Counter) else v)
-                                                 for f in dataclasses.fields(r)} for r in rows],
-                                               indent=2, default=str))
+        data = [{f.name: (dict(v) if isinstance(v := getattr(r, f.name), Counter) else v)
+                 for f in dataclasses.fields(r)} for r in rows]
+        Path(args.json_out).write_text(json.dumps(data, indent=2, default=str))
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
     bad = [r for r in rows if not r.ok]
