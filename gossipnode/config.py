@@ -75,6 +75,11 @@ class NodeConfig:
     bootstrap_wait: float = 3.0
     bootstrap_timeout: float = 30.0
     rounds: int = 0                     # 0: run until stopped
+    # membership bounds (SPEC "Membership records")
+    round_window: int = 0               # hearsay moves R at most this far above R_v (0: tau)
+    max_peers: int = 10_000             # view cap: beyond it unknown peers are not added
+    max_pending: int = 256              # joiners being probed at once
+    join_rate: float = 32.0             # JOIN adverts of non-members per second per source IP (burst 2x)
     # limits
     max_message_mb: float = 256.0
     inbound_budget_mb: float = 0.0      # request bodies in flight at once; 0: --max-message-mb
@@ -109,6 +114,7 @@ class NodeConfig:
             bootstrap_wait=self.bootstrap_wait, bootstrap_timeout=self.bootstrap_timeout,
             max_rounds=self.rounds or None,
             stall_timeout=stall_timeout_from(self.stall_timeout, self.round_timeout),
+            round_window=self.round_window or None, max_peers=self.max_peers, max_pending=self.max_pending,
         )
 
 

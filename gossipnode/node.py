@@ -18,7 +18,7 @@ from aiohttp import web
 from . import __version__, checkpoint, jsonout
 from .config import NodeConfig
 from .core import actions as act
-from .core.messages import HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest
+from .core.messages import Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Status
 from .core.gossip import GossipConfig
 from .core.gossip_peer import GossipPeerCore
 from .core.modest import ModestCore
@@ -27,12 +27,13 @@ from .learn.aggregation import build_pipeline
 from .learn.sanity import NON_FINITE, check_model, non_finite
 from .learner import Learner, Model, to_state
 from .store import ModelStore
-from .transport.base import Transport, TransportError
+from .transport.base import INBOUND_SOURCE, Transport, TransportError
 from .transport.http import BUSY, HttpTransport, Runner
 from .wire.codec import decode, encode
 from .wire.replay import ReplayGuard, SeqCounter
 from .wire.errors import WireError
 from .wire.identity import Identity, node_id
+from .wire.records import Ed25519RecordAuth
 from .wire.tensors import apply_delta, from_raw, make_delta, model_hash, to_raw
 
 log = logging.getLogger("gossipnode.node")
@@ -128,6 +129,8 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.record_auth = Ed25519RecordAuth(self.identity, cfg.network_id)
+        self._join_buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()   # source -> (tokens, t)
         self.core = self._make_core()
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -166,8 +169,11 @@ class Node:
         if self.cfg.protocol == "gossip":
             gcfg = GossipConfig(interval=self.cfg.gossip_interval, max_rounds=self.cfg.rounds or None,
                                 failure_backoff=max(10.0, 3 * self.cfg.gossip_interval))
-            return GossipPeerCore(gcfg, self.pk, self.addresses, h, rng, index=index)
-        return ModestCore(self.cfg.modest(), self.pk, self.addresses, h, rng, index=index)
+            return GossipPeerCore(gcfg, self.pk, self.addresses, h, rng, index=index, auth=self.record_auth,
+                                  max_peers=self.cfg.max_peers)
+        # probe nonces must be unpredictable (a joiner proves its address by echoing one)
+        return ModestCore(self.cfg.modest(), self.pk, self.addresses, h, rng, index=index,
+                          auth=self.record_auth, secret_rng=random.SystemRandom())
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -325,6 +331,12 @@ class Node:
                 self._execute(self.core.tick(self._now()))
 
     def _record(self, e: act.Event) -> None:
+        if e.kind == "rejected":   # the core's rejections (SPEC 15): counted, logged once, no state
+            reason = str(e.detail.get("reason", "rejected"))
+            n = int(e.detail.get("count", 1))
+            self._count_reject(reason, str(e.detail))
+            self.rejected[reason] += n - 1
+            return
         r = self._round(e.round)
         r["events"].append({"t": round(time.time(), 3), "kind": e.kind} | e.detail)
         del r["events"][:-50]
@@ -454,8 +466,28 @@ class Node:
             if msg.base is not None and msg.base not in self.store:
                 return self._hold_for_base(sender, msg)  # must fetch the base first
             return await self._receive_model(sender, msg)
-        self._execute(self.core.handle(self._now(), sender, msg))
-        return None
+        if (isinstance(msg, Advertise) and msg.status == Status.JOIN and sender not in self.core.view
+                and not self._join_allowed(INBOUND_SOURCE.get())):
+            return self._count_reject("join_rate_limited", f"source {INBOUND_SOURCE.get()}")
+        acts = self.core.handle(self._now(), sender, msg)
+        self._execute(acts)
+        return next((str(a.detail.get("reason")) for a in acts
+                     if isinstance(a, act.Event) and a.kind == "rejected"), None)
+
+    def _join_allowed(self, source: str | None) -> bool:
+        """Token bucket per network source for JOIN adverts of non-members (the per-key limit is
+        the core's): `join_rate` per second, bursts of twice that (a local cluster joining at once)."""
+        if source is None or self.cfg.join_rate <= 0:
+            return True
+        now = self._now()
+        burst = 2 * self.cfg.join_rate
+        tokens, t = self._join_buckets.pop(source, (burst, now))
+        tokens = min(burst, tokens + (now - t) * self.cfg.join_rate)
+        ok = tokens >= 1
+        self._join_buckets[source] = (tokens - 1 if ok else tokens, now)
+        while len(self._join_buckets) > 4096:
+            self._join_buckets.popitem(last=False)
+        return ok
 
     def _on_model_request(self, sender: bytes, msg: ModelRequest) -> str | None:
         """Answered (MODEL_DATA) only to a member, at the address of its own signed record,

@@ -20,6 +20,11 @@ class ModestConfig:
     fresh_contact: float = 1.0        # a peer heard from this recently counts as reachable
     max_rounds: int | None = None     # leave after the model of round max_rounds + 1 exists
     stall_timeout: float | None = None  # idle this long without a new round: check, maybe restart
+    # Membership bounds (SPEC "Membership records"): hearsay moves R at most this far above
+    # R_v (None: tau); at most max_peers in the view and max_pending joiners being probed.
+    round_window: int | None = None
+    max_peers: int = 10_000
+    max_pending: int = 256
 
     def __post_init__(self) -> None:
         if self.sample_size < 1 or self.aggregators < 1:
@@ -32,6 +37,15 @@ class ModestConfig:
             raise ValueError("stall_timeout must be > 0 (None: off)")
         if self.inactivity_threshold < 0:
             raise ValueError("inactivity_threshold must be >= 0")
+        if self.round_window is not None and self.round_window < 1:
+            raise ValueError("round_window must be >= 1 (None: tau)")
+        if self.max_peers < 1 or self.max_pending < 1:
+            raise ValueError("max_peers and max_pending must be >= 1")
+
+    @property
+    def window(self) -> int:
+        """round_window, defaulting to tau (and at least 1)."""
+        return self.round_window if self.round_window is not None else max(1, self.inactivity_threshold)
 
 
 def stall_timeout_from(flag: float, round_timeout: float) -> float | None:

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import random
 
-from .actions import Action, Send, SendTo
+from .actions import Action, Event, Send, SendTo
+from .auth import DigestAuth, RecordAuth
 from .gossip import GossipConfig, GossipCore
-from .messages import Advertise, ModelMsg, Status, ViewShare
-from .view import View
+from .messages import Advertise, ModelMsg, Status, ViewRecord, ViewShare
+from .view import Entry, View
 
 
 class GossipPeerCore:
     def __init__(self, cfg: GossipConfig, self_pk: bytes, addresses: tuple[str, ...], initial_model: bytes,
-                 rng: random.Random, index: int = 1) -> None:
+                 rng: random.Random, index: int = 1, auth: RecordAuth | None = None,
+                 max_peers: int = 10_000) -> None:
         self.pk = self_pk
+        self.auth: RecordAuth = auth if auth is not None else DigestAuth()
+        self.max_peers = max_peers
+        self.status = Status.JOIN
         self.addresses = addresses
         self.index = index
         self.view = View()
@@ -40,38 +45,63 @@ class GossipPeerCore:
     def next_deadline(self) -> float | None:
         return self.gossip.next_deadline()
 
+    def own_record(self) -> ViewRecord:
+        e = self.view.get(self.pk)
+        r = e.record if e is not None else None
+        if r is None or r.index != self.index or r.status != self.status or r.addresses != self.addresses:
+            r = self.auth.sign(ViewRecord(self.pk, self.round, self.index, self.status, self.addresses))
+            self.view.entries[self.pk] = Entry(r.last_active, r.index, r.status, r.addresses, r)
+        return r
+
+    def _advert(self) -> Advertise:
+        return Advertise.of(self.own_record())
+
     def start(self, now: float, bootstrap: list[str]) -> list[Action]:
-        self.view.apply(self.pk, 0, self.index, Status.JOIN, self.addresses)
         self.bootstrap = [a for a in bootstrap if a not in self.addresses]
-        adv = Advertise(0, self.index, Status.JOIN, self.addresses)
+        adv = self._advert()
         return [SendTo(a, adv) for a in self.bootstrap] + self.gossip.start(now)
+
+    def _take(self, rec: ViewRecord, out: list[Action]) -> bool:
+        """A record signed by its peer: per peer the one with the highest (index, last_active)."""
+        if rec.peer == self.pk or not self.view.newer(rec):
+            return False
+        if rec.peer not in self.view and len(self.view) >= self.max_peers:
+            out.append(Event(self.round, "rejected", {"reason": "view_full"}))
+            return False
+        if not self.auth.verify(rec):
+            out.append(Event(self.round, "rejected", {"reason": "bad_record_sig", "peer": rec.peer.hex()[:16]}))
+            return False
+        self.view.accept(rec)
+        if rec.status == Status.JOIN:
+            self.gossip.add_peer(rec.peer)
+        else:
+            self.gossip.remove_peer(rec.peer)
+        return True
 
     def handle(self, now: float, sender: bytes, msg: object) -> list[Action]:
         out: list[Action] = []
         if isinstance(msg, Advertise):
             known = sender in self.view
-            self.view.apply(sender, msg.round, msg.index, msg.status, msg.addresses)
+            rec = msg.record(sender)
+            if self.view.newer(rec) and not self._take(rec, out):
+                return out
             if msg.status == Status.JOIN and not known:
                 out.append(Send(sender, ViewShare(self.round, self.view.records())))
+            return out
         elif isinstance(msg, ViewShare):
             for r in msg.view:
-                if r.peer != self.pk:
-                    self.view.apply(r.peer, r.last_active, r.index, r.status, r.addresses)
-                    if r.status == Status.JOIN:
-                        self.gossip.add_peer(r.peer)
-                    else:
-                        self.gossip.remove_peer(r.peer)
+                if self.view.newer(r) and r.peer != self.pk and not self._take(r, out) and out:
+                    break   # the first bad record ends the merge
             return out
         elif isinstance(msg, ModelMsg) and sender not in self.view:
-            return out + [Send(sender, Advertise(self.round, self.index, Status.JOIN, self.addresses))] + \
-                self.gossip.handle(now, sender, msg)
+            return out + [Send(sender, self._advert())] + self.gossip.handle(now, sender, msg)
         return out + self.gossip.handle(now, sender, msg)
 
     def discovered(self, now: float, pk: bytes, addresses: tuple[str, ...]) -> list[Action]:
         """A transport found a peer (an MQTT announce): introduce ourselves with a JOIN advert."""
         if pk == self.pk or not addresses or pk in self.view:
             return []
-        return [SendTo(addresses[0], Advertise(self.round, self.index, Status.JOIN, self.addresses))]
+        return [SendTo(addresses[0], self._advert())]
 
     def departed(self, now: float, pk: bytes) -> list[Action]:
         """A transport reports the peer gone (an MQTT last will): stop picking it until it speaks."""
@@ -95,5 +125,9 @@ class GossipPeerCore:
         return self.gossip.peer_failed(now, peer)
 
     def leave(self, now: float) -> list[Action]:
+        """GossipCore's LEAVE adverts, made the sender's own signed record."""
         self.index += 1
-        return self.gossip.leave(now)
+        self.status = Status.LEAVE
+        adv = self._advert()
+        return [Send(a.peer, adv) if isinstance(a, Send) and isinstance(a.msg, Advertise) else a
+                for a in self.gossip.leave(now)]

@@ -22,15 +22,26 @@ class ModelKind(IntEnum):
 
 @dataclass(frozen=True)
 class ViewRecord:
-    """One entry of a node's view: pk -> (last active round, membership index, status).
+    """A membership record: what `peer` says about itself (SPEC "Membership records").
 
     `addresses` are the transport URLs where the peer listens (e.g. "http://10.0.0.5:8470").
+    `last_active` is the round the peer claims it was last active in; `sig` is the peer's own
+    signature over all other fields (core/auth.py): nobody else can make or change a record.
     """
     peer: bytes          # Ed25519 public key, 32 bytes
     last_active: int
     index: int
     status: Status
     addresses: tuple[str, ...] = ()
+    sig: bytes = b""     # 64 bytes on the wire
+
+    def newer_than(self, other: ViewRecord | None) -> bool:
+        """The record with the higher (index, last_active) wins."""
+        return other is None or (self.index, self.last_active) > (other.index, other.last_active)
+
+    def same_claim(self, other: ViewRecord) -> bool:
+        return (self.index, self.last_active, self.status, self.addresses) == \
+            (other.index, other.last_active, other.status, other.addresses)
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,20 @@ class RawTensor:
 
 @dataclass(frozen=True)
 class Advertise:
+    """The sender's own signed membership record (the envelope's sender is the record's peer):
+    `round` is the record's last_active."""
     round: int
     index: int
     status: Status
     addresses: tuple[str, ...] = ()   # where the sender listens; max 8 URLs of <= 256 chars
+    sig: bytes = b""
+
+    def record(self, sender: bytes) -> ViewRecord:
+        return ViewRecord(sender, self.round, self.index, self.status, self.addresses, self.sig)
+
+    @staticmethod
+    def of(rec: ViewRecord) -> Advertise:
+        return Advertise(rec.last_active, rec.index, rec.status, rec.addresses, rec.sig)
 
 
 @dataclass(frozen=True)
@@ -65,8 +86,11 @@ class Ping:
 
 @dataclass(frozen=True)
 class Pong:
+    """`round`: the highest round the replier took part in; `record`: the replier's own signed
+    record, so activity evidence spreads with proof (None only in tests and old callers)."""
     round: int
     nonce: int
+    record: ViewRecord | None = None
 
 
 @dataclass(frozen=True)

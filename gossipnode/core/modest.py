@@ -10,12 +10,15 @@ import math
 import random
 from dataclasses import dataclass
 
+from collections.abc import Iterable
+
 from .actions import (
     Action, Aggregate, CancelTraining, Event, Finished, NewModel, Send, SendTo, StartTraining,
 )
+from .auth import DigestAuth, RecordAuth
 from .config import ModestConfig
 from .messages import (
-    Advertise, ModelKind, ModelMsg, Ping, Pong, Status, ViewShare,
+    Advertise, ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord, ViewShare,
 )
 from .pingwalk import PingWalk
 from .sampling import sample, sample_order
@@ -23,6 +26,19 @@ from .view import Entry, View
 
 
 STALL_PROBES = 10
+FINISH_WITNESSES = 2   # signed claims of distinct peers that the network passed max_rounds
+_MEMO = 4096           # bound of the small per-key memories (rate limit, unreachable joiners)
+
+
+@dataclass
+class _Join:
+    """A joiner being probed: it enters the view only once it answered a ping at its signed address."""
+    record: ViewRecord
+    via_advert: bool     # its own JOIN advert (then: applied after our next model send, sent our view)
+    nonce: int           # unpredictable, so only a node reached at that address can answer
+    first_sent: float
+    last_sent: float
+    reached: bool = False
 
 
 @dataclass
@@ -45,15 +61,26 @@ class ModestCore:
         initial_model: bytes,
         rng: random.Random,
         index: int = 1,
+        auth: RecordAuth | None = None,
+        secret_rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
+        self.auth: RecordAuth = auth if auth is not None else DigestAuth()
+        self._secret = secret_rng or rng   # probe nonces (the daemon passes an unseeded one)
         self.pk = self_pk
         self.addresses = addresses
         self.initial_model = initial_model
         self.rng = rng
         self.view = View()
-        self.pending: dict[bytes, tuple[int, int, Status, tuple[str, ...]]] = {}
+        self.pending: dict[bytes, _Join] = {}
         self.index = index   # membership index: bumped at every (re)join or leave
+        self.status = Status.JOIN
+        self._own: ViewRecord | None = None      # this node's signed record, re-signed on change
+        self._verified = 0                       # see verified_round
+        self._advert_at: dict[bytes, float] = {}   # JOIN adverts of non-members: one per ping_interval
+        self._unreachable: dict[bytes, tuple[int, int]] = {}   # probed in vain: record (index, last_active)
+        self._boot_claim: dict[bytes, int] = {}  # VIEW rounds of senders that name a bootstrap address
+        self._boot_peers: set[bytes] = set()     # reached at a bootstrap address
         self.train_idx = 0
         self.agg_idx = 0
         self.training: int | None = None
@@ -85,9 +112,42 @@ class ModestCore:
 
     # ---- derived state -------------------------------------------------------------------
     @property
+    def verified_round(self) -> int:
+        """R_v: rounds this node has evidence for (its own roles, role-checked models and pings,
+        the round a bootstrap peer reported). Hearsay never raises it."""
+        return max(self.train_idx, self.agg_idx, self._verified)
+
+    def note_verified(self, k: int) -> None:
+        if k > self._verified:
+            self._verified = k
+
+    @property
     def round(self) -> int:
-        """R = max(train_idx, agg_idx, max_j r_j)."""
-        return max(self.train_idx, self.agg_idx, self.view.max_round())
+        """R = max(R_v, min(max_j r_j, R_v + round_window)): hearsay moves R at most the window."""
+        rv = self.verified_round
+        return max(rv, min(self.view.max_round(), rv + self.cfg.window))
+
+    def _cap(self) -> int:
+        return self.verified_round + self.cfg.window
+
+    def own_record(self) -> ViewRecord:
+        """This node's signed record. Re-signed when index, status or addresses change, or when R
+        ran a quarter of tau past the signed last_active (its claim stays fresh enough to keep it
+        active everywhere, and a view of 1,000 peers does not change every round)."""
+        o = self._own
+        r = self.round
+        step = max(1, self.cfg.inactivity_threshold // 4)
+        if (o is None or o.index != self.index or o.status != self.status or o.addresses != self.addresses
+                or r >= o.last_active + step):
+            o = self.auth.sign(ViewRecord(self.pk, r, self.index, self.status, self.addresses))
+            self._own = o
+            e = self.view.get(self.pk)
+            self.view.entries[self.pk] = Entry(max(o.last_active, e.last_active if e else 0), o.index,
+                                               o.status, o.addresses, o)
+        return o
+
+    def _advert(self) -> Advertise:
+        return Advertise.of(self.own_record())
 
     def active(self, k: int) -> list[bytes]:
         return self.view.active(k, self.cfg.inactivity_threshold, self.pk)
@@ -110,7 +170,7 @@ class ModestCore:
         if e is not None and e.addresses:
             return e.addresses
         p = self.pending.get(pk)
-        return p[3] if p else ()
+        return p.record.addresses if p else ()
 
     # ---- events ----------------------------------------------------------------------------
     def start(self, now: float, bootstrap: list[str]) -> list[Action]:
@@ -118,7 +178,7 @@ class ModestCore:
         self.started = True
         self.start_time = now
         self.progress_at = now
-        self.view.apply(self.pk, 0, self.index, Status.JOIN, self.addresses)
+        self.own_record()
         self.bootstrap = [a for a in bootstrap if a not in self.addresses]
         self._advertise_bootstrap(now)
         return self._flush()
@@ -128,7 +188,8 @@ class ModestCore:
         if sender == self.pk:
             self._dispatch(sender, msg)
         else:
-            self.last_heard[sender] = now
+            if sender in self.view or sender in self.pending:   # strangers cost no memory here
+                self.last_heard[sender] = now
             if sender in self.gone:
                 self._revive(sender)
             self._dispatch(sender, msg)
@@ -199,6 +260,7 @@ class ModestCore:
         for w in list(self.walks):
             w.tick(now)
         self.walks = [w for w in self.walks if not w.done]
+        self._probe_tick(now)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             self._bootstrap_tick(now)
         if (self.agg_deadline is not None and now >= self.agg_deadline
@@ -215,9 +277,11 @@ class ModestCore:
         if self.agg_deadline is not None and not self.completed_aggregation and self.buffer:
             ds.append(self.agg_deadline)
         ds.extend(r.at for r in self.retries)
+        ds.extend(min(j.first_sent + self.cfg.ping_timeout, j.last_sent + self.cfg.ping_interval)
+                  for j in self.pending.values() if not j.reached)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             ds.append(self.bootstrap_next)
-        if self.cfg.max_rounds is not None and not self.finish_sent and self.round > self.cfg.max_rounds:
+        if self.cfg.max_rounds is not None and not self.finish_sent and self._passed(self.cfg.max_rounds):
             ds.append(self.finish_at if self.finish_at is not None else self.now)
         if self._stall_watch():
             ds.append(self.progress_at + self.cfg.stall_timeout)
@@ -234,7 +298,7 @@ class ModestCore:
         addr = addresses[0]
         if self.started and self.round == 0 and self.train_idx == 0 and addr not in self.bootstrap:
             self.bootstrap.append(addr)
-        self._out.append(SendTo(addr, Advertise(self.round, self.index, Status.JOIN, self.addresses)))
+        self._out.append(SendTo(addr, self._advert()))
         return self._flush()
 
     def departed(self, now: float, pk: bytes) -> list[Action]:
@@ -262,11 +326,12 @@ class ModestCore:
         """Graceful leave: a LEAVE advert to `s` random known peers."""
         self.now = now
         self.index += 1
-        self.view.apply(self.pk, self.round, self.index, Status.LEAVE, self.addresses)
+        self.status = Status.LEAVE
+        adv = self._advert()
         peers = [pk for pk in self.active(self.round) if pk != self.pk]
         self.rng.shuffle(peers)
         for pk in peers[: self.cfg.sample_size]:
-            self._send(pk, Advertise(self.round, self.index, Status.LEAVE, self.addresses))
+            self._send(pk, adv)
         self.finished = True
         self.walks.clear()
         self.retries.clear()
@@ -275,19 +340,33 @@ class ModestCore:
     # ---- message dispatch ------------------------------------------------------------------
     def _dispatch(self, sender: bytes, msg: object) -> None:
         if isinstance(msg, Ping):
-            self._bump(sender, max(self.round, msg.round))
+            # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
+            # an idle node whose R_v lags must still answer, or it drops out of every sample.)
+            self._bump(sender, max(self.round, min(msg.round, self._cap())))
             # A PONG carries the highest round this node took part in (holds its model or
             # aggregates it), not R, which may be hearsay from views: retries need to know
-            # whether the peer really has the round (see _retry_tick).
-            self._send(sender, Pong(max(self.train_idx, self.agg_idx), msg.nonce))
+            # whether the peer really has the round (see _retry_tick). And our signed record.
+            self._send(sender, Pong(max(self.train_idx, self.agg_idx), msg.nonce, self.own_record()))
         elif isinstance(msg, Pong):
-            self.peer_round[sender] = msg.round
-            self._bump(sender, max(self.round, msg.round))
+            rec = msg.record
+            if rec is not None and rec.peer != sender:
+                self._reject(self.round, "bad_record_sig", peer=rec.peer.hex()[:16], why="not the sender's")
+                return
+            if rec is not None:
+                self._take_records((rec,))
+            j = self.pending.get(sender)
+            if j is not None and not j.reached and msg.nonce == j.nonce:
+                self._reached(sender, j)
+            if sender not in self.view:
+                return
+            rnd = min(msg.round, self._cap())
+            self.peer_round[sender] = rnd
+            self._bump(sender, max(self.round, rnd))
             for w in self.walks:
                 w.on_pong(self.now, sender, msg.nonce)
             self.walks = [w for w in self.walks if not w.done]
         elif isinstance(msg, ModelMsg):
-            self.view.merge(r for r in msg.view if r.peer != self.pk)
+            self._take_records(msg.view)
             self._bump(sender, msg.round)
             if msg.kind == ModelKind.AGGREGATED:
                 self._on_aggregated(msg.round, msg.model, sender)
@@ -298,29 +377,187 @@ class ModestCore:
         elif isinstance(msg, Advertise):
             self._on_advertise(sender, msg)
         elif isinstance(msg, ViewShare):
-            self.view.merge(r for r in msg.view if r.peer != self.pk)
-            self._bump(sender, msg.round)
+            self._on_viewshare(sender, msg)
 
     def _bump(self, pk: bytes, round_: int) -> None:
         if pk != self.pk:
             self.view.bump(pk, round_)
 
+    # ---- membership: signed records, joins, round estimate ----------------------------------
+    def _reject(self, round_: int, reason: str, **detail) -> None:
+        """A rejected message or record: counted by the runtime under `reason`, changes no state."""
+        self._out.append(Event(round_, "rejected", {"reason": reason, **detail}))
+
+    def _accept(self, rec: ViewRecord) -> bool:
+        """Store a verified record; a peer marked gone (`departed`) stays LEAVE at that index."""
+        if not self.view.accept(rec):
+            return False
+        idx = self.gone.get(rec.peer)
+        if idx is not None:
+            if rec.index == idx:
+                e = self.view.entries[rec.peer]
+                self.view.entries[rec.peer] = Entry(e.last_active, e.index, Status.LEAVE, e.addresses, e.record)
+            else:
+                self.gone.pop(rec.peer, None)
+        return True
+
+    def _take_records(self, records: Iterable[ViewRecord]) -> None:
+        """Merge relayed records: per peer the valid record with the highest (index, last_active).
+        Records that would change nothing are not verified; unknown peers are probed first
+        (pending). The first bad signature ends the merge (honest nodes relay only valid records)."""
+        full = pending_full = 0
+        inactive_below = self.round - self.cfg.inactivity_threshold
+        for rec in records:
+            pk = rec.peer
+            if pk == self.pk:
+                continue
+            if pk in self.view.entries:
+                if not self.view.newer(rec):
+                    continue
+                if not self.auth.verify(rec):
+                    self._reject(self.round, "bad_record_sig", peer=pk.hex()[:16])
+                    break
+                self._accept(rec)
+                continue
+            if rec.status != Status.JOIN or rec.last_active < inactive_below:
+                continue   # nothing to learn from a departed or long-silent stranger
+            j = self.pending.get(pk)
+            if j is not None:
+                if rec.newer_than(j.record):
+                    if not self.auth.verify(rec):
+                        self._reject(self.round, "bad_record_sig", peer=pk.hex()[:16])
+                        break
+                    j.record = rec
+                continue
+            if self._unreachable.get(pk, (-1, -1)) >= (rec.index, rec.last_active):
+                continue   # probed in vain already; only a newer record earns a new probe
+            if len(self.view) >= self.cfg.max_peers:
+                full += 1
+                continue
+            if len(self.pending) >= self.cfg.max_pending:
+                pending_full += 1
+                continue
+            if not self.auth.verify(rec):
+                self._reject(self.round, "bad_record_sig", peer=pk.hex()[:16])
+                break
+            self._add_pending(rec, via_advert=False)
+        if full:
+            self._reject(self.round, "view_full", count=full)
+        if pending_full:
+            self._reject(self.round, "pending_full", count=pending_full)
+
+    def _add_pending(self, rec: ViewRecord, via_advert: bool) -> None:
+        """Probe a joiner at its signed address; it joins only on a PONG with our nonce."""
+        j = self.pending.get(rec.peer)
+        if j is not None:
+            if rec.newer_than(j.record):
+                j.record = rec
+            j.via_advert = j.via_advert or via_advert
+            return
+        if len(self.view) >= self.cfg.max_peers:
+            self._reject(self.round, "view_full", peer=rec.peer.hex()[:16])
+            return
+        if len(self.pending) >= self.cfg.max_pending:
+            self._reject(self.round, "pending_full", peer=rec.peer.hex()[:16])
+            return
+        j = _Join(rec, via_advert, self._secret.getrandbits(62), self.now, self.now)
+        self.pending[rec.peer] = j
+        self._event(self.round, "peer_join_pending", peer=rec.peer.hex()[:16])
+        self._send(rec.peer, Ping(self.round, j.nonce))
+
+    def _reached(self, pk: bytes, j: _Join) -> None:
+        j.reached = True
+        if any(a in self.bootstrap for a in j.record.addresses):
+            self._boot_peers.add(pk)
+            claim = self._boot_claim.pop(pk, None)
+            if claim is not None:
+                self.note_verified(claim)
+        # Before round 1 nobody is in a sample yet, so a join can apply at once; so can a peer
+        # learned from views (it joined elsewhere already). Others wait for our next model send.
+        if not j.via_advert or self.round == 0:
+            self.pending.pop(pk, None)
+            self._accept(j.record)
+        if j.via_advert:
+            self._send(pk, ViewShare(self.round, self.view.records()))
+
+    def _probe_tick(self, now: float) -> None:
+        for pk, j in list(self.pending.items()):
+            if j.reached:
+                continue
+            if now >= j.first_sent + self.cfg.ping_timeout:
+                del self.pending[pk]
+                self._remember(self._unreachable, pk, (j.record.index, j.record.last_active))
+                self._event(self.round, "join_unreachable", peer=pk.hex()[:16])
+            elif now >= j.last_sent + self.cfg.ping_interval:
+                j.last_sent = now
+                self._send(pk, Ping(self.round, j.nonce))
+
+    @staticmethod
+    def _remember(memo: dict, key: bytes, value) -> None:
+        memo.pop(key, None)
+        memo[key] = value
+        while len(memo) > _MEMO:
+            memo.pop(next(iter(memo)))
+
     def _on_advertise(self, sender: bytes, msg: Advertise) -> None:
+        """An ADVERTISE is the sender's own signed record."""
         if sender == self.pk:
             return
-        r = max(msg.round, self.round)
-        if msg.status == Status.LEAVE:
-            self.view.apply(sender, r, msg.index, Status.LEAVE, msg.addresses)
-            self.pending.pop(sender, None)
-            self._event(self.round, "peer_left", peer=sender.hex()[:16])
+        if msg.round > self._cap():
+            self._reject(self.round, "round_out_of_range", round=msg.round, type="advertise")
             return
-        if self.round == 0 or sender in self.view:
-            # Before round 1 nobody is in a sample yet, so a join can apply at once.
-            self.view.apply(sender, r, msg.index, Status.JOIN, msg.addresses)
-        else:
-            self.pending[sender] = (r, msg.index, Status.JOIN, msg.addresses)
-            self._event(self.round, "peer_join_pending", peer=sender.hex()[:16])
-        self._send(sender, ViewShare(self.round, self.view.records()))
+        rec = msg.record(sender)
+        member = sender in self.view.entries
+        if msg.status == Status.JOIN and not member:
+            t = self._advert_at.get(sender)
+            if t is not None and self.now - t < 0.9 * self.cfg.ping_interval:   # 10 % for jitter
+                self._reject(self.round, "join_rate_limited", peer=sender.hex()[:16])
+                return
+        if (not member or self.view.newer(rec)) and not self.auth.verify(rec):
+            self._reject(self.round, "bad_record_sig", peer=sender.hex()[:16], type="advertise")
+            return
+        if msg.status == Status.LEAVE:
+            self.pending.pop(sender, None)
+            if member and self._accept(rec):
+                self._event(self.round, "peer_left", peer=sender.hex()[:16])
+            return
+        if member:
+            self._accept(rec)
+            self._send(sender, ViewShare(self.round, self.view.records()))
+            return
+        self._remember(self._advert_at, sender, self.now)
+        self._add_pending(rec, via_advert=True)
+
+    def _on_viewshare(self, sender: bytes, msg: ViewShare) -> None:
+        """A VIEW answer. Its round is hearsay (bounded by the window), except from a bootstrap
+        peer reached at its bootstrap address: a joiner must learn the network's round."""
+        own = next((r for r in msg.view if r.peer == sender), None)
+        boot = own is not None and any(a in self.bootstrap for a in own.addresses)
+        if msg.round > self._cap() and not boot:
+            self._reject(self.round, "round_out_of_range", round=msg.round, type="view")
+            return
+        self._take_records(msg.view)
+        if boot and msg.round > self.verified_round:
+            if sender in self._boot_peers:
+                self.note_verified(msg.round)
+            elif len(self._boot_claim) < 64 or sender in self._boot_claim:
+                self._boot_claim[sender] = max(msg.round, self._boot_claim.get(sender, 0))
+        self._bump(sender, min(msg.round, self._cap()))
+
+    def _passed(self, m: int) -> bool:
+        """The network passed round m: our own evidence, or signed claims of FINISH_WITNESSES peers
+        (one record with a huge last_active must not end a run early)."""
+        if self.round <= m:
+            return False
+        if self.verified_round > m:
+            return True
+        n = 0
+        for pk, e in self.view.entries.items():
+            if pk != self.pk and e.record is not None and e.record.last_active > m:
+                n += 1
+                if n >= FINISH_WITNESSES:
+                    return True
+        return False
 
     def _on_aggregated(self, k: int, model: bytes, sender: bytes) -> None:
         """Trainer side: an aggregated model for round k arrived (or round 1 starts)."""
@@ -398,10 +635,12 @@ class ModestCore:
             self._out.append(Send(pk, msg))  # type: ignore[arg-type]
 
     def _apply_pending(self) -> None:
-        """Joins wait until after this node's next model send, so a joiner misses one sample."""
-        for pk, (r, idx, status, addrs) in self.pending.items():
-            self.view.apply(pk, r, idx, status, addrs)
-        self.pending.clear()
+        """Joins wait until after this node's next model send, so a joiner misses one sample
+        (and until the joiner answered our probe)."""
+        for pk, j in list(self.pending.items()):
+            if j.reached:
+                del self.pending[pk]
+                self._accept(j.record)
 
     def _event(self, round_: int, kind: str, **detail) -> None:
         self._out.append(Event(round_, kind, detail))
@@ -415,7 +654,8 @@ class ModestCore:
         """max_rounds: a node that hears the network passed the last round (views, LEAVE adverts of
         nodes that finished) leaves after round_timeout, once idle, even if it was not sampled."""
         m = self.cfg.max_rounds
-        if m is None or self.finish_sent or self.finished or self.round <= m:
+        if m is None or self.finish_sent or self.finished or not self._passed(m):
+            self.finish_at = None
             return
         if self.finish_at is None:
             self.finish_at = now + self.cfg.round_timeout
@@ -428,9 +668,10 @@ class ModestCore:
 
     def _advertise_bootstrap(self, now: float) -> None:
         known = {a for e in self.view.entries.values() for a in e.addresses}
+        adv = self._advert()
         for addr in self.bootstrap:
             if addr not in known:
-                self._out.append(SendTo(addr, Advertise(self.round, self.index, Status.JOIN, self.addresses)))
+                self._out.append(SendTo(addr, adv))
         self.bootstrap_next = now + self.cfg.ping_interval
 
     def _bootstrap_tick(self, now: float) -> None:
@@ -533,5 +774,7 @@ class ModestCore:
         if self.round > self._progress_round:
             self._progress_round = self.round
             self.progress_at = self.now
+        if self.started or self._own is not None:
+            self.own_record()   # keep the relayed self record current (a cheap check)
         out, self._out = self._out, []
         return out

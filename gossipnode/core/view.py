@@ -1,4 +1,9 @@
-"""The membership view: pk -> (last active round, membership index, status, addresses)."""
+"""The membership view: pk -> (last active round, membership index, status, addresses).
+
+Each entry keeps the peer's own signed record (`record`), which is what a node relays, verbatim.
+`last_active` of the entry is local: the maximum of the record's claim and this node's own
+evidence (a message received directly from the peer); local evidence is never relayed.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -13,6 +18,7 @@ class Entry:
     index: int
     status: Status
     addresses: tuple[str, ...] = ()
+    record: ViewRecord | None = None   # the peer's signed record (relayed as is)
 
 
 class View:
@@ -63,18 +69,34 @@ class View:
         self.entries[pk] = new
         return new != e
 
-    def merge(self, records: Iterable[ViewRecord]) -> None:
-        """Add unknown peers; r_j = max of both; the membership entry with the higher index wins.
+    def newer(self, rec: ViewRecord) -> bool:
+        """Would `accept(rec)` change the entry? (Checked before paying for a verification.)"""
+        e = self.entries.get(rec.peer)
+        if e is None:
+            return True
+        if e.record is None:
+            return rec.index >= e.index
+        return rec.newer_than(e.record)
 
-        (The reference implementation writes the index into the round slot here; we do not.)
-        """
+    def accept(self, rec: ViewRecord) -> bool:
+        """Store a verified record if it is newer (higher (index, last_active)) than the held one."""
+        if not self.newer(rec):
+            return False
+        e = self.entries.get(rec.peer)
+        last = max(rec.last_active, e.last_active if e is not None else 0)
+        self.entries[rec.peer] = Entry(last, rec.index, rec.status, rec.addresses, rec)
+        self._max = max(self._max, last)
+        return True
+
+    def merge(self, records: Iterable[ViewRecord]) -> None:
+        """Unverified merge (tests and tools only; the cores verify and use `accept`): add unknown
+        peers; r_j = max of both; the membership entry with the higher index wins."""
         for r in records:
             self.apply(r.peer, r.last_active, r.index, r.status, r.addresses)
 
     def records(self) -> tuple[ViewRecord, ...]:
-        return tuple(
-            ViewRecord(pk, e.last_active, e.index, e.status, e.addresses) for pk, e in self.entries.items()
-        )
+        """The signed records to relay (entries without one, e.g. from `apply`, are not relayed)."""
+        return tuple(e.record for e in self.entries.values() if e.record is not None)
 
     def active(self, round_: int, tau: int, self_pk: bytes) -> list[bytes]:
         """A(k) = {j : status != LEAVE and r_j >= k - tau} plus self."""

@@ -16,7 +16,8 @@ from gossipnode.core.actions import (
     StartTraining,
 )
 from gossipnode.core.config import ModestConfig, stall_timeout_from
-from gossipnode.core.messages import ModelMsg, Status
+from gossipnode.core.auth import DigestAuth
+from gossipnode.core.messages import ModelMsg, Status, ViewRecord
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
 
@@ -75,7 +76,10 @@ class ModestSim(Engine):
         present = list(range(self.cfg.nodes)) + self.sybil_ids
         # Pre-bootstrapped: everyone starts knowing everyone present (what the JOIN/ViewShare exchange
         # converges to), so 1,000 nodes do not spend O(N^2) messages and bytes on bootstrapping.
-        shared = {self.pks[j]: Entry(0, 1, Status.JOIN, (self.addr[j],)) for j in present}
+        # Each entry holds its peer's record, signed as that peer's core would (the cheap DigestAuth).
+        auth = DigestAuth()
+        recs = {j: auth.sign(ViewRecord(self.pks[j], 0, 1, Status.JOIN, (self.addr[j],))) for j in present}
+        shared = {self.pks[j]: Entry(0, 1, Status.JOIN, (self.addr[j],), recs[j]) for j in present}
         for i in present:
             c = self._core(i)
             c.view.entries = dict(shared)

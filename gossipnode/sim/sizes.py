@@ -32,12 +32,13 @@ class SizeModel:
             return len(encode(ident, "gossipnode", seq, ts, msg))
 
         pk = b"\x02" * 32
-        rec = ViewRecord(pk, rnd, 3, Status.JOIN, addr)
+        sig = b"\x04" * 64   # every record carries its peer's 64-byte signature
+        rec = ViewRecord(pk, rnd, 3, Status.JOIN, addr, sig)
         model = to_model(state)
         self.model_bytes = sum(len(t.data) for t in model)
         self.ping = size(Ping(rnd, 123456))
-        self.pong = size(Pong(rnd, 123456))
-        self.advertise = size(Advertise(rnd, 3, Status.JOIN, addr))
+        self.pong = size(Pong(rnd, 123456, ViewRecord(ident.public_key, rnd, 3, Status.JOIN, addr, sig)))
+        self.advertise = size(Advertise(rnd, 3, Status.JOIN, addr, sig))
         view0 = size(ViewShare(rnd, ()))
         self.view_record = size(ViewShare(rnd, (rec, rec))) - size(ViewShare(rnd, (rec,)))
         self.viewshare_base = view0

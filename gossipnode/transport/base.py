@@ -1,8 +1,13 @@
 """The one interface every transport implements."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Protocol
 from collections.abc import Awaitable, Callable
+
+# The network source of the frame being handled (e.g. the HTTP peer's IP), set by a transport
+# around its handler call: the node rate-limits joins per source with it. None: unknown.
+INBOUND_SOURCE: ContextVar[str | None] = ContextVar("gossipnode_inbound_source", default=None)
 
 # Called for every inbound frame: (frame bytes, reply-to hint or None) -> None.
 # The handler never raises; it counts and logs what it rejects.

@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .base import InboundHandler, TransportError
+from .base import INBOUND_SOURCE, InboundHandler, TransportError
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
@@ -151,7 +151,11 @@ class HttpTransport:
             if got != n:
                 return web.json_response({"rejected": "malformed"}, status=400)
             assert self._handler is not None
-            reason = await self._handler(frame, None)
+            token = INBOUND_SOURCE.set(request.remote)   # the node rate-limits joins per source
+            try:
+                reason = await self._handler(frame, None)
+            finally:
+                INBOUND_SOURCE.reset(token)
             del frame  # the handler keeps what it needs (zero-copy tensor views)
         finally:
             self.budget.give(n)

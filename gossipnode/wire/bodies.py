@@ -43,6 +43,7 @@ class MsgType(IntEnum):
 
 KEY_LEN = 32
 HASH_LEN = 32
+SIG_LEN = 64                  # membership record signatures (wire/records.py)
 MAX_VIEW_ENTRIES = 65536
 MAX_ADDRESSES = 8             # transport URLs per peer
 MAX_ADDRESS_BYTES = 256
@@ -146,16 +147,23 @@ def _addresses(v: Sequence[str]) -> list[str]:
     return list(v)
 
 
+def _sig(v: object) -> bytes:
+    if type(v) is not bytes or len(v) != SIG_LEN:
+        raise ValueError(f"a record signature must be {SIG_LEN} bytes")
+    return v
+
+
+def _record_row(rec: ViewRecord) -> list:
+    if type(rec) is not ViewRecord:
+        raise ValueError("view entries must be ViewRecord")
+    return [_hash(rec.peer, "view peer"), _uint(rec.last_active, "last_active"),
+            _uint(rec.index, "index"), _enum(rec.status, Status, "status"),
+            _addresses(rec.addresses), _sig(rec.sig)]
+
+
 def _write_view(w: Writer, view: Sequence[ViewRecord]) -> None:
     _count(view, MAX_VIEW_ENTRIES, "view")
-    rows = []
-    for rec in view:
-        if type(rec) is not ViewRecord:
-            raise ValueError("view entries must be ViewRecord")
-        rows.append([_hash(rec.peer, "view peer"), _uint(rec.last_active, "last_active"),
-                     _uint(rec.index, "index"), _enum(rec.status, Status, "status"),
-                     _addresses(rec.addresses)])
-    w.pack(rows)  # one C-level pack for the whole view
+    w.pack([_record_row(rec) for rec in view])  # one C-level pack for the whole view
 
 
 def _write_tensors(w: Writer, tensors: Sequence[RawTensor], budget: list[int]) -> None:
@@ -187,13 +195,16 @@ def write_body(w: Writer, msg: Message) -> MsgType:
     budget = [MAX_TENSORS_PER_MESSAGE]
     if isinstance(msg, Advertise):
         w.pack([_uint(msg.round, "round"), _uint(msg.index, "index"), _enum(msg.status, Status, "status"),
-                _addresses(msg.addresses)])
+                _addresses(msg.addresses), _sig(msg.sig)])
     elif isinstance(msg, ViewShare):
         w.array(2)
         w.pack(_uint(msg.round, "round"))
         _write_view(w, msg.view)
-    elif isinstance(msg, Ping | Pong):
+    elif isinstance(msg, Ping):
         w.pack([_uint(msg.round, "round"), _uint(msg.nonce, "nonce")])
+    elif isinstance(msg, Pong):
+        w.pack([_uint(msg.round, "round"), _uint(msg.nonce, "nonce"),
+                None if msg.record is None else _record_row(msg.record)])
     elif isinstance(msg, ModelMsg):
         w.array(7)
         w.pack(_uint(msg.round, "round"))
@@ -227,14 +238,20 @@ def _read_addresses(r: Reader) -> tuple[str, ...]:
     return tuple(r.text(MAX_ADDRESS_BYTES) for _ in range(n)) if n else ()
 
 
+def _read_record(r: Reader) -> ViewRecord:
+    r.array_of(6)
+    return ViewRecord(r.bin_exact(KEY_LEN), r.integer(), r.integer(), _STATUS[r.integer(0, len(_STATUS))],
+                      _read_addresses(r), r.bin_exact(SIG_LEN))
+
+
 def _read_view(r: Reader) -> tuple[ViewRecord, ...]:
     # the hot loop of VIEW and MODEL decoding: bound methods hoisted out of the loop
     array_of, key, integer, n_status = r.array_of, r.bin_exact, r.integer, len(_STATUS)
     out = []
     for _ in range(r.array(MAX_VIEW_ENTRIES)):
-        array_of(5)
+        array_of(6)
         out.append(ViewRecord(key(KEY_LEN), integer(), integer(), _STATUS[integer(0, n_status)],
-                              _read_addresses(r)))
+                              _read_addresses(r), key(SIG_LEN)))
     return tuple(out)
 
 
@@ -267,8 +284,9 @@ def _read_tensors(r: Reader, budget: list[int]) -> tuple[RawTensor, ...]:
 
 
 def _read_advertise(r: Reader) -> Advertise:
-    r.array_of(4)
-    return Advertise(r.integer(), r.integer(), _STATUS[r.integer(0, len(_STATUS))], _read_addresses(r))
+    r.array_of(5)
+    return Advertise(r.integer(), r.integer(), _STATUS[r.integer(0, len(_STATUS))], _read_addresses(r),
+                     r.bin_exact(SIG_LEN))
 
 
 def _read_viewshare(r: Reader) -> ViewShare:
@@ -282,8 +300,9 @@ def _read_ping(r: Reader) -> Ping:
 
 
 def _read_pong(r: Reader) -> Pong:
-    r.array_of(2)
-    return Pong(r.integer(), r.integer())
+    r.array_of(3)
+    rnd, nonce = r.integer(), r.integer()
+    return Pong(rnd, nonce, None if r.is_nil() else _read_record(r))
 
 
 def _read_model(r: Reader) -> ModelMsg:

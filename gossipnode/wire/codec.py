@@ -45,7 +45,7 @@ __all__ = [
     "type_of",
 ]
 
-VERSION = 1
+VERSION = 2   # v2: signed membership records (VIEW records, ADVERTISE, PONG layouts)
 SIGN_DOMAIN = b"gossipnode/v1\x00"
 MAX_NETWORK_ID_BYTES = 64
 _ENVELOPE_FIELDS = 8
