@@ -49,7 +49,7 @@ async def test_each_bad_message_rejected_counted_and_harmless(node: Node) -> Non
         "malformed": b"\xc1 not msgpack",
         "wrong_network": encode(peer, "other-net", seq + 1, now, Ping(1, 1)),
         "bad_signature": good[:-1] + bytes([good[-1] ^ 1]),
-        "unknown_version": b"\x98\x02" + good[2:],
+        "unknown_version": b"\x98\x01" + good[2:],   # a v1 frame
     }
     for reason, frame in cases.items():
         status, body = await _post(node, frame)
@@ -84,11 +84,26 @@ async def test_each_bad_message_rejected_counted_and_harmless(node: Node) -> Non
 
 
 async def test_advertise_adds_peer_and_is_answered(node: Node, tmp_path) -> None:
+    from gossipnode.core.messages import Ping, Pong, ViewRecord
+    from gossipnode.wire.records import Ed25519RecordAuth
     peer = Identity.generate()
-    frame = encode(peer, "t", 1, time.time(), Advertise(0, 1, Status.JOIN, ("http://127.0.0.1:9",)))
+    auth = Ed25519RecordAuth(peer, "t")
+    rec = auth.sign(ViewRecord(peer.public_key, 0, 1, Status.JOIN, ("http://127.0.0.1:9",)))
+    unsigned = encode(peer, "t", 1, time.time(), Advertise(0, 1, Status.JOIN, rec.addresses, b"\0" * 64))
+    assert await _post(node, unsigned) == (400, {"rejected": "bad_record_sig"})
+    assert peer.public_key not in node.core.view and not node.core.pending
+    frame = encode(peer, "t", 2, time.time(), Advertise.of(rec))
     assert (await _post(node, frame))[0] == 202
+    # a joiner enters the view only once it answered a ping at its signed address
+    assert peer.public_key not in node.core.view and peer.public_key in node.core.pending
+    nonce = node.core.pending[peer.public_key].nonce
+    pong = encode(peer, "t", 3, time.time(), Pong(0, nonce + 1, rec))
+    assert (await _post(node, pong))[0] == 202
+    assert peer.public_key not in node.core.view          # a wrong nonce proves nothing
+    assert (await _post(node, encode(peer, "t", 4, time.time(), Pong(0, nonce, rec))))[0] == 202
     assert peer.public_key in node.core.view
     assert node.status()["peers_known"] == 1
+    _ = Ping
 
 
 async def test_incompatible_model_rejected(node: Node) -> None:

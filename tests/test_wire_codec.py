@@ -59,14 +59,17 @@ def tensors() -> tuple[RawTensor, ...]:
             to_raw("scalar", np.array(3.5)))
 
 
-VIEW = (ViewRecord(pk(1), 3, 0, Status.JOIN, ("http://a:1", "mqtt://b")), ViewRecord(pk(2), 2**63 - 1, 9, Status.LEAVE))
+SIG = bytes(range(64))   # the codec carries record signatures; wire/records.py checks them
+VIEW = (ViewRecord(pk(1), 3, 0, Status.JOIN, ("http://a:1", "mqtt://b"), SIG),
+        ViewRecord(pk(2), 2**63 - 1, 9, Status.LEAVE, (), SIG[::-1]))
 MESSAGES = [
-    Advertise(5, 2, Status.JOIN, ("http://10.0.0.1:8470",)),
-    Advertise(0, 0, Status.LEAVE),
+    Advertise(5, 2, Status.JOIN, ("http://10.0.0.1:8470",), SIG),
+    Advertise(0, 0, Status.LEAVE, (), SIG),
     ViewShare(7, VIEW),
     ViewShare(0, ()),
     Ping(1, 2**63 - 1),
     Pong(1, 0),
+    Pong(1, 0, VIEW[0]),
     ModelMsg(3, ModelKind.TRAINED, H, VIEW),
     ModelMsg(4, ModelKind.AGGREGATED, H, VIEW, H[::-1], tensors(),
              (HistoryRecord(pk(3), 2, 1, tensors()[:2]), HistoryRecord(pk(4), 1, 5, ()))),
@@ -138,9 +141,10 @@ def test_malformed_outer() -> None:
 
 
 def test_unknown_version() -> None:
-    assert reason(seal(ALICE, NET, MsgType.PING, 1, 0.0, [msgpack.packb([1, 2])], version=2)) == "unknown_version"
+    for v in (1, 3):   # version 1 (before signed membership records) is not spoken any more
+        assert reason(seal(ALICE, NET, MsgType.PING, 1, 0.0, [msgpack.packb([1, 2])], version=v)) == "unknown_version"
     # a future version may change everything after the version field
-    assert reason(msgpack.packb([2, "anything"])) == "unknown_version"
+    assert reason(msgpack.packb([3, "anything"])) == "unknown_version"
 
 
 def test_bad_signature_checked_before_network_and_body() -> None:
@@ -169,10 +173,14 @@ def test_unknown_type() -> None:
 BAD_BODIES = [
     (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [-1, 2]), (MsgType.PING, [2**63, 0]),
     (MsgType.PING, [1.0, 2]), (MsgType.PING, [True, 2]), (MsgType.PING, {"round": 1}),
-    (MsgType.ADVERTISE, [1, 2, 2, []]), (MsgType.ADVERTISE, [1, 2, 0]), (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9]),
-    (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257]]), (MsgType.ADVERTISE, [1, 2, 0, [b"bin"]]),
-    (MsgType.VIEW, [1, [[b"x" * 31, 1, 1, 0, []]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0]]]),
-    (MsgType.VIEW, [1, [[b"x" * 32, 1, -1, 0, []]]]),
+    (MsgType.ADVERTISE, [1, 2, 2, [], SIG]), (MsgType.ADVERTISE, [1, 2, 0, SIG]),
+    (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9, SIG]), (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257], SIG]),
+    (MsgType.ADVERTISE, [1, 2, 0, [b"bin"], SIG]), (MsgType.ADVERTISE, [1, 2, 0, []]),   # v1 layout
+    (MsgType.ADVERTISE, [1, 2, 0, [], SIG[:63]]), (MsgType.ADVERTISE, [1, 2, 0, [], None]),
+    (MsgType.VIEW, [1, [[b"x" * 31, 1, 1, 0, [], SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, SIG]]]),
+    (MsgType.VIEW, [1, [[b"x" * 32, 1, -1, 0, [], SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, []]]]),
+    (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, [], SIG + b"x"]]]),
+    (MsgType.PONG, [1, 2]), (MsgType.PONG, [1, 2, [b"x" * 32, 1, 1, 0, []]]), (MsgType.PONG, [1, 2, 3]),
     (MsgType.MODEL_REQUEST, [b"x" * 31]), (MsgType.MODEL_REQUEST, [None]), (MsgType.MODEL_REQUEST, ["x" * 32]),
     (MsgType.MODEL_DATA, [H, [["t", "<f4", [2], b"\x00" * 7]]]),       # size mismatch
     (MsgType.MODEL_DATA, [H, [["t", "<u2", [1], b"\x00" * 2]]]),       # dtype not allowed
@@ -209,7 +217,8 @@ def test_encode_rejects_invalid_messages() -> None:
     bad = [Ping(-1, 0), Ping(1, 2**63), Ping(True, 1), ModelRequest(b"short"), Advertise(1, 1, 5),
            Advertise(1, 1, Status.JOIN, ("a",) * 9), ModelData(H, (RawTensor("t", "<u2", (1,), b"ab"),)),
            ModelData(H, (RawTensor("t", "<f4", (2,), b"abcd"),)), ModelData(H, tensors()[:1] * 2),
-           ViewShare(1, (replace(VIEW[0], peer=b"x"),))]
+           ViewShare(1, (replace(VIEW[0], peer=b"x"),)), ViewShare(1, (replace(VIEW[0], sig=b""),)),
+           Advertise(1, 1, Status.JOIN, ()), Pong(1, 1, replace(VIEW[0], sig=SIG[:10]))]
     for msg in bad:
         with pytest.raises((ValueError, TypeError)):
             encode(ALICE, NET, 1, 0.0, msg)
