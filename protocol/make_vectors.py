@@ -1,9 +1,11 @@
-"""Regenerate protocol/vectors/*.json (golden and rejection test vectors).
+"""Regenerate protocol/vectors/*.json (golden and rejection test vectors of the current version).
 
     .venv/bin/python protocol/make_vectors.py
 
 The vectors are the contract: tests read the JSON, never this script. Regenerate only when
 the wire format changes on purpose (and bump the protocol version), then review the diff.
+Vectors of released versions live in vectors/v<N>/ and are never regenerated (this script
+only rewrites the top-level files). Addresses in vectors are loopback only.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from gossipnode.core.messages import (
     ViewShare,
 )
 from gossipnode.wire import Identity, MsgType, ReplayGuard, WireError, decode, encode, seal, signing_digest
+from gossipnode.wire.codec import VERSION
+from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_digest
 from gossipnode.wire.tensors import apply_delta, make_delta, model_hash, to_raw
 
 OUT = Path(__file__).resolve().parent / "vectors"
@@ -55,8 +59,18 @@ def to_json(v: object) -> object:
     return v
 
 
+def peer_identity(i: int) -> Identity:
+    return Identity.from_seed(bytes([i + 2]) * 32)
+
+
 def peer(i: int) -> bytes:
-    return Identity.from_seed(bytes([i + 2]) * 32).public_key
+    return peer_identity(i).public_key
+
+
+def signed(i: int, last_active: int, index: int, status: Status, addresses: tuple[str, ...] = ()) -> ViewRecord:
+    """A membership record signed by its own peer (seed bytes([i + 2]) * 32)."""
+    rec = ViewRecord(peer(i), last_active, index, status, addresses)
+    return Ed25519RecordAuth(peer_identity(i), NETWORK).sign(rec)
 
 
 def sample_tensors() -> tuple[RawTensor, ...]:
@@ -70,12 +84,17 @@ def sample_tensors() -> tuple[RawTensor, ...]:
 
 
 def view() -> tuple[ViewRecord, ...]:
-    return (ViewRecord(peer(0), 41, 0, Status.JOIN, ("http://10.0.0.5:8470", "mqtt://node-a")),
-            ViewRecord(peer(1), 42, 1, Status.LEAVE),
-            ViewRecord(peer(2), 300, 70000, Status.JOIN, ("http://[::1]:8470/\u00e9",)))
+    return (signed(0, 41, 0, Status.JOIN, ("http://127.0.0.1:8470", "mqtt://0123456789abcdef")),
+            signed(1, 42, 1, Status.LEAVE),
+            signed(2, 300, 70000, Status.JOIN, ("http://127.0.0.1:8471/\u00e9",)))
 
 
-def golden_messages() -> dict[str, Message]:
+def own_record(ident: Identity, last_active: int, index: int, status: Status,
+               addresses: tuple[str, ...] = ()) -> ViewRecord:
+    return Ed25519RecordAuth(ident, NETWORK).sign(ViewRecord(ident.public_key, last_active, index, status, addresses))
+
+
+def golden_messages(ident: Identity) -> dict[str, Message]:
     base = sample_tensors()
     model = tuple(
         to_raw(t.name, np.frombuffer(t.data, t.dtype).reshape(t.shape) * 2 if t.dtype == "<f4" else
@@ -85,11 +104,12 @@ def golden_messages() -> dict[str, Message]:
     delta, delta_hash = make_delta(model, base)
     history = HistoryRecord(peer(1), 40, 2, (to_raw("fc.weight", np.full((2, 3), 0.5, np.float32)),))
     return {
-        "advertise": Advertise(round=42, index=7, status=Status.JOIN, addresses=("http://10.0.0.5:8470",)),
-        "advertise_leave": Advertise(round=43, index=7, status=Status.LEAVE),
+        "advertise": Advertise.of(own_record(ident, 42, 7, Status.JOIN, ("http://127.0.0.1:8470",))),
+        "advertise_leave": Advertise.of(own_record(ident, 43, 8, Status.LEAVE)),
         "view": ViewShare(round=42, view=view()),
         "ping": Ping(round=42, nonce=2**63 - 1),
-        "pong": Pong(round=42, nonce=0),
+        "pong": Pong(round=42, nonce=0, record=own_record(ident, 44, 7, Status.JOIN, ("http://127.0.0.1:8470",))),
+        "pong_no_record": Pong(round=42, nonce=5),
         "model_full": ModelMsg(42, ModelKind.TRAINED, model_hash(base), view(), None, base, ()),
         "model_delta": ModelMsg(43, ModelKind.AGGREGATED, delta_hash, view()[:1], model_hash(base), delta,
                                 (history,)),
@@ -120,7 +140,7 @@ def golden(ident: Identity, name: str, msg: Message, seq: int) -> dict[str, obje
         "message": to_json(msg),
         "body": body.hex(),
         "body_sha256": hashlib.sha256(body).hexdigest(),
-        "signing_digest": signing_digest(1, NETWORK, int(env.type), ident.public_key, seq, TS,
+        "signing_digest": signing_digest(VERSION, NETWORK, int(env.type), ident.public_key, seq, TS,
                                          hashlib.sha256(body).digest()).hex(),
         "frame": frame.hex(),
     }
@@ -132,11 +152,17 @@ def rejections(ident: Identity) -> dict[str, dict[str, object]]:
     ping_body = body_of(ok)
     bad_sig = bytearray(ok)
     bad_sig[-1] ^= 0x01
-    bad_body = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 1, TS, [msgpack.packb([1, 2, 9, []])])  # status 9
+    bad_body = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 1, TS, [msgpack.packb([1, 2, 9, [], b"s" * 64])])  # status 9
+    v1_advert = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 2, TS, [msgpack.packb([1, 2, 0, []])])  # no sig
+    short_sig = seal(ident, NETWORK, MsgType.VIEW, SEQ + 3, TS,
+                     [msgpack.packb([1, [[peer(0), 1, 1, 0, [], b"s" * 63]]])])
     cases: dict[str, list[tuple[bytes, str]]] = {
         "too_large": [(encode(ident, NETWORK, SEQ, TS, ModelRequest(b"\x00" * 32)), "too_large")],
-        "malformed": [(ok[:-1], "malformed"), (b"\xc1", "malformed"), (bad_body, "malformed")],
-        "unknown_version": [(seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=2),
+        "malformed": [(ok[:-1], "malformed"), (b"\xc1", "malformed"), (bad_body, "malformed"),
+                      (v1_advert, "malformed"), (short_sig, "malformed")],
+        "unknown_version": [(seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=1),
+                             "unknown_version"),
+                            (seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=3),
                              "unknown_version")],
         "bad_signature": [(bytes(bad_sig), "bad_signature")],
         "wrong_network": [(encode(ident, "other", SEQ, TS, ping), "wrong_network")],
@@ -203,7 +229,28 @@ def hash_vectors() -> dict[str, object]:
                   if t.dtype in ("<f4", "<f2") else t for t in base)
     delta, reconstructed = make_delta(model, base)
     pk = Identity.from_seed(SEED).public_key
+    rec = signed(0, 41, 3, Status.JOIN, ("http://127.0.0.1:8470",))
+    packed = msgpack.packb([NETWORK, rec.peer, rec.last_active, rec.index, int(rec.status), list(rec.addresses)],
+                           use_bin_type=True)
+    record = {
+        "rule": "sig = Ed25519(peer key, sha256(domain || msgpack([network_id, peer, last_active, index, "
+                "status, addresses])))",
+        "domain": RECORD_DOMAIN.hex(),
+        "network_id": NETWORK,
+        "identity_seed": (bytes([2]) * 32).hex(),
+        "record": to_json(rec),
+        "signed_bytes": packed.hex(),
+        "digest": record_digest(NETWORK, rec).hex(),
+        "forged": [  # each must fail verification
+            to_json(ViewRecord(rec.peer, rec.last_active, rec.index, Status.LEAVE, rec.addresses, rec.sig)),
+            to_json(ViewRecord(rec.peer, rec.last_active, rec.index, rec.status, ("http://127.0.0.1:9999",), rec.sig)),
+            to_json(ViewRecord(rec.peer, 2**63 - 1, rec.index, rec.status, rec.addresses, rec.sig)),
+            to_json(ViewRecord(peer(1), rec.last_active, rec.index, rec.status, rec.addresses, rec.sig)),
+        ],
+    }
+    assert hashlib.sha256(RECORD_DOMAIN + packed).digest() == record_digest(NETWORK, rec)
     return {
+        "record": record,
         "model_hash": {"tensors": to_json(base), "hash": model_hash(base).hex(),
                        "empty_model_hash": model_hash(()).hex()},
         "delta": {"base": to_json(base), "delta": to_json(delta),
@@ -220,7 +267,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     ident = Identity.from_seed(SEED)
     files: dict[str, object] = {}
-    for i, (name, msg) in enumerate(golden_messages().items()):
+    for i, (name, msg) in enumerate(golden_messages(ident).items()):
         files[f"msg_{name}.json"] = golden(ident, name, msg, SEQ + i)
     for reason, vec in rejections(ident).items():
         files[f"reject_{reason}.json"] = vec

@@ -11,9 +11,12 @@ import pytest
 
 from gossipnode.core import messages as m
 from gossipnode.wire import Identity, ReplayGuard, WireError, decode, encode, signing_digest
+from gossipnode.wire.codec import VERSION
+from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_digest
 from gossipnode.wire.tensors import apply_delta, model_hash
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
+V1 = VECTORS / "v1"   # the released version 1: kept, never regenerated, no longer spoken
 MSG_CLASSES = {"ADVERTISE": m.Advertise, "VIEW": m.ViewShare, "PING": m.Ping, "PONG": m.Pong,
                "MODEL": m.ModelMsg, "MODEL_REQUEST": m.ModelRequest, "MODEL_DATA": m.ModelData}
 
@@ -30,19 +33,26 @@ def tensors(ds: list) -> tuple[m.RawTensor, ...]:
     return tuple(tensor(d) for d in ds)
 
 
+def record(d: dict) -> m.ViewRecord:
+    return m.ViewRecord(bytes.fromhex(d["peer"]), d["last_active"], d["index"], m.Status(d["status"]),
+                        tuple(d["addresses"]), bytes.fromhex(d["sig"]))
+
+
 def view(ds: list) -> tuple[m.ViewRecord, ...]:
-    return tuple(m.ViewRecord(bytes.fromhex(d["peer"]), d["last_active"], d["index"], m.Status(d["status"]),
-                              tuple(d["addresses"])) for d in ds)
+    return tuple(record(d) for d in ds)
 
 
 def message(type_name: str, d: dict) -> m.Message:
     """Explicit JSON -> message mapping, independent of the generator."""
     if type_name == "ADVERTISE":
-        return m.Advertise(d["round"], d["index"], m.Status(d["status"]), tuple(d["addresses"]))
+        return m.Advertise(d["round"], d["index"], m.Status(d["status"]), tuple(d["addresses"]),
+                           bytes.fromhex(d["sig"]))
     if type_name == "VIEW":
         return m.ViewShare(d["round"], view(d["view"]))
-    if type_name in ("PING", "PONG"):
-        return MSG_CLASSES[type_name](d["round"], d["nonce"])
+    if type_name == "PING":
+        return m.Ping(d["round"], d["nonce"])
+    if type_name == "PONG":
+        return m.Pong(d["round"], d["nonce"], None if d["record"] is None else record(d["record"]))
     if type_name == "MODEL":
         return m.ModelMsg(
             d["round"], m.ModelKind(d["kind"]), bytes.fromhex(d["model"]), view(d["view"]),
@@ -88,7 +98,7 @@ def test_golden_encode_is_byte_exact(name: str) -> None:
     assert frame.hex() == v["frame"]
     body = bytes.fromhex(v["body"])
     assert hashlib.sha256(body).hexdigest() == v["body_sha256"]
-    assert signing_digest(1, v["network_id"], v["type_code"], ident.public_key, v["seq"], v["ts"],
+    assert signing_digest(VERSION, v["network_id"], v["type_code"], ident.public_key, v["seq"], v["ts"],
                           hashlib.sha256(body).digest()).hex() == v["signing_digest"]
 
 
@@ -133,3 +143,34 @@ def test_sample_order_vector() -> None:
     for c in load("sample_order.json")["cases"]:
         pk = bytes.fromhex(c["public_key"])
         assert hashlib.sha256(pk + c["round"].to_bytes(8, "big")).hexdigest() == c["key"]
+
+
+def test_record_vector() -> None:
+    """Membership records: the exact signed bytes, the digest, the signature, and forgeries."""
+    v = load("record.json")
+    rec = record(v["record"])
+    ident = Identity.from_seed(bytes.fromhex(v["identity_seed"]))
+    assert ident.public_key == rec.peer and bytes.fromhex(v["domain"]) == RECORD_DOMAIN
+    digest = hashlib.sha256(RECORD_DOMAIN + bytes.fromhex(v["signed_bytes"])).digest()
+    assert digest.hex() == v["digest"] == record_digest(v["network_id"], rec).hex()
+    auth = Ed25519RecordAuth(Identity.generate(), v["network_id"])
+    assert auth.verify(rec)
+    assert Ed25519RecordAuth(ident, v["network_id"]).sign(rec) == rec   # Ed25519 is deterministic
+    assert not Ed25519RecordAuth(ident, "other-network").verify(rec)
+    for f in v["forged"]:
+        assert not auth.verify(record(f)), f
+
+
+def test_golden_view_records_are_signed_by_their_peers() -> None:
+    auth = Ed25519RecordAuth(Identity.generate(), "golden")
+    for name in ("msg_view.json", "msg_model_full.json"):
+        recs = view(load(name)["message"]["view"])
+        assert recs and all(auth.verify(r) for r in recs)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in V1.glob("msg_*.json")))
+def test_v1_frames_are_rejected_as_unknown_version(name: str) -> None:
+    v = json.loads((V1 / name).read_text())
+    with pytest.raises(WireError) as err:
+        decode(bytes.fromhex(v["frame"]), v["network_id"], 1 << 20, ReplayGuard())
+    assert err.value.reason == "unknown_version"
