@@ -152,7 +152,8 @@ def rejections(ident: Identity) -> dict[str, dict[str, object]]:
     ping_body = body_of(ok)
     bad_sig = bytearray(ok)
     bad_sig[-1] ^= 0x01
-    bad_body = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 1, TS, [msgpack.packb([1, 2, 9, [], b"s" * 64])])  # status 9
+    bad_body = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 1, TS,
+                    [msgpack.packb([1, 2, 9, [], b"s" * 64])])  # status 9
     v1_advert = seal(ident, NETWORK, MsgType.ADVERTISE, SEQ + 2, TS, [msgpack.packb([1, 2, 0, []])])  # no sig
     short_sig = seal(ident, NETWORK, MsgType.VIEW, SEQ + 3, TS,
                      [msgpack.packb([1, [[peer(0), 1, 1, 0, [], b"s" * 63]]])])
