@@ -43,6 +43,9 @@ class ModestSim(Engine):
             inactivity_threshold=cfg.inactivity_threshold, aggregation_timeout=cfg.aggregation_timeout,
             round_timeout=cfg.round_timeout,
             stall_timeout=stall_timeout_from(cfg.stall_timeout, cfg.round_timeout),
+            # nobody floods joins here: a joiner may probe the whole network it learns at once
+            max_pending=max(256, self.n_honest_cap + self.n_sybils),
+            max_peers=max(10_000, self.n_honest_cap + self.n_sybils),
         )
         n = self.n_honest_cap + self.n_sybils
         self.pks = [self.make_pk(i) for i in range(n)]
