@@ -69,3 +69,4 @@ def test_forged_membership_and_huge_rounds_change_nothing(node_procs) -> None:
             assert p["status"] == "join" and p["addresses"] == peers[pk]["addresses"]
         rej = s["messages_rejected"]
         assert rej.get("bad_record_sig", 0) >= 1 and rej.get("round_out_of_range", 0) >= 1, rej
+        print(n.url, s["round"], rej)
