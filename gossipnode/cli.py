@@ -78,6 +78,8 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--max-peers", "max_peers", int, "view cap: unknown peers beyond it are not added"),
     ("--max-pending", "max_pending", int, "joiners probed at once; more are dropped"),
     ("--join-rate", "join_rate", float, "JOIN adverts of non-members accepted per second per source IP"),
+    ("--join-pow", "join_pow", int,
+     "proof-of-work bits a joiner's key must carry (this node solves its own once, cached; 0: off)"),
     ("--max-message-mb", "max_message_mb", float, "largest accepted message"),
     ("--inbound-budget-mb", "inbound_budget_mb", float,
      "HTTP bodies being received/processed at once, in MiB (0: --max-message-mb); over it: 503"),

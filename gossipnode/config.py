@@ -80,6 +80,7 @@ class NodeConfig:
     max_peers: int = 10_000             # view cap: beyond it unknown peers are not added
     max_pending: int = 256              # joiners being probed at once
     join_rate: float = 32.0             # JOIN adverts of non-members per second per source IP (burst 2x)
+    join_pow: int = 0                   # joiners' keys must carry this many bits of proof-of-work (0: off)
     # limits
     max_message_mb: float = 256.0
     inbound_budget_mb: float = 0.0      # request bodies in flight at once; 0: --max-message-mb
@@ -115,6 +116,7 @@ class NodeConfig:
             max_rounds=self.rounds or None,
             stall_timeout=stall_timeout_from(self.stall_timeout, self.round_timeout),
             round_window=self.round_window or None, max_peers=self.max_peers, max_pending=self.max_pending,
+            join_pow=self.join_pow,
         )
 
 

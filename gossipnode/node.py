@@ -21,6 +21,7 @@ from .core import actions as act
 from .core.messages import Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Status
 from .core.gossip import GossipConfig
 from .core.gossip_peer import GossipPeerCore
+from .core.auth import pow_bits, solve_pow
 from .core.modest import ModestCore
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
@@ -170,10 +171,32 @@ class Node:
             gcfg = GossipConfig(interval=self.cfg.gossip_interval, max_rounds=self.cfg.rounds or None,
                                 failure_backoff=max(10.0, 3 * self.cfg.gossip_interval))
             return GossipPeerCore(gcfg, self.pk, self.addresses, h, rng, index=index, auth=self.record_auth,
-                                  max_peers=self.cfg.max_peers)
+                                  max_peers=self.cfg.max_peers, pow_nonce=self._join_pow())
         # probe nonces must be unpredictable (a joiner proves its address by echoing one)
         return ModestCore(self.cfg.modest(), self.pk, self.addresses, h, rng, index=index,
-                          auth=self.record_auth, secret_rng=random.SystemRandom())
+                          auth=self.record_auth, secret_rng=random.SystemRandom(), pow_nonce=self._join_pow())
+
+    def _join_pow(self) -> int:
+        """--join-pow BITS: find this key's proof-of-work nonce once (about 2^BITS hashes), cached."""
+        bits = self.cfg.join_pow
+        if bits <= 0:
+            return 0
+        path = self.state_dir / "join_pow.json"
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("public_key") == self.pk.hex() and pow_bits(self.pk, int(cached["nonce"])) >= bits:
+                return int(cached["nonce"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        t0 = time.monotonic()
+        nonce = solve_pow(self.pk, bits)
+        log.info("join proof-of-work: %d bits in %.2f s", bits, time.monotonic() - t0)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"public_key": self.pk.hex(), "bits": bits, "nonce": nonce}))
+        except OSError as e:
+            log.warning("cannot cache the join proof-of-work: %s", e)
+        return nonce
 
     def _now(self) -> float:
         assert self._loop is not None

@@ -33,6 +33,7 @@ from gossipnode.core.messages import (
     ViewRecord,
     ViewShare,
 )
+from gossipnode.core.auth import POW_DOMAIN, pow_bits, solve_pow
 from gossipnode.wire import Identity, MsgType, ReplayGuard, WireError, decode, encode, seal, signing_digest
 from gossipnode.wire.codec import VERSION
 from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_digest
@@ -67,9 +68,10 @@ def peer(i: int) -> bytes:
     return peer_identity(i).public_key
 
 
-def signed(i: int, last_active: int, index: int, status: Status, addresses: tuple[str, ...] = ()) -> ViewRecord:
+def signed(i: int, last_active: int, index: int, status: Status, addresses: tuple[str, ...] = (),
+           pow_: int = 0) -> ViewRecord:
     """A membership record signed by its own peer (seed bytes([i + 2]) * 32)."""
-    rec = ViewRecord(peer(i), last_active, index, status, addresses)
+    rec = ViewRecord(peer(i), last_active, index, status, addresses, pow=pow_)
     return Ed25519RecordAuth(peer_identity(i), NETWORK).sign(rec)
 
 
@@ -84,7 +86,8 @@ def sample_tensors() -> tuple[RawTensor, ...]:
 
 
 def view() -> tuple[ViewRecord, ...]:
-    return (signed(0, 41, 0, Status.JOIN, ("http://127.0.0.1:8470", "mqtt://0123456789abcdef")),
+    return (signed(0, 41, 0, Status.JOIN, ("http://127.0.0.1:8470", "mqtt://0123456789abcdef"),
+                   solve_pow(peer(0), 8)),
             signed(1, 42, 1, Status.LEAVE),
             signed(2, 300, 70000, Status.JOIN, ("http://127.0.0.1:8471/\u00e9",)))
 
@@ -230,7 +233,7 @@ def hash_vectors() -> dict[str, object]:
                   if t.dtype in ("<f4", "<f2") else t for t in base)
     delta, reconstructed = make_delta(model, base)
     pk = Identity.from_seed(SEED).public_key
-    rec = signed(0, 41, 3, Status.JOIN, ("http://127.0.0.1:8470",))
+    rec = signed(0, 41, 3, Status.JOIN, ("http://127.0.0.1:8470",), solve_pow(peer(0), 12))
     packed = msgpack.packb([NETWORK, rec.peer, rec.last_active, rec.index, int(rec.status), list(rec.addresses)],
                            use_bin_type=True)
     record = {
@@ -242,6 +245,10 @@ def hash_vectors() -> dict[str, object]:
         "record": to_json(rec),
         "signed_bytes": packed.hex(),
         "digest": record_digest(NETWORK, rec).hex(),
+        "pow_rule": "leading zero bits of sha256(pow_domain || peer || u64be(pow)); pow is not signed",
+        "pow_domain": POW_DOMAIN.hex(),
+        "pow_sha256": hashlib.sha256(POW_DOMAIN + rec.peer + rec.pow.to_bytes(8, "big")).hexdigest(),
+        "pow_bits": pow_bits(rec.peer, rec.pow),
         "forged": [  # each must fail verification
             to_json(ViewRecord(rec.peer, rec.last_active, rec.index, Status.LEAVE, rec.addresses, rec.sig)),
             to_json(ViewRecord(rec.peer, rec.last_active, rec.index, rec.status, ("http://127.0.0.1:9999",), rec.sig)),

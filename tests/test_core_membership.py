@@ -185,3 +185,21 @@ def test_honest_harness_completes_rounds_with_signed_records() -> None:
     for c in net.cores.values():
         assert len(c.view) == 5
         assert all(c.auth.verify(r) for r in c.view.records())
+
+
+def test_join_proof_of_work() -> None:
+    from gossipnode.core.auth import pow_bits, solve_pow
+    auth = DigestAuth()
+    c = ModestCore(ModestConfig(sample_size=3, join_pow=8), pk_of(0), ("mem://0",), b"\0" * 32, random.Random(0))
+    c.start(0.0, [])
+    assert all(pow_bits(pk_of(i), 0) < 8 for i in (11, 13))
+    lazy = auth.sign(ViewRecord(pk_of(11), 0, 1, Status.JOIN, ("mem://11",)))
+    nonce = solve_pow(pk_of(12), 8)
+    assert pow_bits(pk_of(12), nonce) >= 8
+    worked = auth.sign(ViewRecord(pk_of(12), 0, 1, Status.JOIN, ("mem://12",), pow=nonce))
+    assert _rejected(c.handle(0.1, pk_of(11), Advertise.of(lazy)), "insufficient_pow") == 1
+    assert pk_of(11) not in c.pending
+    c.handle(0.1, pk_of(12), Advertise.of(worked))
+    assert pk_of(12) in c.pending
+    out = c.handle(0.2, pk_of(12), ViewShare(0, (lazy, auth.sign(ViewRecord(pk_of(13), 0, 1, Status.JOIN)))))
+    assert _rejected(out, "insufficient_pow") == 2 and len(c.pending) == 1

@@ -60,7 +60,7 @@ def tensors() -> tuple[RawTensor, ...]:
 
 
 SIG = bytes(range(64))   # the codec carries record signatures; wire/records.py checks them
-VIEW = (ViewRecord(pk(1), 3, 0, Status.JOIN, ("http://a:1", "mqtt://b"), SIG),
+VIEW = (ViewRecord(pk(1), 3, 0, Status.JOIN, ("http://a:1", "mqtt://b"), SIG, 2**40 + 7),
         ViewRecord(pk(2), 2**63 - 1, 9, Status.LEAVE, (), SIG[::-1]))
 MESSAGES = [
     Advertise(5, 2, Status.JOIN, ("http://10.0.0.1:8470",), SIG),
@@ -173,14 +173,16 @@ def test_unknown_type() -> None:
 BAD_BODIES = [
     (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [-1, 2]), (MsgType.PING, [2**63, 0]),
     (MsgType.PING, [1.0, 2]), (MsgType.PING, [True, 2]), (MsgType.PING, {"round": 1}),
-    (MsgType.ADVERTISE, [1, 2, 2, [], SIG]), (MsgType.ADVERTISE, [1, 2, 0, SIG]),
-    (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9, SIG]), (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257], SIG]),
-    (MsgType.ADVERTISE, [1, 2, 0, [b"bin"], SIG]), (MsgType.ADVERTISE, [1, 2, 0, []]),   # v1 layout
-    (MsgType.ADVERTISE, [1, 2, 0, [], SIG[:63]]), (MsgType.ADVERTISE, [1, 2, 0, [], None]),
-    (MsgType.VIEW, [1, [[b"x" * 31, 1, 1, 0, [], SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, SIG]]]),
-    (MsgType.VIEW, [1, [[b"x" * 32, 1, -1, 0, [], SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, []]]]),
-    (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, [], SIG + b"x"]]]),
-    (MsgType.PONG, [1, 2]), (MsgType.PONG, [1, 2, [b"x" * 32, 1, 1, 0, []]]), (MsgType.PONG, [1, 2, 3]),
+    (MsgType.ADVERTISE, [1, 2, 2, [], 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, 0, SIG]),
+    (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9, 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257], 0, SIG]),
+    (MsgType.ADVERTISE, [1, 2, 0, [b"bin"], 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, []]),   # v1 layout
+    (MsgType.ADVERTISE, [1, 2, 0, [], 0, SIG[:63]]), (MsgType.ADVERTISE, [1, 2, 0, [], 0, None]),
+    (MsgType.ADVERTISE, [1, 2, 0, [], -1, SIG]), (MsgType.ADVERTISE, [1, 2, 0, [], SIG]),
+    (MsgType.VIEW, [1, [[b"x" * 31, 1, 1, 0, [], 0, SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, 0, SIG]]]),
+    (MsgType.VIEW, [1, [[b"x" * 32, 1, -1, 0, [], 0, SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, []]]]),
+    (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, [], 0, SIG + b"x"]]]),
+    (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, [], 2**63, SIG]]]), (MsgType.VIEW, [1, [[b"x" * 32, 1, 1, 0, [], SIG]]]),
+    (MsgType.PONG, [1, 2]), (MsgType.PONG, [1, 2, [b"x" * 32, 1, 1, 0, [], SIG]]), (MsgType.PONG, [1, 2, 3]),
     (MsgType.MODEL_REQUEST, [b"x" * 31]), (MsgType.MODEL_REQUEST, [None]), (MsgType.MODEL_REQUEST, ["x" * 32]),
     (MsgType.MODEL_DATA, [H, [["t", "<f4", [2], b"\x00" * 7]]]),       # size mismatch
     (MsgType.MODEL_DATA, [H, [["t", "<u2", [1], b"\x00" * 2]]]),       # dtype not allowed

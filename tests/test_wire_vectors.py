@@ -35,7 +35,7 @@ def tensors(ds: list) -> tuple[m.RawTensor, ...]:
 
 def record(d: dict) -> m.ViewRecord:
     return m.ViewRecord(bytes.fromhex(d["peer"]), d["last_active"], d["index"], m.Status(d["status"]),
-                        tuple(d["addresses"]), bytes.fromhex(d["sig"]))
+                        tuple(d["addresses"]), bytes.fromhex(d["sig"]), d["pow"])
 
 
 def view(ds: list) -> tuple[m.ViewRecord, ...]:
@@ -46,7 +46,7 @@ def message(type_name: str, d: dict) -> m.Message:
     """Explicit JSON -> message mapping, independent of the generator."""
     if type_name == "ADVERTISE":
         return m.Advertise(d["round"], d["index"], m.Status(d["status"]), tuple(d["addresses"]),
-                           bytes.fromhex(d["sig"]))
+                           bytes.fromhex(d["sig"]), d["pow"])
     if type_name == "VIEW":
         return m.ViewShare(d["round"], view(d["view"]))
     if type_name == "PING":
@@ -159,6 +159,10 @@ def test_record_vector() -> None:
     assert not Ed25519RecordAuth(ident, "other-network").verify(rec)
     for f in v["forged"]:
         assert not auth.verify(record(f)), f
+    # join proof-of-work: one hash over the key and the nonce (not covered by the signature)
+    h = hashlib.sha256(bytes.fromhex(v["pow_domain"]) + rec.peer + rec.pow.to_bytes(8, "big")).digest()
+    assert h.hex() == v["pow_sha256"]
+    assert 256 - int.from_bytes(h, "big").bit_length() == v["pow_bits"] >= 12
 
 
 def test_golden_view_records_are_signed_by_their_peers() -> None:

@@ -19,6 +19,32 @@ from typing import Protocol
 from .messages import ViewRecord
 
 SIG_LEN = 64
+POW_DOMAIN = b"gossipnode/v2 pow\x00"
+
+
+def pow_bits(peer: bytes, nonce: int) -> int:
+    """Leading zero bits of sha256(domain || peer || u64be(nonce)): the join proof-of-work of a key.
+
+    It prices identities, not records: one nonce per key, found once, valid for every record."""
+    if not 0 <= nonce < 1 << 64:
+        return 0
+    h = int.from_bytes(hashlib.sha256(POW_DOMAIN + peer + nonce.to_bytes(8, "big")).digest(), "big")
+    return 256 - h.bit_length()
+
+
+def solve_pow(peer: bytes, bits: int, start: int = 0) -> int:
+    """The first nonce >= start with at least `bits` leading zero bits (about 2**bits hashes)."""
+    if bits <= 0:
+        return 0
+    prefix = hashlib.sha256(POW_DOMAIN + peer)
+    limit = 1 << (256 - bits)
+    n = start
+    while True:
+        h = prefix.copy()
+        h.update(n.to_bytes(8, "big"))
+        if int.from_bytes(h.digest(), "big") < limit:
+            return n
+        n += 1
 
 
 class RecordAuth(Protocol):

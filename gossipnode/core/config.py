@@ -25,6 +25,7 @@ class ModestConfig:
     round_window: int | None = None
     max_peers: int = 10_000
     max_pending: int = 256
+    join_pow: int = 0                 # a joiner's key needs this many leading zero bits of work (0: off)
 
     def __post_init__(self) -> None:
         if self.sample_size < 1 or self.aggregators < 1:
@@ -39,6 +40,8 @@ class ModestConfig:
             raise ValueError("inactivity_threshold must be >= 0")
         if self.round_window is not None and self.round_window < 1:
             raise ValueError("round_window must be >= 1 (None: tau)")
+        if not 0 <= self.join_pow <= 40:
+            raise ValueError("join_pow must be in [0, 40] bits")
         if self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("max_peers and max_pending must be >= 1")
 

@@ -16,8 +16,9 @@ from .view import Entry, View
 class GossipPeerCore:
     def __init__(self, cfg: GossipConfig, self_pk: bytes, addresses: tuple[str, ...], initial_model: bytes,
                  rng: random.Random, index: int = 1, auth: RecordAuth | None = None,
-                 max_peers: int = 10_000) -> None:
+                 max_peers: int = 10_000, pow_nonce: int = 0) -> None:
         self.pk = self_pk
+        self.pow_nonce = pow_nonce
         self.auth: RecordAuth = auth if auth is not None else DigestAuth()
         self.max_peers = max_peers
         self.status = Status.JOIN
@@ -49,7 +50,8 @@ class GossipPeerCore:
         e = self.view.get(self.pk)
         r = e.record if e is not None else None
         if r is None or r.index != self.index or r.status != self.status or r.addresses != self.addresses:
-            r = self.auth.sign(ViewRecord(self.pk, self.round, self.index, self.status, self.addresses))
+            r = self.auth.sign(ViewRecord(self.pk, self.round, self.index, self.status, self.addresses,
+                                          pow=self.pow_nonce))
             self.view.entries[self.pk] = Entry(r.last_active, r.index, r.status, r.addresses, r)
         return r
 

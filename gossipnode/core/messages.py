@@ -34,6 +34,7 @@ class ViewRecord:
     status: Status
     addresses: tuple[str, ...] = ()
     sig: bytes = b""     # 64 bytes on the wire
+    pow: int = 0         # join proof-of-work nonce for `peer` (core/auth.py pow_bits; not signed)
 
     def newer_than(self, other: ViewRecord | None) -> bool:
         """The record with the higher (index, last_active) wins."""
@@ -62,13 +63,14 @@ class Advertise:
     status: Status
     addresses: tuple[str, ...] = ()   # where the sender listens; max 8 URLs of <= 256 chars
     sig: bytes = b""
+    pow: int = 0
 
     def record(self, sender: bytes) -> ViewRecord:
-        return ViewRecord(sender, self.round, self.index, self.status, self.addresses, self.sig)
+        return ViewRecord(sender, self.round, self.index, self.status, self.addresses, self.sig, self.pow)
 
     @staticmethod
     def of(rec: ViewRecord) -> Advertise:
-        return Advertise(rec.last_active, rec.index, rec.status, rec.addresses, rec.sig)
+        return Advertise(rec.last_active, rec.index, rec.status, rec.addresses, rec.sig, rec.pow)
 
 
 @dataclass(frozen=True)

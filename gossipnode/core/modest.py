@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from .actions import (
     Action, Aggregate, CancelTraining, Event, Finished, NewModel, Send, SendTo, StartTraining,
 )
-from .auth import DigestAuth, RecordAuth
+from .auth import DigestAuth, RecordAuth, pow_bits
 from .config import ModestConfig
 from .messages import (
     Advertise, ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord, ViewShare,
@@ -63,7 +63,9 @@ class ModestCore:
         index: int = 1,
         auth: RecordAuth | None = None,
         secret_rng: random.Random | None = None,
+        pow_nonce: int = 0,
     ) -> None:
+        self.pow_nonce = pow_nonce   # this key's join proof-of-work (cfg.join_pow bits; auth.solve_pow)
         self.cfg = cfg
         self.auth: RecordAuth = auth if auth is not None else DigestAuth()
         self._secret = secret_rng or rng   # probe nonces (the daemon passes an unseeded one)
@@ -139,7 +141,7 @@ class ModestCore:
         step = max(1, self.cfg.inactivity_threshold // 4)
         if (o is None or o.index != self.index or o.status != self.status or o.addresses != self.addresses
                 or r >= o.last_active + step):
-            o = self.auth.sign(ViewRecord(self.pk, r, self.index, self.status, self.addresses))
+            o = self.auth.sign(ViewRecord(self.pk, r, self.index, self.status, self.addresses, pow=self.pow_nonce))
             self._own = o
             e = self.view.get(self.pk)
             self.view.entries[self.pk] = Entry(max(o.last_active, e.last_active if e else 0), o.index,
@@ -405,7 +407,7 @@ class ModestCore:
         """Merge relayed records: per peer the valid record with the highest (index, last_active).
         Records that would change nothing are not verified; unknown peers are probed first
         (pending). The first bad signature ends the merge (honest nodes relay only valid records)."""
-        full = pending_full = 0
+        full = pending_full = no_pow = 0
         inactive_below = self.round - self.cfg.inactivity_threshold
         for rec in records:
             pk = rec.peer
@@ -437,6 +439,9 @@ class ModestCore:
             if len(self.pending) >= self.cfg.max_pending:
                 pending_full += 1
                 continue
+            if not self._pow_ok(rec):
+                no_pow += 1
+                continue
             if not self.auth.verify(rec):
                 self._reject(self.round, "bad_record_sig", peer=pk.hex()[:16])
                 break
@@ -445,6 +450,12 @@ class ModestCore:
             self._reject(self.round, "view_full", count=full)
         if pending_full:
             self._reject(self.round, "pending_full", count=pending_full)
+        if no_pow:
+            self._reject(self.round, "insufficient_pow", count=no_pow)
+
+    def _pow_ok(self, rec: ViewRecord) -> bool:
+        """--join-pow: a new member's key must carry that much work (one hash to check)."""
+        return self.cfg.join_pow == 0 or pow_bits(rec.peer, rec.pow) >= self.cfg.join_pow
 
     def _add_pending(self, rec: ViewRecord, via_advert: bool) -> None:
         """Probe a joiner at its signed address; it joins only on a PONG with our nonce."""
@@ -512,6 +523,9 @@ class ModestCore:
             t = self._advert_at.get(sender)
             if t is not None and self.now - t < 0.9 * self.cfg.ping_interval:   # 10 % for jitter
                 self._reject(self.round, "join_rate_limited", peer=sender.hex()[:16])
+                return
+            if not self._pow_ok(rec):
+                self._reject(self.round, "insufficient_pow", peer=sender.hex()[:16], bits=self.cfg.join_pow)
                 return
         if (not member or self.view.newer(rec)) and not self.auth.verify(rec):
             self._reject(self.round, "bad_record_sig", peer=sender.hex()[:16], type="advertise")

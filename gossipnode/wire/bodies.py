@@ -158,7 +158,7 @@ def _record_row(rec: ViewRecord) -> list:
         raise ValueError("view entries must be ViewRecord")
     return [_hash(rec.peer, "view peer"), _uint(rec.last_active, "last_active"),
             _uint(rec.index, "index"), _enum(rec.status, Status, "status"),
-            _addresses(rec.addresses), _sig(rec.sig)]
+            _addresses(rec.addresses), _uint(rec.pow, "pow"), _sig(rec.sig)]
 
 
 def _write_view(w: Writer, view: Sequence[ViewRecord]) -> None:
@@ -195,7 +195,7 @@ def write_body(w: Writer, msg: Message) -> MsgType:
     budget = [MAX_TENSORS_PER_MESSAGE]
     if isinstance(msg, Advertise):
         w.pack([_uint(msg.round, "round"), _uint(msg.index, "index"), _enum(msg.status, Status, "status"),
-                _addresses(msg.addresses), _sig(msg.sig)])
+                _addresses(msg.addresses), _uint(msg.pow, "pow"), _sig(msg.sig)])
     elif isinstance(msg, ViewShare):
         w.array(2)
         w.pack(_uint(msg.round, "round"))
@@ -239,9 +239,11 @@ def _read_addresses(r: Reader) -> tuple[str, ...]:
 
 
 def _read_record(r: Reader) -> ViewRecord:
-    r.array_of(6)
-    return ViewRecord(r.bin_exact(KEY_LEN), r.integer(), r.integer(), _STATUS[r.integer(0, len(_STATUS))],
-                      _read_addresses(r), r.bin_exact(SIG_LEN))
+    r.array_of(7)
+    peer, last, index, status, addresses = (r.bin_exact(KEY_LEN), r.integer(), r.integer(),
+                                            _STATUS[r.integer(0, len(_STATUS))], _read_addresses(r))
+    pow_ = r.integer()
+    return ViewRecord(peer, last, index, status, addresses, r.bin_exact(SIG_LEN), pow_)
 
 
 def _read_view(r: Reader) -> tuple[ViewRecord, ...]:
@@ -249,9 +251,11 @@ def _read_view(r: Reader) -> tuple[ViewRecord, ...]:
     array_of, key, integer, n_status = r.array_of, r.bin_exact, r.integer, len(_STATUS)
     out = []
     for _ in range(r.array(MAX_VIEW_ENTRIES)):
-        array_of(6)
-        out.append(ViewRecord(key(KEY_LEN), integer(), integer(), _STATUS[integer(0, n_status)],
-                              _read_addresses(r), key(SIG_LEN)))
+        array_of(7)
+        peer, last, index, status, addresses, pow_ = (key(KEY_LEN), integer(), integer(),
+                                                      _STATUS[integer(0, n_status)], _read_addresses(r),
+                                                      integer())
+        out.append(ViewRecord(peer, last, index, status, addresses, key(SIG_LEN), pow_))
     return tuple(out)
 
 
@@ -284,9 +288,10 @@ def _read_tensors(r: Reader, budget: list[int]) -> tuple[RawTensor, ...]:
 
 
 def _read_advertise(r: Reader) -> Advertise:
-    r.array_of(5)
-    return Advertise(r.integer(), r.integer(), _STATUS[r.integer(0, len(_STATUS))], _read_addresses(r),
-                     r.bin_exact(SIG_LEN))
+    r.array_of(6)
+    last, index, status, addresses, pow_ = (r.integer(), r.integer(), _STATUS[r.integer(0, len(_STATUS))],
+                                            _read_addresses(r), r.integer())
+    return Advertise(last, index, status, addresses, r.bin_exact(SIG_LEN), pow_)
 
 
 def _read_viewshare(r: Reader) -> ViewShare:
