@@ -279,8 +279,10 @@ class ModestCore:
         if self.agg_deadline is not None and not self.completed_aggregation and self.buffer:
             ds.append(self.agg_deadline)
         ds.extend(r.at for r in self.retries)
-        ds.extend(min(j.first_sent + self.cfg.ping_timeout, j.last_sent + self.cfg.ping_interval)
-                  for j in self.pending.values() if not j.reached)
+        if self.pending:
+            iv = self._probe_interval()
+            ds.extend(min(j.first_sent + self.cfg.ping_timeout, j.last_sent + iv)
+                      for j in self.pending.values() if not j.reached)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             ds.append(self.bootstrap_next)
         if self.cfg.max_rounds is not None and not self.finish_sent and self._passed(self.cfg.max_rounds):
@@ -499,9 +501,13 @@ class ModestCore:
                 del self.pending[pk]
                 self._remember(self._unreachable, pk, (j.record.index, j.record.last_active))
                 self._event(self.round, "join_unreachable", peer=pk.hex()[:16])
-            elif now >= j.last_sent + self.cfg.ping_interval:
+            elif now >= j.last_sent + self._probe_interval():
                 j.last_sent = now
                 self._send(pk, Ping(self.round, j.nonce))
+
+    def _probe_interval(self) -> float:
+        # A probe is pinged twice at most: a flood of unreachable joiners costs few requests.
+        return max(self.cfg.ping_interval, self.cfg.ping_timeout / 2)
 
     @staticmethod
     def _remember(memo: dict, key: bytes, value) -> None:
