@@ -203,3 +203,23 @@ def test_join_proof_of_work() -> None:
     assert pk_of(12) in c.pending
     out = c.handle(0.2, pk_of(12), ViewShare(0, (lazy, auth.sign(ViewRecord(pk_of(13), 0, 1, Status.JOIN)))))
     assert _rejected(out, "insufficient_pow") == 2 and len(c.pending) == 1
+
+
+def test_gossip_peer_core_takes_only_owners_records() -> None:
+    from gossipnode.core.gossip import GossipConfig
+    from gossipnode.core.gossip_peer import GossipPeerCore
+    auth = DigestAuth()
+    a = GossipPeerCore(GossipConfig(interval=1.0), pk_of(0), ("mem://0",), b"\0" * 32, random.Random(0))
+    b = GossipPeerCore(GossipConfig(interval=1.0), pk_of(1), ("mem://1",), b"\0" * 32, random.Random(1))
+    a.start(0.0, [])
+    b.start(0.0, [])
+    a.handle(0.1, b.pk, Advertise.of(b.own_record()))
+    b.handle(0.1, a.pk, Advertise.of(a.own_record()))
+    assert b.pk in a.view and b.pk in a.gossip.peers
+    forged = ViewRecord(b.pk, 0, b.index + 1, Status.LEAVE, b.addresses, b"\0" * 64)
+    out = a.handle(0.2, pk_of(9), ViewShare(0, (forged,)))
+    assert _rejected(out, "bad_record_sig") == 1 and b.pk in a.gossip.peers
+    assert a.view.get(b.pk).status == Status.JOIN
+    leave = b.leave(0.3)
+    adv = next(x.msg for x in leave if isinstance(x, Send) and isinstance(x.msg, Advertise))
+    assert auth.verify(adv.record(b.pk)) and adv.status == Status.LEAVE
