@@ -78,7 +78,6 @@ class ModestCore:
         self.index = index   # membership index: bumped at every (re)join or leave
         self.status = Status.JOIN
         self._own: ViewRecord | None = None      # this node's signed record, re-signed on change
-        self._verified = 0                       # see verified_round
         self._advert_at: dict[bytes, float] = {}   # JOIN adverts of non-members: one per ping_interval
         self._unreachable: dict[bytes, tuple[int, int]] = {}   # probed in vain: record (index, last_active)
         self._boot_claim: dict[bytes, int] = {}  # VIEW rounds of senders that name a bootstrap address
@@ -95,6 +94,7 @@ class ModestCore:
         self.last_heard: dict[bytes, float] = {}
         self.gone: dict[bytes, int] = {}   # peers marked LEAVE by `departed` -> their index then
         self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong
+        self.verified_round = 0      # R_v: rounds seen from role-checked models (see note_verified)
         self.model_round = 0
         self.model = initial_model   # the newest model this node adopted (a stall restart sends it)
         self.progress_at = 0.0       # when R last grew (see _stall_tick)
@@ -113,24 +113,23 @@ class ModestCore:
         self.now = 0.0
 
     # ---- derived state -------------------------------------------------------------------
-    @property
-    def verified_round(self) -> int:
-        """R_v: rounds this node has evidence for (its own roles, role-checked models and pings,
-        the round a bootstrap peer reported). Hearsay never raises it."""
-        return max(self.train_idx, self.agg_idx, self._verified)
-
     def note_verified(self, k: int) -> None:
-        if k > self._verified:
-            self._verified = k
+        """R_v grows with the rounds of accepted role-checked models (and bootstrap replies)."""
+        if k > self.verified_round:
+            self.verified_round = k
+
+    def rv(self) -> int:
+        """R_v with this node's own rounds: what it has evidence for. Hearsay never raises it."""
+        return max(self.verified_round, self.train_idx, self.agg_idx)
 
     @property
     def round(self) -> int:
         """R = max(R_v, min(max_j r_j, R_v + round_window)): hearsay moves R at most the window."""
-        rv = self.verified_round
+        rv = self.rv()
         return max(rv, min(self.view.max_round(), rv + self.cfg.window))
 
     def _cap(self) -> int:
-        return self.verified_round + self.cfg.window
+        return self.rv() + self.cfg.window
 
     def own_record(self) -> ViewRecord:
         """This node's signed record. Re-signed when index, status or addresses change, or when R
@@ -557,7 +556,7 @@ class ModestCore:
             self._reject(self.round, "round_out_of_range", round=msg.round, type="view")
             return
         self._take_records(msg.view)
-        if boot and msg.round > self.verified_round:
+        if boot and msg.round > self.rv():
             if sender in self._boot_peers:
                 self.note_verified(msg.round)
             elif len(self._boot_claim) < 64 or sender in self._boot_claim:
@@ -569,7 +568,7 @@ class ModestCore:
         (one record with a huge last_active must not end a run early)."""
         if self.round <= m:
             return False
-        if self.verified_round > m:
+        if self.rv() > m:
             return True
         n = 0
         for pk, e in self.view.entries.items():
