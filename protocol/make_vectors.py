@@ -111,6 +111,8 @@ def golden_messages(ident: Identity) -> dict[str, Message]:
         "advertise_leave": Advertise.of(own_record(ident, 43, 8, Status.LEAVE)),
         "view": ViewShare(round=42, view=view()),
         "ping": Ping(round=42, nonce=2**63 - 1),
+        "ping_with_record": Ping(round=42, nonce=7, record=own_record(ident, 44, 7, Status.JOIN,
+                                                                      ("http://127.0.0.1:8470",))),
         "pong": Pong(round=42, nonce=0, record=own_record(ident, 44, 7, Status.JOIN, ("http://127.0.0.1:8470",))),
         "pong_no_record": Pong(round=42, nonce=5),
         "model_full": ModelMsg(42, ModelKind.TRAINED, model_hash(base), view(), None, base, ()),

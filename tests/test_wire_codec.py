@@ -68,6 +68,7 @@ MESSAGES = [
     ViewShare(7, VIEW),
     ViewShare(0, ()),
     Ping(1, 2**63 - 1),
+    Ping(1, 2, VIEW[1]),
     Pong(1, 0),
     Pong(1, 0, VIEW[0]),
     ModelMsg(3, ModelKind.TRAINED, H, VIEW),
@@ -115,7 +116,7 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
 
 def test_non_canonical_body_ints_are_accepted() -> None:
     # ints as uint64 / int64 are valid msgpack; only the signature pins the bytes
-    body = b"\x92" + b"\xcf" + (5).to_bytes(8, "big") + b"\xd3" + (6).to_bytes(8, "big")
+    body = b"\x93" + b"\xcf" + (5).to_bytes(8, "big") + b"\xd3" + (6).to_bytes(8, "big") + b"\xc0"
     assert decode(seal(ALICE, NET, MsgType.PING, 1, 0.0, [body]), NET, MAX).msg == Ping(5, 6)
 
 
@@ -171,7 +172,7 @@ def test_unknown_type() -> None:
 
 
 BAD_BODIES = [
-    (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [-1, 2]), (MsgType.PING, [2**63, 0]),
+    (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [1, 2]), (MsgType.PING, [1, 2, 3, 4]), (MsgType.PING, [-1, 2]), (MsgType.PING, [2**63, 0]),
     (MsgType.PING, [1.0, 2]), (MsgType.PING, [True, 2]), (MsgType.PING, {"round": 1}),
     (MsgType.ADVERTISE, [1, 2, 2, [], 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, 0, SIG]),
     (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9, 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257], 0, SIG]),

@@ -50,7 +50,7 @@ def message(type_name: str, d: dict) -> m.Message:
     if type_name == "VIEW":
         return m.ViewShare(d["round"], view(d["view"]))
     if type_name == "PING":
-        return m.Ping(d["round"], d["nonce"])
+        return m.Ping(d["round"], d["nonce"], None if d["record"] is None else record(d["record"]))
     if type_name == "PONG":
         return m.Pong(d["round"], d["nonce"], None if d["record"] is None else record(d["record"]))
     if type_name == "MODEL":

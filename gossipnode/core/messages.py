@@ -82,8 +82,11 @@ class ViewShare:
 
 @dataclass(frozen=True)
 class Ping:
+    """`record`: the pinger's own signed record, so a receiver that does not know the pinger yet
+    answers at the pinger's own signed address (never at an unsigned hint)."""
     round: int
     nonce: int
+    record: ViewRecord | None = None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ class ModestCore:
         self._unreachable: dict[bytes, tuple[int, int]] = {}   # probed in vain: record (index, last_active)
         self._boot_claim: dict[bytes, int] = {}  # VIEW rounds of senders that name a bootstrap address
         self._boot_peers: set[bytes] = set()     # reached at a bootstrap address
+        self._reply_to: dict[bytes, tuple[str, ...]] = {}   # signed addresses of pinging strangers
         self.train_idx = 0
         self.agg_idx = 0
         self.training: int | None = None
@@ -171,7 +172,9 @@ class ModestCore:
         if e is not None and e.addresses:
             return e.addresses
         p = self.pending.get(pk)
-        return p.record.addresses if p else ()
+        if p is not None:
+            return p.record.addresses
+        return self._reply_to.get(pk, ())
 
     # ---- events ----------------------------------------------------------------------------
     def start(self, now: float, bootstrap: list[str]) -> list[Action]:
@@ -343,6 +346,8 @@ class ModestCore:
     # ---- message dispatch ------------------------------------------------------------------
     def _dispatch(self, sender: bytes, msg: object) -> None:
         if isinstance(msg, Ping):
+            if not self._ping_record(sender, msg.record):
+                return
             # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
             # an idle node whose R_v lags must still answer, or it drops out of every sample.)
             self._bump(sender, max(self.round, min(msg.round, self._cap())))
@@ -475,7 +480,7 @@ class ModestCore:
         j = _Join(rec, via_advert, self._secret.getrandbits(62), self.now, self.now)
         self.pending[rec.peer] = j
         self._event(self.round, "peer_join_pending", peer=rec.peer.hex()[:16])
-        self._send(rec.peer, Ping(self.round, j.nonce))
+        self._send(rec.peer, Ping(self.round, j.nonce, self.own_record()))
 
     def _reached(self, pk: bytes, j: _Join) -> None:
         j.reached = True
@@ -502,7 +507,7 @@ class ModestCore:
                 self._event(self.round, "join_unreachable", peer=pk.hex()[:16])
             elif now >= j.last_sent + self._probe_interval():
                 j.last_sent = now
-                self._send(pk, Ping(self.round, j.nonce))
+                self._send(pk, Ping(self.round, j.nonce, self.own_record()))
 
     def _probe_interval(self) -> float:
         # A probe is pinged twice at most: a flood of unreachable joiners costs few requests.
@@ -562,6 +567,23 @@ class ModestCore:
             elif len(self._boot_claim) < 64 or sender in self._boot_claim:
                 self._boot_claim[sender] = max(msg.round, self._boot_claim.get(sender, 0))
         self._bump(sender, min(msg.round, self._cap()))
+
+    def _ping_record(self, sender: bytes, rec: ViewRecord | None) -> bool:
+        """A PING carries the pinger's own record: a member's may update our view; a stranger's
+        (e.g. a node probing us as a joiner) only tells where to send the PONG."""
+        if rec is None:
+            return True
+        if rec.peer != sender:
+            self._reject(self.round, "bad_record_sig", peer=rec.peer.hex()[:16], why="not the sender's")
+            return False
+        if sender in self.view.entries or sender in self.pending:
+            self._take_records((rec,))
+        elif sender not in self._reply_to or self._reply_to[sender] != rec.addresses:
+            if not self.auth.verify(rec):
+                self._reject(self.round, "bad_record_sig", peer=sender.hex()[:16], type="ping")
+                return False
+            self._remember(self._reply_to, sender, rec.addresses)
+        return True
 
     def _passed(self, m: int) -> bool:
         """The network passed round m: our own evidence, or signed claims of FINISH_WITNESSES peers
@@ -629,7 +651,7 @@ class ModestCore:
     # ---- helpers ---------------------------------------------------------------------------
     def _walk(self, candidates: list[bytes], count: int, round_: int, on_done, fresh: bool = True) -> None:
         def send_ping(pk: bytes, nonce: int) -> None:
-            self._send(pk, Ping(self.round, nonce))
+            self._send(pk, Ping(self.round, nonce, self.own_record()))
 
         def reachable_now(pk: bytes) -> bool:
             if pk == self.pk:

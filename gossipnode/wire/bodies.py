@@ -200,9 +200,7 @@ def write_body(w: Writer, msg: Message) -> MsgType:
         w.array(2)
         w.pack(_uint(msg.round, "round"))
         _write_view(w, msg.view)
-    elif isinstance(msg, Ping):
-        w.pack([_uint(msg.round, "round"), _uint(msg.nonce, "nonce")])
-    elif isinstance(msg, Pong):
+    elif isinstance(msg, Ping | Pong):
         w.pack([_uint(msg.round, "round"), _uint(msg.nonce, "nonce"),
                 None if msg.record is None else _record_row(msg.record)])
     elif isinstance(msg, ModelMsg):
@@ -300,8 +298,9 @@ def _read_viewshare(r: Reader) -> ViewShare:
 
 
 def _read_ping(r: Reader) -> Ping:
-    r.array_of(2)
-    return Ping(r.integer(), r.integer())
+    r.array_of(3)
+    rnd, nonce = r.integer(), r.integer()
+    return Ping(rnd, nonce, None if r.is_nil() else _read_record(r))
 
 
 def _read_pong(r: Reader) -> Pong:
