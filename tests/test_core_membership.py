@@ -120,13 +120,21 @@ def test_view_cap_pending_cap_and_join_rate_limit() -> None:
     assert len(c.view) == 4 and not c.pending
     out = c.handle(0.3, pk_of(1), ViewShare(0, tuple(recs)))
     assert len(c.view) == 4 and _rejected(out, "view_full") == len(recs) - 3
-    # one JOIN advert per key per ping_interval
-    d = ModestCore(ModestConfig(sample_size=3), pk_of(0), ("mem://0",), b"\0" * 32, random.Random(0))
+    # one JOIN advert per key per ping_interval (a key not yet pending: e.g. turned away as the
+    # pending joins are full; caps are checked before any signature verification)
+    d = ModestCore(ModestConfig(sample_size=3, max_pending=1), pk_of(0), ("mem://0",), b"\0" * 32,
+                   random.Random(0))
     d.start(0.0, [])
+    d.handle(0.5, recs[4].peer, Advertise.of(recs[4]))
+    assert list(d.pending) == [recs[4].peer]
     adv = Advertise.of(recs[5])
-    assert _rejected(d.handle(1.0, recs[5].peer, adv), "join_rate_limited") == 0
+    n0 = d.auth.verified
+    assert _rejected(d.handle(1.0, recs[5].peer, adv), "pending_full") == 1
     assert _rejected(d.handle(1.1, recs[5].peer, adv), "join_rate_limited") == 1
-    assert _rejected(d.handle(2.2, recs[5].peer, adv), "join_rate_limited") == 0
+    assert _rejected(d.handle(2.2, recs[5].peer, adv), "pending_full") == 1
+    assert d.auth.verified == n0
+    # a pending joiner may re-advertise (the bootstrap loop does, every ping_interval)
+    assert _rejected(d.handle(2.3, recs[4].peer, Advertise.of(recs[4])), "join_rate_limited") == 0
 
 
 def test_joiner_enters_only_after_its_pong_and_after_the_next_model_send() -> None:
@@ -149,6 +157,8 @@ def test_joiner_enters_only_after_its_pong_and_after_the_next_model_send() -> No
     net.run_until(net.now + 60.0)
     assert all(j in c.view for pk, c in net.cores.items() if pk != j)
     assert net.cores[j].verified_round >= 3   # it learnt the round from its bootstrap peer
+    # ... and re-signed its record with that round; the bootstrap peer relays the new claim
+    assert a.view.get(j).record.last_active >= 3
 
 
 def test_flood_of_unreachable_fresh_keys_never_enters_views_and_rounds_go_on() -> None:

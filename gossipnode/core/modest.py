@@ -488,7 +488,7 @@ class ModestCore:
             self._boot_peers.add(pk)
             claim = self._boot_claim.pop(pk, None)
             if claim is not None:
-                self.note_verified(claim)
+                self._verified_by_boot(pk, claim)
         # Before round 1 nobody is in a sample yet, so a join can apply at once; so can a peer
         # learned from views (it joined elsewhere already). Others wait for our next model send.
         if not j.via_advert or self.round == 0:
@@ -496,6 +496,14 @@ class ModestCore:
             self._accept(j.record)
         if j.via_advert:
             self._send(pk, ViewShare(self.round, self.view.records()))
+
+    def _verified_by_boot(self, pk: bytes, k: int) -> None:
+        """A bootstrap peer told us the network's round: our record's claim jumps with it, so send
+        the re-signed record back (the one it holds says round 0, which others would ignore)."""
+        before = self.own_record()
+        self.note_verified(k)
+        if self.own_record() is not before:
+            self._send(pk, self._advert())
 
     def _probe_tick(self, now: float) -> None:
         for pk, j in list(self.pending.items()):
@@ -528,28 +536,45 @@ class ModestCore:
             self._reject(self.round, "round_out_of_range", round=msg.round, type="advertise")
             return
         rec = msg.record(sender)
-        member = sender in self.view.entries
-        if msg.status == Status.JOIN and not member:
+        e = self.view.get(sender)
+        j = self.pending.get(sender)
+        if msg.status == Status.JOIN and e is None and j is None:
             t = self._advert_at.get(sender)
             if t is not None and self.now - t < 0.9 * self.cfg.ping_interval:   # 10 % for jitter
                 self._reject(self.round, "join_rate_limited", peer=sender.hex()[:16])
                 return
+            self._remember(self._advert_at, sender, self.now)
             if not self._pow_ok(rec):
                 self._reject(self.round, "insufficient_pow", peer=sender.hex()[:16], bits=self.cfg.join_pow)
                 return
-        if (not member or self.view.newer(rec)) and not self.auth.verify(rec):
+            # caps before the signature: a flood of fresh keys costs no verification once full
+            if len(self.view) >= self.cfg.max_peers:
+                self._reject(self.round, "view_full", peer=sender.hex()[:16])
+                return
+            if len(self.pending) >= self.cfg.max_pending:
+                self._reject(self.round, "pending_full", peer=sender.hex()[:16])
+                return
+        newer = self.view.newer(rec) if e is not None else (j is None or rec.newer_than(j.record))
+        if newer and not self.auth.verify(rec):
             self._reject(self.round, "bad_record_sig", peer=sender.hex()[:16], type="advertise")
             return
         if msg.status == Status.LEAVE:
             self.pending.pop(sender, None)
-            if member and self._accept(rec):
+            if e is not None and self._accept(rec):
                 self._event(self.round, "peer_left", peer=sender.hex()[:16])
             return
-        if member:
+        if e is not None:
+            # A member re-signed only its last_active (a joiner that learnt the round): no view back.
+            refresh = e.record is not None and rec.index == e.record.index and rec.last_active > e.record.last_active
             self._accept(rec)
-            self._send(sender, ViewShare(self.round, self.view.records()))
+            if not refresh:
+                self._send(sender, ViewShare(self.round, self.view.records()))
             return
-        self._remember(self._advert_at, sender, self.now)
+        if j is not None:
+            if newer:
+                j.record = rec
+            j.via_advert = True
+            return
         self._add_pending(rec, via_advert=True)
 
     def _on_viewshare(self, sender: bytes, msg: ViewShare) -> None:
@@ -563,7 +588,7 @@ class ModestCore:
         self._take_records(msg.view)
         if boot and msg.round > self.rv():
             if sender in self._boot_peers:
-                self.note_verified(msg.round)
+                self._verified_by_boot(sender, msg.round)
             elif len(self._boot_claim) < 64 or sender in self._boot_claim:
                 self._boot_claim[sender] = max(msg.round, self._boot_claim.get(sender, 0))
         self._bump(sender, min(msg.round, self._cap()))
