@@ -172,8 +172,9 @@ def test_unknown_type() -> None:
 
 
 BAD_BODIES = [
-    (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [1, 2]), (MsgType.PING, [1, 2, 3, 4]), (MsgType.PING, [-1, 2]), (MsgType.PING, [2**63, 0]),
-    (MsgType.PING, [1.0, 2]), (MsgType.PING, [True, 2]), (MsgType.PING, {"round": 1}),
+    (MsgType.PING, [1]), (MsgType.PING, [1, 2, 3]), (MsgType.PING, [1, 2]),
+    (MsgType.PING, [1, 2, 3, 4]), (MsgType.PING, [-1, 2, None]), (MsgType.PING, [2**63, 0, None]),
+    (MsgType.PING, [1.0, 2, None]), (MsgType.PING, [True, 2, None]), (MsgType.PING, {"round": 1}),
     (MsgType.ADVERTISE, [1, 2, 2, [], 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, 0, SIG]),
     (MsgType.ADVERTISE, [1, 2, 0, ["a"] * 9, 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, ["x" * 257], 0, SIG]),
     (MsgType.ADVERTISE, [1, 2, 0, [b"bin"], 0, SIG]), (MsgType.ADVERTISE, [1, 2, 0, []]),   # v1 layout
