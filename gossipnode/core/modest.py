@@ -543,16 +543,13 @@ class ModestCore:
             if t is not None and self.now - t < 0.9 * self.cfg.ping_interval:   # 10 % for jitter
                 self._reject(self.round, "join_rate_limited", peer=sender.hex()[:16])
                 return
-            self._remember(self._advert_at, sender, self.now)
-            if not self._pow_ok(rec):
-                self._reject(self.round, "insufficient_pow", peer=sender.hex()[:16], bits=self.cfg.join_pow)
-                return
-            # caps before the signature: a flood of fresh keys costs no verification once full
-            if len(self.view) >= self.cfg.max_peers:
-                self._reject(self.round, "view_full", peer=sender.hex()[:16])
-                return
-            if len(self.pending) >= self.cfg.max_pending:
-                self._reject(self.round, "pending_full", peer=sender.hex()[:16])
+            # pow and caps before the signature: a flood of fresh keys costs no verification once
+            # full. The per-key limit counts adverts turned away here and validly signed ones.
+            why = ("insufficient_pow" if not self._pow_ok(rec) else "view_full" if len(self.view) >= self.cfg.max_peers
+                   else "pending_full" if len(self.pending) >= self.cfg.max_pending else None)
+            if why is not None:
+                self._remember(self._advert_at, sender, self.now)
+                self._reject(self.round, why, peer=sender.hex()[:16])
                 return
         newer = self.view.newer(rec) if e is not None else (j is None or rec.newer_than(j.record))
         if newer and not self.auth.verify(rec):
@@ -575,6 +572,7 @@ class ModestCore:
                 j.record = rec
             j.via_advert = True
             return
+        self._remember(self._advert_at, sender, self.now)
         self._add_pending(rec, via_advert=True)
 
     def _on_viewshare(self, sender: bytes, msg: ViewShare) -> None:
