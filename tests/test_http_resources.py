@@ -14,11 +14,14 @@ import pytest
 from aiohttp import web
 
 from gossipnode.config import NodeConfig
-from gossipnode.core.messages import Advertise, ModelKind, ModelMsg, ModelRequest, Ping, Status
+from gossipnode.core.messages import (
+    Advertise, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status, ViewRecord,
+)
 from gossipnode.node import MODEL_REQUEST_BURST, PENDING_BASE_FRAMES, Node
 from gossipnode.transport.http import REPLY_TO
 from gossipnode.wire.codec import decode, encode
 from gossipnode.wire.identity import Identity
+from gossipnode.wire.records import Ed25519RecordAuth
 
 from conftest import free_ports
 
@@ -88,9 +91,16 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
     return time.monotonic() - t0
 
 
-def _join(n: Node, peer: Identity, address: str, seq: int = 1) -> bytes:
-    """The frame by which `peer` joins `n` with its own (signed) address."""
-    return encode(peer, "t", seq, time.time(), Advertise(0, 1, Status.JOIN, (address,)))
+async def _join(n: Node, peer: Identity, address: str, seq: int = 1) -> int:
+    """`peer` joins `n` with its own signed address: a signed JOIN advert, then the PONG to n's
+    probe ping (a joiner enters the view only once reached; SPEC 4.1). The highest HTTP status."""
+    rec = Ed25519RecordAuth(peer, "t").sign(ViewRecord(peer.public_key, 0, 1, Status.JOIN, (address,)))
+    status = (await _post(n, encode(peer, "t", seq, time.time(), Advertise.of(rec))))[0]
+    j = n.core.pending.get(peer.public_key)
+    if j is not None:
+        status = max(status, (await _post(n, encode(peer, "t", 0, time.time(), Pong(0, j.nonce, rec))))[0])
+    assert peer.public_key in n.core.view
+    return status
 
 
 async def test_budget_busy_503_with_retry_after_and_limits(node: Node) -> None:
@@ -189,7 +199,7 @@ async def test_no_reflection_to_reply_to_header(node: Node) -> None:
         assert (await _post(node, encode(stranger, "t", 2, time.time(), Ping(1, 1)), hdr))[0] == 202
         # A member: the answer goes to the address of its own record, never to the header's.
         member = Identity.generate()
-        assert (await _post(node, _join(node, member, own.url), hdr))[0] == 202
+        assert await _join(node, member, own.url) == 202
         assert (await _post(node, encode(member, "t", 2, time.time(), ModelRequest(h)), hdr))[0] == 202
         for _ in range(50):
             if "ModelData" in own.types():
@@ -204,7 +214,7 @@ async def test_no_reflection_to_reply_to_header(node: Node) -> None:
 async def test_model_request_rate_limited_per_peer(node: Node) -> None:
     async with Listener() as own:
         member = Identity.generate()
-        assert (await _post(node, _join(node, member, own.url)))[0] == 202
+        assert await _join(node, member, own.url) == 202
         answers = []
         for i in range(MODEL_REQUEST_BURST + 3):
             status, body, headers = await _post(node, encode(member, "t", 10 + i, time.time(),
@@ -217,14 +227,14 @@ async def test_model_request_rate_limited_per_peer(node: Node) -> None:
         assert own.types().count("ModelData") == MODEL_REQUEST_BURST
         # Another member has its own bucket.
         other = Identity.generate()
-        assert (await _post(node, _join(node, other, own.url)))[0] == 202
+        assert await _join(node, other, own.url) == 202
         assert (await _post(node, encode(other, "t", 5, time.time(), ModelRequest(node.current))))[0] == 202
 
 
 async def test_frames_waiting_for_a_base_are_bounded(node: Node) -> None:
     async with Listener() as own:  # the member never answers the MODEL_REQUESTs for the bases
         member = Identity.generate()
-        assert (await _post(node, _join(node, member, own.url)))[0] == 202
+        assert await _join(node, member, own.url) == 202
         model = node.learner.initial
         t0 = time.monotonic()
         codes = []
