@@ -37,7 +37,7 @@ def build_model(total_mb: float, rng: np.random.Generator) -> ModelMsg:
     for i in range(n_big):
         tensors.append(to_raw(f"layer{i}.weight", rng.standard_normal((per // cols, cols), dtype=np.float32)))
         tensors.append(to_raw(f"layer{i}.bias", rng.standard_normal(cols, dtype=np.float32)))
-    view = tuple(ViewRecord(rng.bytes(32), 7, i, Status.JOIN) for i in range(100))
+    view = tuple(ViewRecord(rng.bytes(32), 7, i, Status.JOIN, (), rng.bytes(64)) for i in range(100))
     return ModelMsg(7, ModelKind.TRAINED, model_hash(tensors), view, None, tuple(tensors), ())
 
 
