@@ -70,6 +70,12 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--stall-timeout", "stall_timeout", float,
      "idle without a new round this long: check the network, restart a round if nobody holds one "
      "(0: 3 x round timeout; < 0: off)"),
+    ("--role-slack", "role_slack", int,
+     "MoDeST role checks: a model's sender may be this many places behind the s (a) reachable "
+     "candidates of the receiver's sample order and still count as sampled (default 2)"),
+    ("--accept-quorum", "accept_quorum", int,
+     "MoDeST: a trainer adopts a round's model only once this many aggregators sent the same hash "
+     "(1..--aggregators; default 1)"),
     ("--bootstrap-wait", "bootstrap_wait", float, "seconds to wait for peers before round 1"),
     ("--bootstrap-timeout", "bootstrap_timeout", float, "start round 1 after this even if peers are silent"),
     ("--rounds", "rounds", int, "leave gracefully after this many rounds (0: run until stopped)"),

@@ -72,6 +72,8 @@ class NodeConfig:
     aggregation_timeout: float = 30.0
     round_timeout: float = 60.0
     stall_timeout: float = 0.0          # 0: 3 x round_timeout; < 0: off
+    role_slack: int = 2                 # role checks: places a sender may lie behind its sample
+    accept_quorum: int = 1              # trainers adopt a round's model once this many aggregators agree
     bootstrap_wait: float = 3.0
     bootstrap_timeout: float = 30.0
     rounds: int = 0                     # 0: run until stopped
@@ -117,6 +119,7 @@ class NodeConfig:
             stall_timeout=stall_timeout_from(self.stall_timeout, self.round_timeout),
             round_window=self.round_window or None, max_peers=self.max_peers, max_pending=self.max_pending,
             join_pow=self.join_pow,
+            role_slack=self.role_slack, accept_quorum=self.accept_quorum,
         )
 
 

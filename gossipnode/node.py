@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import random
+import json
 import threading
 from functools import partial
 import time
@@ -488,6 +489,8 @@ class Node:
             return self._on_model_data(msg)
         if isinstance(msg, ModelMsg):
             if msg.base is not None and msg.base not in self.store:
+                if (why := self._not_admissible(sender, msg)) is not None:
+                    return why   # no base fetch for a stranger's model
                 return self._hold_for_base(sender, msg)  # must fetch the base first
             return await self._receive_model(sender, msg)
         if (isinstance(msg, Advertise) and msg.status == Status.JOIN and sender not in self.core.view
@@ -587,6 +590,14 @@ class Node:
             if self._fetches.get(h) is fut and fut.done():
                 self._fetches.pop(h, None)
 
+    def _not_admissible(self, sender: bytes, msg: ModelMsg) -> str | None:
+        """The core's walk-free role checks (not_member, round_out_of_range). On a rejection the
+        core records (counts) it and may answer it (gossip mode: its advert, so the sender can join)."""
+        why = self.core.admissible(sender, msg)
+        if why is not None:
+            self._execute(self.core.handle(self._now(), sender, replace(msg, tensors=(), histories=())))
+        return why
+
     async def _receive_model(self, sender: bytes, msg: ModelMsg) -> str | None:
         size = sum(len(t.data) for t in msg.tensors)
         base: Model | None = None
@@ -613,6 +624,8 @@ class Node:
                else self._model_problem(model, reference))
         if bad is not None:
             return self._count_reject(*bad)
+        if (why := self._not_admissible(sender, msg)) is not None:
+            return why   # valid bytes, but no authority: nothing of it is stored
         if msg.histories and (why := self._merge_histories(sender, msg.histories)) is not None:
             return self._count_reject("bad_history", why)
         self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)

@@ -103,13 +103,16 @@ def test_pingwalk_wrong_nonce_ignored() -> None:
 
 
 def _core(i: int, **kw) -> ModestCore:
-    cfg = ModestConfig(**({"sample_size": 3, "ping_timeout": 2.0} | kw))
+    # These unit tests feed models from arbitrary members: the role checks (tests/test_core_roles.py)
+    # are widened here so that any member passes them.
+    cfg = ModestConfig(**({"sample_size": 3, "ping_timeout": 2.0, "role_slack": 100} | kw))
     return ModestCore(cfg, pk_of(i), (f"mem://{i}",), b"\0" * 32, random.Random(i))
 
 
 def test_stale_updates_dropped() -> None:
     c = _core(0, sample_size=3, aggregation_timeout=100.0)
     c.start(0.0, [])
+    _known(c, 4)
     m = b"\1" * 32
     c.handle(1.0, pk_of(1), ModelMsg(5, ModelKind.TRAINED, m, ()))
     assert c.agg_idx == 5

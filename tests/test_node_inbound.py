@@ -124,18 +124,29 @@ async def test_history_records_validated_and_merged(node: Node) -> None:
     from gossipnode.wire.identity import node_id
     from gossipnode.wire.tensors import model_hash, to_raw
     peer, subject = Identity.generate(), Identity.generate()
+    # A stranger's model (and the history records on it) is refused before anything is stored.
     model = node.learner.initial
+    h = model_hash(model)
+    n = node.learner.history_size
+    rec = HistoryRecord(subject.public_key, 1, 1, (to_raw("history", np.ones(n, "<f2")),))
+    msg = ModelMsg(1, ModelKind.AGGREGATED, h, (), None, model, (rec,))
+    status, body = await _post(node, encode(peer, "t", 1, time.time(), msg))
+    assert status == 400 and body == {"rejected": "not_member"}
+    assert len(node.pipeline.filter.store) == 0 and node.core.train_idx == 0
+    assert node.status()["messages_rejected"]["not_member"] == 1
+    # Once it is a member (as after a signed join and probe), its model is taken.
+    node.core.view.apply(peer.public_key, 0, 1, Status.JOIN, ("http://127.0.0.1:9",))
     h = model_hash(model)
     n = node.learner.history_size
     bad = HistoryRecord(subject.public_key, 1, 1, (to_raw("history", np.zeros(n + 1, "<f2")),))
     msg = ModelMsg(1, ModelKind.AGGREGATED, h, (), None, model, (bad,))
-    status, body = await _post(node, encode(peer, "t", 1, time.time(), msg))
+    status, body = await _post(node, encode(peer, "t", 3, time.time(), msg))
     assert status == 400 and body == {"rejected": "bad_history"}
     store = node.pipeline.filter.store
     assert len(store) == 0 and node.core.train_idx == 0
     good = HistoryRecord(subject.public_key, 1, 2, (to_raw("history", np.ones(n, "<f2")),))
     msg = ModelMsg(1, ModelKind.AGGREGATED, h, (), None, model, (good,))
-    status, _ = await _post(node, encode(peer, "t", 2, time.time(), msg))
+    status, _ = await _post(node, encode(peer, "t", 4, time.time(), msg))
     assert status == 202
     rec = store.get(node_id(subject.public_key))
     assert rec is not None and rec.distance == 3 and rec.received_from == node_id(peer.public_key)

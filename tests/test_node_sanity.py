@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gossipnode.config import NodeConfig
-from gossipnode.core.messages import ModelData, ModelKind, ModelMsg
+from gossipnode.core.messages import ModelData, ModelKind, ModelMsg, Status
 from gossipnode.learn.sanity import (
     DEFAULT_MAX_UPDATE_NORM,
     NON_FINITE,
@@ -107,7 +107,9 @@ async def test_receive_model_rejects_non_finite_and_blown_up_models(node: Node) 
     assert _snapshot(node) == before
     assert node.rejected[NON_FINITE] == 2 and node.rejected[NORM_OUT_OF_RANGE] == 2
 
-    # an honest-sized update passes the check and is stored (the core may still reject it by role)
+    # an honest-sized update from a member passes the check and is stored (the core may still
+    # reject it by rank; a non-member's model is refused before it is stored: not_member)
+    node.core.view.apply(peer, 0, 1, Status.JOIN, ("http://127.0.0.1:9",))
     ok = _scaled(current, lambda a: a * 1.05)
     okd, okh = make_delta(ok, current)
     assert await node._receive_model(peer, ModelMsg(1, ModelKind.TRAINED, okh, (), node.current, okd)) is None

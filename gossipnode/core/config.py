@@ -26,6 +26,10 @@ class ModestConfig:
     max_peers: int = 10_000
     max_pending: int = 256
     join_pow: int = 0                 # a joiner's key needs this many leading zero bits of work (0: off)
+    # Role checks (SPEC 15.1): a sender may be this many places behind the s (a) reachable
+    # candidates of the receiver's order and still count as sampled (views differ by a few entries).
+    role_slack: int = 2
+    accept_quorum: int = 1            # q: adopt an AGGREGATED model once q aggregators sent its hash
 
     def __post_init__(self) -> None:
         if self.sample_size < 1 or self.aggregators < 1:
@@ -44,6 +48,11 @@ class ModestConfig:
             raise ValueError("join_pow must be in [0, 40] bits")
         if self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("max_peers and max_pending must be >= 1")
+        if self.role_slack < 0:
+            raise ValueError("role_slack must be >= 0")
+        if not 1 <= self.accept_quorum <= self.aggregators:
+            raise ValueError(f"accept_quorum must be in [1, aggregators={self.aggregators}], "
+                             f"got {self.accept_quorum}")
 
     @property
     def window(self) -> int:

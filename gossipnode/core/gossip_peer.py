@@ -27,6 +27,7 @@ class GossipPeerCore:
         self.view = View()
         self.gossip = GossipCore(cfg, self_pk, [], initial_model, rng)
         self.bootstrap: list[str] = []
+        self._introduced: set[tuple[bytes, int]] = set()
 
     # -- the surface the runtime uses -------------------------------------------------------
     @property
@@ -38,6 +39,14 @@ class GossipPeerCore:
 
     def active(self, _k: int = 0) -> list[bytes]:
         return self.gossip.active_peers(self.gossip.now) + [self.pk]
+
+    def admissible(self, sender: bytes, msg: ModelMsg) -> str | None:
+        """Checked by the runtime before it stores anything for a MODEL (SPEC 15.3)."""
+        return None if self.is_member(sender) else "not_member"
+
+    def is_member(self, pk: bytes) -> bool:
+        e = self.view.get(pk)
+        return e is not None and e.status != Status.LEAVE
 
     def address_of(self, pk: bytes) -> tuple[str, ...]:
         e = self.view.get(pk)
@@ -89,14 +98,23 @@ class GossipPeerCore:
                 return out
             if msg.status == Status.JOIN and not known:
                 out.append(Send(sender, ViewShare(self.round, self.view.records())))
+            elif msg.status == Status.JOIN and (sender, msg.index) not in self._introduced:
+                # A known peer's JOIN advert may mean that it does not know us (it rejected our
+                # model as not_member and sent its advert): introduce ourselves, once per session.
+                self._introduced.add((sender, msg.index))
+                out.append(Send(sender, self._advert()))
             return out
         elif isinstance(msg, ViewShare):
             for r in msg.view:
                 if self.view.newer(r) and r.peer != self.pk and not self._take(r, out) and out:
                     break   # the first bad record ends the merge
             return out
-        elif isinstance(msg, ModelMsg) and sender not in self.view:
-            return out + [Send(sender, self._advert())] + self.gossip.handle(now, sender, msg)
+        elif isinstance(msg, ModelMsg) and not self.is_member(sender):
+            # Only members' models are merged (SPEC 15.3); a peer that knows us but that we do not
+            # know gets our advert, so it can join (its JOIN advert makes it a member).
+            return out + [Send(sender, self._advert()),
+                          Event(self.round, "rejected", {"reason": "not_member", "sender": sender.hex()[:16],
+                                                         "model_kind": msg.kind.name.lower()})]
         return out + self.gossip.handle(now, sender, msg)
 
     def discovered(self, now: float, pk: bytes, addresses: tuple[str, ...]) -> list[Action]:

@@ -26,6 +26,10 @@ from .view import Entry, View
 
 
 STALL_PROBES = 10
+PING_JUMP = 16        # a role-checked ping moves R_v at most this many windows (see _verify_ping)
+VERIFY_WALKS = 2      # a held model may trigger this many verification walks (SPEC 15.1)
+HOLD_MAX = 16         # models held at once while their sender's (or our) rank is verified
+QUORUM_ROUNDS = 4     # accept_quorum: rounds whose votes are kept (the newest above train_idx)
 FINISH_WITNESSES = 2   # signed claims of distinct peers that the network passed max_rounds
 _MEMO = 4096           # bound of the small per-key memories (rate limit, unreachable joiners)
 
@@ -96,6 +100,12 @@ class ModestCore:
         self.gone: dict[bytes, int] = {}   # peers marked LEAVE by `departed` -> their index then
         self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong
         self.verified_round = 0      # R_v: rounds seen from role-checked models (see note_verified)
+        # Role checks (SPEC 15.1): peers whose ping timed out in a walk and that were not heard
+        # from since (they do not count as "ahead" of a sender), models held while a walk
+        # verifies a rank, and accept_quorum votes: round -> model -> aggregators that sent it.
+        self.unreachable: dict[bytes, float] = {}
+        self._held: dict[tuple[bytes, int, int], ModelMsg] = {}
+        self.votes: dict[int, dict[bytes, set[bytes]]] = {}
         self.model_round = 0
         self.model = initial_model   # the newest model this node adopted (a stall restart sends it)
         self.progress_at = 0.0       # when R last grew (see _stall_tick)
@@ -194,6 +204,7 @@ class ModestCore:
         else:
             if sender in self.view or sender in self.pending:   # strangers cost no memory here
                 self.last_heard[sender] = now
+                self.unreachable.pop(sender, None)
             if sender in self.gone:
                 self._revive(sender)
             self._dispatch(sender, msg)
@@ -351,6 +362,7 @@ class ModestCore:
             # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
             # an idle node whose R_v lags must still answer, or it drops out of every sample.)
             self._bump(sender, max(self.round, min(msg.round, self._cap())))
+            self._verify_ping(sender, msg.round)
             # A PONG carries the highest round this node took part in (holds its model or
             # aggregates it), not R, which may be hearsay from views: retries need to know
             # whether the peer really has the round (see _retry_tick). And our signed record.
@@ -374,18 +386,113 @@ class ModestCore:
                 w.on_pong(self.now, sender, msg.nonce)
             self.walks = [w for w in self.walks if not w.done]
         elif isinstance(msg, ModelMsg):
-            self._take_records(msg.view)
-            self._bump(sender, msg.round)
-            if msg.kind == ModelKind.AGGREGATED:
-                self._on_aggregated(msg.round, msg.model, sender)
-            elif msg.kind == ModelKind.TRAINED:
-                self._on_trained(msg.round, msg.model, sender)
-            else:
-                self._event(msg.round, "ignored_model_kind", kind=int(msg.kind))
+            self._on_model(sender, msg, VERIFY_WALKS)
         elif isinstance(msg, Advertise):
             self._on_advertise(sender, msg)
         elif isinstance(msg, ViewShare):
             self._on_viewshare(sender, msg)
+
+    def _on_model(self, sender: bytes, msg: ModelMsg, walks: int) -> None:
+        # Role checks first: a rejected (or held) model changes nothing, not even the view.
+        # (An accepted model raises R_v through train_idx / agg_idx; one held for a quorum does not.)
+        if sender != self.pk and not self._role_ok(sender, msg, walks):
+            return
+        self._take_records(msg.view)
+        self._bump(sender, msg.round)
+        if msg.kind == ModelKind.AGGREGATED:
+            self._on_aggregated(msg.round, msg.model, sender)
+        elif msg.kind == ModelKind.TRAINED:
+            self._on_trained(msg.round, msg.model, sender)
+        else:
+            self._event(msg.round, "ignored_model_kind", model_kind=int(msg.kind))
+
+    # ---- role checks (SPEC 15.1, "Role rules") ---------------------------------------------
+    def _verify_ping(self, sender: bytes, r: int) -> None:
+        """A role-checked PING raises R_v (contract: "accepted role-checked models or pings"): a
+        member pinging with round r that may have trained (or aggregate) round r, i.e. within
+        order(r)[: s + slack], moves R_v to r, if r is at most PING_JUMP windows above R_v.
+        Trainers and aggregators ping the next candidates before they send them a model, so a
+        node that was idle for many rounds learns the round and takes the model that follows.
+        (Stopgap, see the roles report: a strict one-window cap stalled honest survivors at
+        small tau; an unbounded jump let one ping move R_v to 2^63-1.)"""
+        if r <= self.verified_round or r > self.rv() + PING_JUMP * self.cfg.window or not self.is_member(sender):
+            return
+        if len(self.ahead(sender, r)) < self.cfg.sample_size + self.cfg.role_slack:
+            self.note_verified(r)
+
+    def is_member(self, pk: bytes) -> bool:
+        e = self.view.get(pk)
+        if e is not None and e.status != Status.LEAVE:
+            return True
+        j = self.pending.get(pk)   # a joiner counts once it answered a ping at its signed address
+        return j is not None and j.reached
+
+    def ahead(self, pk: bytes, k: int) -> list[bytes]:
+        """The candidates ahead of `pk` in order(k) that are not known to be unreachable. `pk`
+        itself counts as active (its signed message is the evidence); self is always reachable.
+        `pk` "may" act in round k as one of the first `n` when len(ahead(pk, k)) < n + slack."""
+        cands = self.active(k)
+        if pk not in cands:
+            cands.append(pk)
+        order = sample_order(cands, k)
+        return [p for p in order[: order.index(pk)] if p not in self.unreachable]
+
+    def admissible(self, sender: bytes, msg: ModelMsg) -> str | None:
+        """The checks that need no walk, for the runtime to run before it stores or fetches
+        anything for a MODEL (a stranger's model, bases and histories are refused at once)."""
+        if sender == self.pk:
+            return None
+        if not self.is_member(sender):
+            return "not_member"
+        if msg.kind not in (ModelKind.AGGREGATED, ModelKind.TRAINED):
+            return "wrong_model_kind"   # e.g. GOSSIP: this node runs MoDeST
+        k = msg.round
+        if k > self._cap() or k < 1:
+            return "round_out_of_range"
+        return None
+
+    def _role_ok(self, sender: bytes, msg: ModelMsg, walks: int) -> bool:
+        """TRAINED(k): we may aggregate k, the sender may have trained k-1. AGGREGATED(k): the
+        sender may aggregate k. A rank that is too deep only because candidates ahead were not
+        pinged lately is verified with a ping-walk over them first (the model is held)."""
+        k = msg.round
+        detail = {"sender": sender.hex()[:16], "model_kind": msg.kind.name.lower()}
+        if (why := self.admissible(sender, msg)) is not None:
+            self._reject(k, why, verified=self.rv(), **detail)
+            return False
+        a, s, slack = self.cfg.aggregators, self.cfg.sample_size, self.cfg.role_slack
+        if msg.kind == ModelKind.AGGREGATED:
+            checks = [(sender, k, a + slack, "not_in_sample")]
+        else:
+            checks = [(self.pk, k, a + slack, "not_aggregator"), (sender, k - 1, s + slack, "not_in_sample")]
+        for pk, r, width, reason in checks:
+            ahead = self.ahead(pk, r)
+            if len(ahead) < width:
+                continue
+            if walks > 0 and self._hold(sender, msg, ahead, width, walks):
+                return False
+            self._reject(k, reason, rank=len(ahead), allowed=width, **detail)
+            return False
+        return True
+
+    def _hold(self, sender: bytes, msg: ModelMsg, ahead: list[bytes], width: int, walks: int) -> bool:
+        """Ping the candidates ahead (those heard lately count as reachable); the walk stops at
+        `width` answers. Then check again: the ones that timed out are known unreachable now."""
+        key = (sender, msg.round, int(msg.kind))
+        if key in self._held:
+            return True       # a duplicate (retry) of a model already being verified
+        if len(self._held) >= HOLD_MAX:
+            return False
+        self._held[key] = msg
+
+        def done(_reachable: list[bytes]) -> None:
+            held = self._held.pop(key, None)
+            if held is not None and not self.finished:
+                self._on_model(sender, held, walks - 1)
+
+        self._event(msg.round, "verify_rank", sender=sender.hex()[:16], ahead=len(ahead), allowed=width)
+        self._walk(ahead, width, msg.round, done)
+        return True
 
     def _bump(self, pk: bytes, round_: int) -> None:
         if pk != self.pk:
@@ -625,6 +732,8 @@ class ModestCore:
 
     def _on_aggregated(self, k: int, model: bytes, sender: bytes) -> None:
         """Trainer side: an aggregated model for round k arrived (or round 1 starts)."""
+        if k > self.train_idx and sender != self.pk and not self._quorum(k, model, sender):
+            return
         if k > self.train_idx:
             self.train_idx = k
             if self.training is not None:
@@ -641,6 +750,27 @@ class ModestCore:
             self.training = k
             self._event(k, "training", sender=sender.hex()[:16])
             self._out.append(StartTraining(k, model))
+
+    def _quorum(self, k: int, model: bytes, sender: bytes) -> bool:
+        """accept_quorum: adopt round k's model once q distinct (role-checked) aggregators sent
+        the same hash. Each sender has one vote per round; votes are kept for a few rounds."""
+        q = self.cfg.accept_quorum
+        if q <= 1:
+            return True
+        for r in [r for r in self.votes if r <= self.train_idx]:
+            del self.votes[r]
+        ballot = self.votes.setdefault(k, {})
+        if not any(sender in v for v in ballot.values()):
+            ballot.setdefault(model, set()).add(sender)
+        while len(self.votes) > QUORUM_ROUNDS:
+            del self.votes[min(self.votes)]
+        backers = len(ballot.get(model, ()))
+        if backers >= q:
+            self.votes.pop(k, None)
+            return True
+        self._event(k, "quorum_wait", model=model.hex()[:16], votes=backers, needed=q,
+                    hashes=len(ballot))
+        return False
 
     def _on_trained(self, k: int, model: bytes, sender: bytes) -> None:
         """Aggregator side: a trained model for round k arrived from `sender`."""
@@ -682,8 +812,16 @@ class ModestCore:
             t = self.last_heard.get(pk)
             return fresh and t is not None and self.now - t <= self.cfg.fresh_contact
 
+        box: list[PingWalk] = []
+
+        def done(reachable: list[bytes]) -> None:
+            for pk in box[0].failed if box else ():
+                self.unreachable[pk] = self.now   # until it is heard from again (handle)
+            on_done(reachable)
+
         w = PingWalk(list(candidates), count, self.cfg.ping_timeout, self.cfg.ping_interval,
-                     send_ping, on_done, reachable_now, self._new_nonce)
+                     send_ping, done, reachable_now, self._new_nonce)
+        box.append(w)
         w.start(self.now)
         if not w.done:
             self.walks.append(w)

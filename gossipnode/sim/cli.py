@@ -33,6 +33,10 @@ _HELP: dict[str, str] = {
     "compute": "per-node training speed in samples/s (same syntax): heterogeneous nodes",
     "agg_time": "virtual seconds per aggregated contribution",
     "stall_timeout": "modest: the daemon's stall restart (< 0: off, as in the paper; 0: 3 x round timeout)",
+    "role_slack": "modest: role-check tolerance, places behind the sample (the daemon's --role-slack)",
+    "accept_quorum": "modest: adopt a model once this many aggregators sent its hash (--accept-quorum)",
+    "sybil_aggregate": "modest: honest, or replace (a Sybil sampled to aggregate sends its own poisoned "
+                       "model instead of the aggregate: what --accept-quorum defends against)",
     "churn": "crash|leave|join:COUNT:EVERY:START:TIMES, comma-separated (paper: crash:5:60:300:16)",
     "attack": "none, label-flip or backdoor",
     "sybils": "Sybil identities per honest node (phi), all sending the attacker's one model",

@@ -41,6 +41,8 @@ class SimConfig:
     aggregation_timeout: float = 30.0
     round_timeout: float = 60.0
     stall_timeout: float = -1.0       # < 0: off (the paper's protocol); 0: 3 x round_timeout
+    role_slack: int = 2               # role checks, as the daemon's --role-slack
+    accept_quorum: int = 1            # as the daemon's --accept-quorum
     # gossip learning
     gossip_interval: float = 60.0
     # D-PSGD
@@ -56,6 +58,7 @@ class SimConfig:
     attack: str = "none"              # none | label-flip | backdoor
     sybils: float = 0.0               # Sybil identities per honest node (phi)
     sybil_links: int = 2              # D-PSGD: honest neighbours of each Sybil identity
+    sybil_aggregate: str = "honest"   # modest: honest | replace (a Sybil sampled to aggregate sends its own model)
     # measurement
     eval_every: float = 0.0           # virtual seconds between evaluations (0: auto)
     eval_nodes: int = 20              # honest nodes evaluated per evaluation (gossip, dpsgd)
@@ -77,6 +80,8 @@ class SimConfig:
             raise ValueError("sybils (phi) must be >= 0")
         if self.sybils > 0 and self.attack == "none":
             raise ValueError("--sybils needs --attack label-flip or backdoor")
+        if self.sybil_aggregate not in ("honest", "replace"):
+            raise ValueError("sybil_aggregate must be honest or replace")
         parse_churn(self.churn)
         parse_topology(self.topology)
 

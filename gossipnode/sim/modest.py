@@ -46,6 +46,7 @@ class ModestSim(Engine):
             # nobody floods joins here: a joiner may probe the whole network it learns at once
             max_pending=max(256, self.n_honest_cap + self.n_sybils),
             max_peers=max(10_000, self.n_honest_cap + self.n_sybils),
+            role_slack=cfg.role_slack, accept_quorum=cfg.accept_quorum,
         )
         n = self.n_honest_cap + self.n_sybils
         self.pks = [self.make_pk(i) for i in range(n)]
@@ -131,8 +132,11 @@ class ModestSim(Engine):
                 if a.role == "aggregator" and i not in self._sybil_set:
                     self._round_model(i, a.round, a.model)
             elif isinstance(a, Event):
-                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart"):
+                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
+                              "verify_rank", "quorum_wait"):
                     self.events[a.kind] += 1
+                elif a.kind == "rejected":
+                    self.events["rejected_" + a.detail["reason"]] += 1
             elif isinstance(a, Finished):
                 pass
         self._schedule_tick(i)
@@ -186,6 +190,10 @@ class ModestSim(Engine):
         if self.keep_logs:
             self.agg_log.append({"round": k, "aggregator": i, "contributors": sorted(j for j, _ in contribs)})
         h = self.aggregate(i, k, contribs)
+        if i in self._sybil_set and self.cfg.sybil_aggregate == "replace":
+            # A legitimately sampled malicious aggregator: it sends the attacker's model (trained
+            # from the round's aggregate), the same for every Sybil, instead of the aggregate.
+            h = self.poisoned(h)
         self._run(i, c.aggregation_done(self.now, k, h))
 
     def _round_model(self, i: int, k: int, h: bytes) -> None:
