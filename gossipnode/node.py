@@ -5,7 +5,6 @@ import asyncio
 import json
 import logging
 import random
-import json
 import threading
 from functools import partial
 import time
