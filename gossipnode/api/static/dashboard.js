@@ -139,7 +139,7 @@
   }
 
   function drawChart(points) {
-    const W = 640, H = 220, L = 40, R = 44, T = 10, B = 26;
+    const W = 1100, H = 240, L = 40, R = 44, T = 10, B = 26;
     const chart = $("chart");
     const parts = [];
     const x0 = points.length ? points[0].round : 0;
