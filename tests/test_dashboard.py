@@ -342,3 +342,20 @@ def test_dashboard_of_a_running_network(node_procs, tmp_path) -> None:
     if os.environ.get("GOSSIPNODE_SCREENSHOT"):  # scripts: refresh docs/dashboard.png
         chromium(nodes[0].url + "/#token=" + token, tmp_path / "shot", budget_ms=3000,
                  screenshot=Path(os.environ["GOSSIPNODE_SCREENSHOT"]), size="1280,1150")
+
+
+def test_openapi_documents_every_route_and_its_protection() -> None:
+    import json
+    app = web.Application()
+    setup_routes(app, fake_node("t"))
+    doc = json.loads((ROOT / "gossipnode" / "api" / "openapi.json").read_text())
+    routes = {r.resource.canonical for r in app.router.routes() if r.method == "GET"} - {"/dashboard/{name}"}
+    assert routes <= set(doc["paths"]), routes - set(doc["paths"])
+    assert doc["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
+    for path in ("/v1/status", "/v1/peers", "/v1/rounds", "/v1/models/current", "/v1/models/{hash}", "/metrics"):
+        op = doc["paths"][path]["get"]
+        assert {"apiToken": []} in op["security"] and "401" in op["responses"], path
+    for path in ("/", "/v1/health", "/openapi.json"):
+        assert "security" not in doc["paths"][path]["get"], path
+    status = doc["components"]["schemas"]["Status"]["properties"]
+    assert "last_aggregation" in status and "history_bytes_sent" in status

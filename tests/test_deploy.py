@@ -107,7 +107,7 @@ def test_compose_binds_little_and_the_broker_needs_credentials(compose) -> None:
     assert "mosquitto_passwd" in " ".join(init["command"]) and "broker-auth" in _volume_names(init)
     assert "broker-auth" in _volume_names(services["broker"])
     assert "-u gossipnode" in " ".join(services["broker"]["healthcheck"]["test"])
-    for name, svc in _nodes(compose).items():
+    for svc in _nodes(compose).values():
         env = svc["environment"]
         assert env["GOSSIPNODE_MQTT_USERNAME"] == "gossipnode"
         assert env["GOSSIPNODE_MQTT_PASSWORD_FILE"].startswith("/run/gossipnode-broker/")
@@ -133,7 +133,7 @@ def test_compose_waits_for_healthy_services_and_stops_gracefully(compose) -> Non
             if cond == "service_healthy":
                 assert services[dep].get("healthcheck"), f"{name} waits for {dep}, which has no healthcheck"
     assert services["broker"]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"
-    for name, svc in _nodes(compose).items():
+    for svc in _nodes(compose).values():
         assert svc["depends_on"]["broker"]["condition"] == "service_healthy"
         assert svc.get("stop_signal", "SIGTERM") == "SIGTERM"
         assert _seconds(svc["stop_grace_period"]) >= 5  # a node stops within 3.5 s

@@ -96,7 +96,7 @@
     fill($("aggregation"), weights.map(([who, w]) => {
       const bar = el("div", "bar");
       bar.style.width = Math.round(100 * Math.max(0, w) / max) + "%";
-      const tr = el("tr", zeroed.has(who) ? "zeroed" : "", el("td", "mono", short(who)),
+      const tr = el("tr", zeroed.has(who) ? "zeroed" : "", el("td", "mono id", short(who)),
         el("td", "num", num(w, 4)), el("td", "", bar));
       tr.title = String(who);
       return tr;
@@ -111,11 +111,11 @@
     fill($("peers"), peers.map((p) => {
       const since = round - p.last_active_round;
       const state = p.status === "leave" ? "left" : p.active ? "active" : "inactive";
-      const tr = el("tr", "", el("td", "mono", short(p.node_id)),
+      const tr = el("tr", "", el("td", "mono id", short(p.node_id)),
         el("td", "mono", (p.addresses || []).join(" ")),
         el("td", "num", p.last_active_round),
         el("td", "", el("span", p.active ? "dot on" : "dot"),
-          state + (since > 0 ? " · " + since + " rounds ago" : " · now")));
+          state + (since > 0 ? " · " + since + (since === 1 ? " round ago" : " rounds ago") : " · now")));
       tr.title = String(p.node_id);
       return tr;
     }), 4, "no peers yet");
