@@ -359,3 +359,51 @@ def test_openapi_documents_every_route_and_its_protection() -> None:
         assert "security" not in doc["paths"][path]["get"], path
     status = doc["components"]["schemas"]["Status"]["properties"]
     assert "last_aggregation" in status and "history_bytes_sent" in status
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_two_tls_nodes_peer_over_https(tmp_path) -> None:
+    """--tls-cert on both: each advertises https://, trusts the other's certificate through
+    SSL_CERT_FILE (here one self-signed certificate for 127.0.0.1), and they train together."""
+    import json
+    import urllib.request
+
+    from conftest import NodeProcess
+    cert, key = self_signed(tmp_path)
+    ports = free_ports(2)
+    urls = [f"https://127.0.0.1:{p}" for p in ports]
+    env_before = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = str(cert)  # the node processes inherit it
+    procs = []
+    try:
+        for i, p in enumerate(ports):
+            procs.append(NodeProcess(p, tmp_path / f"n{i}", [
+                "--tls-cert", str(cert), "--tls-key", str(key), "--peers", urls[1 - i], "--shard", f"{i}/2",
+                "--mnist1d-samples", "1200", "--sample-size", "2", "--bootstrap-wait", "1", "--ping-timeout", "2",
+                "--aggregation-timeout", "5", "--round-timeout", "10"], tmp_path / f"n{i}.log").start())
+    finally:
+        if env_before is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = env_before
+    ctx = ssl.create_default_context(cafile=str(cert))
+
+    def status(u: str) -> dict:
+        with urllib.request.urlopen(u + "/v1/status", timeout=3, context=ctx) as r:
+            return json.loads(r.read())
+
+    def together() -> bool:
+        try:
+            st = [status(u) for u in urls]
+        except OSError:
+            return False
+        return all(s["peers_known"] == 1 and s["rounds_trained"] >= 1 and s["round"] >= 3 for s in st)
+    try:
+        wait_for(together, 120, "2 TLS nodes training together", procs)
+        peers = json.loads(urllib.request.urlopen(urls[0] + "/v1/peers", timeout=3, context=ctx).read())["peers"]
+        assert peers[0]["addresses"] == [urls[1]]
+        assert status(urls[0])["address"] == urls[0]
+    finally:
+        for p in procs:
+            p.kill()
