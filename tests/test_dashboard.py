@@ -235,8 +235,13 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_and_token_flags_are_checked() -> None:
+def test_tls_and_token_flags_are_checked(tmp_path) -> None:
     from gossipnode.config import load_config
+    (tmp_path / "pw").write_text("broker-secret\n")
+    cfg = load_config(env={"GOSSIPNODE_MQTT_PASSWORD_FILE": str(tmp_path / "pw")})
+    assert cfg.mqtt_password == "broker-secret"
+    assert load_config(env={"GOSSIPNODE_MQTT_PASSWORD_FILE": str(tmp_path / "pw"),
+                            "GOSSIPNODE_MQTT_PASSWORD": "given"}).mqtt_password == "given"
     with pytest.raises(ValueError, match="--tls-cert and --tls-key"):
         load_config(env={}, overrides={"tls_cert": "x.pem"})
     with pytest.raises(ValueError, match="--tls-cert x.pem: no such file"):

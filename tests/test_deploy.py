@@ -115,6 +115,51 @@ def test_compose_binds_little_and_the_broker_needs_credentials(compose) -> None:
         assert "GOSSIPNODE_API_TOKEN" in env  # passed through from the operator's shell
 
 
+def test_compose_broker_refuses_anonymous_and_takes_the_generated_password(compose, tmp_path) -> None:
+    """broker-init's script and mosquitto-compose.conf, run here: the script writes a password
+    and its hash, the broker (the compose config, port and paths remapped) refuses anonymous
+    clients and answers the broker healthcheck's authenticated subscribe."""
+    from mqtt_broker import Broker, find_mosquitto
+    exe, sub = find_mosquitto(), shutil.which("mosquitto_sub")
+    if exe is None or sub is None or shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto, mosquitto_sub, mosquitto_passwd needed (Debian: mosquitto mosquitto-clients)")
+    services = compose["services"]
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    script = services["broker-init"]["command"][0].replace("$$", "$").replace("/auth/", f"{auth}/")
+    out = subprocess.run(["sh", "-c", "chown() { :; }\n" + script], capture_output=True, text=True, timeout=30,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    password = (auth / "password").read_text()
+    assert len(password) >= 24 and (auth / "passwd").read_text().startswith("gossipnode:")
+    assert oct((auth / "passwd").stat().st_mode & 0o777) == "0o600"
+    b = Broker(exe, tmp_path)
+    lines = []
+    for line in (ROOT / "deploy" / "mosquitto-compose.conf").read_text().splitlines():
+        key = line.split(" ", 1)[0]
+        line = {"listener": f"listener {b.port} 127.0.0.1", "password_file": f"password_file {auth / 'passwd'}",
+                "log_dest": "log_dest stderr"}.get(key, line)
+        lines.append(line)
+    if os.geteuid() == 0:
+        lines.append("user root")   # as root, mosquitto would drop to user "mosquitto" (no access here)
+    b.conf.write_text("\n".join(lines) + "\n")
+    b.start()
+    try:
+        anon = subprocess.run([sub, "-h", "127.0.0.1", "-p", str(b.port), "-t", "$SYS/broker/uptime", "-C", "1",
+                               "-W", "3"], capture_output=True, text=True, timeout=20, check=False)
+        assert anon.returncode != 0, "an anonymous client was let in"
+        wrong = subprocess.run([sub, "-h", "127.0.0.1", "-p", str(b.port), "-u", "gossipnode", "-P", "nope",
+                                "-t", "$SYS/broker/uptime", "-C", "1", "-W", "3"],
+                               capture_output=True, text=True, timeout=20, check=False)
+        assert wrong.returncode != 0, "a wrong password was let in"
+        check = services["broker"]["healthcheck"]["test"][1].replace("$$", "$")
+        check = check.replace("/mosquitto/auth/", f"{auth}/").replace("-h 127.0.0.1", f"-h 127.0.0.1 -p {b.port}")
+        ok = subprocess.run(["sh", "-c", check], capture_output=True, text=True, timeout=20, check=False)
+        assert ok.returncode == 0, (ok.stdout, ok.stderr, b.log())
+    finally:
+        b.stop()
+
+
 def _seconds(v) -> float:
     v = str(v)
     if v.endswith("m"):
