@@ -210,6 +210,97 @@ async def test_api_token_guards_state_and_the_page_asks_for_it(fake_api, tmp_pat
     assert "auth" in dom.hidden and "main" not in dom.hidden and dom["round"] == "12"
 
 
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (aiohttp's websocket client): for
+    what --dump-dom cannot do (type into the page, read JavaScript state)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.proc: asyncio.subprocess.Process | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.ws = None
+        self._id = 0
+
+    async def __aenter__(self) -> Browser:
+        exe = find_chromium()
+        if exe is None:
+            pytest.skip("chromium not installed (Debian: apt-get install chromium; scripts/test does it)")
+        self.proc = await asyncio.create_subprocess_exec(
+            exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+            f"--user-data-dir={self.tmp / 'cdp-profile'}", "about:blank",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert self.proc.stderr is not None
+        port = None
+        async with asyncio.timeout(60):
+            while port is None:
+                line = (await self.proc.stderr.readline()).decode()
+                assert line, "chromium exited before it listened"
+                if "DevTools listening on ws://" in line:
+                    port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+        self.session = aiohttp.ClientSession()
+        async with self.session.get(f"http://127.0.0.1:{port}/json/list") as r:
+            page = next(t for t in await r.json() if t["type"] == "page")
+        self.ws = await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.session is not None:
+            await self.session.close()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def call(self, method: str, **params):
+        self._id += 1
+        await self.ws.send_json({"id": self._id, "method": method, "params": params})
+        while True:
+            msg = await self.ws.receive_json(timeout=30)
+            if msg.get("id") == self._id:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    async def js(self, expression: str):
+        res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in res, res
+        return res["result"].get("value")
+
+    async def until(self, expression: str, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = await self.js(expression)
+            if v:
+                return v
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            await asyncio.sleep(0.2)
+
+
+async def test_a_person_types_the_token_and_no_network_script_runs(fake_api, tmp_path) -> None:
+    token = "typed-t0ken"
+    url = await fake_api(token)
+    async with Browser(tmp_path) as b:
+        await b.call("Page.navigate", url=url + "/")
+        await b.until("!document.getElementById('auth').hidden")
+        assert await b.js("document.getElementById('main').hidden") is True
+        await b.js(f"""(() => {{ const i = document.getElementById('auth-token'); i.value = {token!r};
+                    document.getElementById('auth').requestSubmit(); return true; }})()""")
+        await b.until("document.getElementById('round').textContent === '12'")
+        assert await b.js("sessionStorage.getItem('gossipnode.apiToken')") == token
+        assert await b.js("document.getElementById('auth').hidden") is True
+        # the hostile strings were rendered, and none of their script ran
+        assert await b.js("document.getElementById('rejections').textContent.includes('<script>')")
+        assert await b.js("typeof window.pwned") == "undefined"
+        assert await b.js("document.querySelectorAll('script').length") == 1
+        # a reload in the same tab keeps the token (sessionStorage); "forget token" drops it
+        await b.call("Page.reload")
+        await b.until("document.getElementById('round').textContent === '12'")
+        await b.js("document.getElementById('forget-token').click(), true")
+        await b.until("!document.getElementById('auth').hidden")
+        assert await b.js("sessionStorage.getItem('gossipnode.apiToken')") is None
+
+
 # ---- TLS on the REST port ---------------------------------------------------------------------
 def self_signed(tmp: Path) -> tuple[Path, Path]:
     from cryptography import x509
