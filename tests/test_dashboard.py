@@ -119,9 +119,9 @@ def fake_node(token: str = "") -> SimpleNamespace:
 async def fake_api():
     runners = []
 
-    async def make(token: str = "") -> str:
+    async def make(token: str = "", node: SimpleNamespace | None = None) -> str:
         app = web.Application()
-        setup_routes(app, fake_node(token))
+        setup_routes(app, node or fake_node(token))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         (port,) = free_ports(1)
@@ -269,8 +269,8 @@ class Browser:
 
     async def until(self, expression: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout
-        while True:
-            v = await self.js(expression)
+        while True:  # (the page may still be loading: not there yet reads as false)
+            v = await self.js(f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()")
             if v:
                 return v
             assert time.monotonic() < deadline, f"timed out waiting for {expression}"
@@ -279,7 +279,8 @@ class Browser:
 
 async def test_a_person_types_the_token_and_no_network_script_runs(fake_api, tmp_path) -> None:
     token = "typed-t0ken"
-    url = await fake_api(token)
+    node = fake_node(token)
+    url = await fake_api(token, node)
     async with Browser(tmp_path) as b:
         await b.call("Page.navigate", url=url + "/")
         await b.until("!document.getElementById('auth').hidden")
@@ -293,6 +294,14 @@ async def test_a_person_types_the_token_and_no_network_script_runs(fake_api, tmp
         assert await b.js("document.getElementById('rejections').textContent.includes('<script>')")
         assert await b.js("typeof window.pwned") == "undefined"
         assert await b.js("document.querySelectorAll('script').length") == 1
+        # it updates live: the node moves on, the page follows within a poll or two
+        node.status()["round"] = 13
+        node.status()["messages_rejected"]["not_in_sample"] = 2
+        t0 = time.monotonic()
+        await b.until("document.getElementById('round').textContent === '13'", timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert await b.js("document.getElementById('rejections').textContent.includes('not_in_sample2')")
+        node.status()["round"] = 12
         # a reload in the same tab keeps the token (sessionStorage); "forget token" drops it
         await b.call("Page.reload")
         await b.until("document.getElementById('round').textContent === '12'")
