@@ -28,6 +28,13 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--mqtt-username", "mqtt_username", str, "MQTT user name (or GOSSIPNODE_MQTT_USERNAME)"),
     ("--mqtt-password", "mqtt_password", str, "MQTT password (better: GOSSIPNODE_MQTT_PASSWORD)"),
     ("--mqtt-ca", "mqtt_ca", str, "CA certificate file for mqtts://"),
+    ("--mqtt-password-file", "mqtt_password_file", str, "read the MQTT password from this file"),
+    ("--api-token", "api_token", str,
+     "require this bearer token for /v1/status, /v1/peers, /v1/rounds, /v1/models/*, /metrics "
+     "(better: GOSSIPNODE_API_TOKEN or --api-token-file; /v1/health and peer messages stay open)"),
+    ("--api-token-file", "api_token_file", str, "read the API token from this file"),
+    ("--tls-cert", "tls_cert", str, "serve the REST/HTTP port over TLS with this PEM certificate (chain)"),
+    ("--tls-key", "tls_key", str, "the PEM private key of --tls-cert"),
     ("--dataset", "dataset", str, "built-in data set: mnist1d"),
     ("--shard", "shard", str, "this node's shard I/N of the built-in data set"),
     ("--partition", "partition", str, "iid or dirichlet:ALPHA"),
@@ -204,16 +211,34 @@ async def _serve(cfg: NodeConfig) -> int:
 
 
 # ---- status ----------------------------------------------------------------------------------
-def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+def fetch_status(url: str, timeout: float = 5.0, token: str | None = None, cafile: str = "") -> dict[str, Any]:
+    """GET URL/v1/status; `token` (default: GOSSIPNODE_API_TOKEN) as a bearer token, `cafile`
+    a CA (or self-signed certificate) to trust for https:// besides the system's."""
     import urllib.request
-    with urllib.request.urlopen(url.rstrip("/") + "/v1/status", timeout=timeout) as r:
+    token = os.environ.get("GOSSIPNODE_API_TOKEN", "") if token is None else token
+    req = urllib.request.Request(url.rstrip("/") + "/v1/status",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    ctx = None
+    if cafile:
+        import ssl
+        ctx = ssl.create_default_context(cafile=cafile)
+    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
         return json.loads(r.read())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     url = args.url or f"http://127.0.0.1:{os.environ.get('GOSSIPNODE_PORT', '8470')}"
+    import urllib.error
     try:
-        s = fetch_status(url)
+        s = fetch_status(url, token=args.api_token, cafile=args.cacert)
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            print(f"gossipnode: {url} needs an API token: pass --api-token or set GOSSIPNODE_API_TOKEN"
+                  + (" (the one given was not accepted)" if (args.api_token or os.environ.get(
+                      "GOSSIPNODE_API_TOKEN")) else ""), file=sys.stderr)
+        else:
+            print(f"gossipnode: {url} answered HTTP {e.code}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"gossipnode: no node answers at {url}: {e}", file=sys.stderr)
         return 1
@@ -299,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="show a node's status")
     st.add_argument("url", nargs="?", help="node URL (default http://127.0.0.1:8470)")
     st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.add_argument("--api-token", default=None, help="bearer token of a node started with --api-token "
+                    "(default: GOSSIPNODE_API_TOKEN)")
+    st.add_argument("--cacert", default="", help="for https://: trust this CA or self-signed certificate")
     st.set_defaults(func=cmd_status)
 
     ident = sub.add_parser("identity", help="print the node id of a state dir's key (creates it if missing)")

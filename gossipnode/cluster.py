@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
             if procs[i].poll() is not None:
                 return _final_status(root, i) or statuses[i]
             try:
-                return fetch_status(urls[i], timeout=2.0)
+                return fetch_status(urls[i], timeout=2.0, token=getattr(args, "api_token", None))
             except (OSError, ValueError):
                 return statuses[i]
         for i, s in enumerate(pool.map(one, range(n))):

@@ -26,6 +26,12 @@ class NodeConfig:
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_ca: str = ""                    # CA file for mqtts:// (system CAs when empty)
+    mqtt_password_file: str = ""         # read the MQTT password from this file (Docker/k8s secrets)
+    # REST API protection (issue 13): a bearer token for models and detailed status, TLS
+    api_token: str = ""                  # "": the API is open (as before)
+    api_token_file: str = ""             # read the token from this file
+    tls_cert: str = ""                   # PEM certificate (chain) for the REST/HTTP port
+    tls_key: str = ""                    # its PEM private key
     # data
     dataset: str = "mnist1d"
     shard: str = "0/1"                  # I/N
@@ -93,7 +99,7 @@ class NodeConfig:
 
     @property
     def address(self) -> str:
-        return self.advertise or f"http://{self.host}:{self.port}"
+        return self.advertise or f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.port}"
 
     def pipeline_params(self) -> dict[str, Any]:
         return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
@@ -176,4 +182,23 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
     if cfg.inbound_budget_mb and cfg.inbound_budget_mb < cfg.max_message_mb:
         raise ValueError("--inbound-budget-mb must be at least --max-message-mb (or 0)")
     cfg.shard_index()
+    return _read_secrets(cfg)
+
+
+def _read_secrets(cfg: NodeConfig) -> NodeConfig:
+    """--mqtt-password-file / --api-token-file (a flag or env value wins over the file);
+    --tls-cert and --tls-key come together."""
+    for name in ("mqtt_password", "api_token"):
+        path = getattr(cfg, name + "_file")
+        if path and not getattr(cfg, name):
+            try:
+                value = Path(path).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"--{name.replace('_', '-')}-file {path}: {e.strerror or e}") from None
+            cfg = replace(cfg, **{name: value})
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ValueError("--tls-cert and --tls-key must be given together")
+    for flag, path in (("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: no such file")
     return cfg

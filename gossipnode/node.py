@@ -213,7 +213,7 @@ class Node:
         if self.serve_http:
             self._runner = Runner(self.app, self.http, access_log=None, handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+            site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, ssl_context=self._ssl_context())
             await site.start()
         self._spawn(self._evaluate(self.current, self.model_round, "start"))
         self._spawn(self._timer_loop())
@@ -223,6 +223,16 @@ class Node:
         early, self._discovered_early = self._discovered_early or [], None
         for addresses, pk in early:
             self._on_peer_discovered(addresses, pk)
+
+    def _ssl_context(self):
+        """--tls-cert/--tls-key: the REST and HTTP-transport port speaks TLS (issue 13)."""
+        if not self.cfg.tls_cert:
+            return None
+        import ssl
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        return ctx
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -402,7 +412,7 @@ class Node:
     def _address(self, pk: bytes) -> str | None:
         """The peer's address from its own signed record (view or pending join), nothing else:
         no transport hint (e.g. the old HTTP reply-to header) is ever a destination."""
-        schemes = {t.scheme: t for t in self.transports}
+        schemes = {sc for t in self.transports for sc in getattr(t, "schemes", (t.scheme,))}
         for a in self.core.address_of(pk):
             if a.split("://", 1)[0] in schemes:
                 return a
@@ -410,7 +420,7 @@ class Node:
 
     def _transport_for(self, address: str) -> Transport | None:
         scheme = address.split("://", 1)[0]
-        return next((t for t in self.transports if t.scheme == scheme), None)
+        return next((t for t in self.transports if scheme in getattr(t, "schemes", (t.scheme,))), None)
 
     def _attach_tensors(self, msg: ModelMsg) -> ModelMsg | None:
         if msg.kind == ModelKind.TRAINED:

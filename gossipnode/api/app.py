@@ -1,20 +1,43 @@
-"""REST routes: status, peers, rounds, content-addressed models, Prometheus metrics, OpenAPI."""
+"""REST routes: status, peers, rounds, content-addressed models, Prometheus metrics, OpenAPI,
+a health probe and the dashboard (`GET /`).
+
+With `--api-token` set, everything that reads the node's state (status, peers, rounds,
+models, metrics) needs `Authorization: Bearer TOKEN`; open stay `/v1/health` (probes),
+`/openapi.json`, the dashboard's static files (they hold no data; the page asks for the token)
+and `POST /v1/messages` (peer frames are signed; the HTTP transport serves that route).
+"""
 from __future__ import annotations
 
+import hmac
 import json
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgpack
 from aiohttp import web
 
+from .. import __version__
 from ..jsonout import dumps
 
 if TYPE_CHECKING:
     from ..node import Node
 
 OPENAPI = Path(__file__).with_name("openapi.json")
+STATIC = Path(__file__).with_name("static")
+# The dashboard's files: a fixed list (no path from the request ever reaches the file system).
+DASHBOARD_FILES = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+# The page runs only its own script and talks only to this node: even if some text from the
+# network were ever put into the page as markup, no inline script or foreign source would run.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -23,7 +46,48 @@ def json_response(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=dumps)
 
 
+def token_guard(token: str):
+    """A decorator: the handler answers only requests with `Authorization: Bearer <token>`
+    (compared in constant time); others get 401. With no token everything passes."""
+    expected = token.encode()
+
+    def wrap(handler):
+        if not token:
+            return handler
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                return web.json_response(
+                    {"error": "this endpoint needs Authorization: Bearer <api token>"}, status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="gossipnode"'})
+            return await handler(request)
+        return guarded
+    return wrap
+
+
 def setup_routes(app: web.Application, node: Node) -> None:
+    protected = token_guard(node.cfg.api_token)
+
+    async def health(_: web.Request) -> web.Response:
+        # For probes: open even with --api-token, and says nothing about the network.
+        stopping = bool(getattr(node, "_stopping", False))
+        return json_response({"status": "stopping" if stopping else "ok", "version": __version__,
+                              "uptime_s": round(time.time() - node._started_at, 3),
+                              "auth_required": bool(node.cfg.api_token)},
+                             status=503 if stopping else 200)
+
+    async def dashboard(_: web.Request) -> web.Response:
+        return web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html",
+                            charset="utf-8", headers=DASHBOARD_HEADERS)
+
+    async def dashboard_file(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in DASHBOARD_FILES:
+            raise web.HTTPNotFound()
+        return web.Response(body=(STATIC / name).read_bytes(), content_type=DASHBOARD_FILES[name],
+                            charset="utf-8", headers=DASHBOARD_HEADERS)
+
     async def status(_: web.Request) -> web.Response:
         return json_response(node.status())
 
@@ -62,12 +126,15 @@ def setup_routes(app: web.Application, node: Node) -> None:
     async def openapi(_: web.Request) -> web.Response:
         return json_response(json.loads(OPENAPI.read_text()))
 
-    app.router.add_get("/v1/status", status)
-    app.router.add_get("/v1/peers", peers)
-    app.router.add_get("/v1/rounds", rounds)
-    app.router.add_get("/v1/models/current", current_model)
-    app.router.add_get("/v1/models/{hash}", model)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/dashboard/{name}", dashboard_file)
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/status", protected(status))
+    app.router.add_get("/v1/peers", protected(peers))
+    app.router.add_get("/v1/rounds", protected(rounds))
+    app.router.add_get("/v1/models/current", protected(current_model))
+    app.router.add_get("/v1/models/{hash}", protected(model))
+    app.router.add_get("/metrics", protected(metrics))
     app.router.add_get("/openapi.json", openapi)
 
 

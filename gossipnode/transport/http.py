@@ -61,6 +61,7 @@ class InboundBudget:
 
 class HttpTransport:
     scheme = "http"
+    schemes = ("http", "https")   # https:// peers: nodes with --tls-cert (system CAs, or SSL_CERT_FILE)
 
     def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 15.0,
                  path_prefix: str = "", budget: int | None = None, min_rate: float = 1.0 * MIB) -> None:
