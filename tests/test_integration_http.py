@@ -57,8 +57,8 @@ def test_lone_survivor_restarts_rounds_after_round_one_sample_crashes(node_procs
     assert all(s["round"] == 0 for s in st), "bootstrap already over: the set-up needs it running"
     pks = [bytes.fromhex(s["public_key"]) for s in st]
     first = set(sample(pks, 1, 2))
-    lone = next(n for n, pk in zip(nodes, pks) if pk not in first)
-    for n, pk in zip(nodes, pks):
+    lone = next(n for n, pk in zip(nodes, pks, strict=True) if pk not in first)
+    for n, pk in zip(nodes, pks, strict=True):
         if pk in first:
             n.kill()
     wait_for(lambda: lone.status()["round"] >= 5, 120, "5 rounds on the lone survivor", [lone])
