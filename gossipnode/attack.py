@@ -66,7 +66,9 @@ class SybilHost:
             await n.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.cfg.host, self.cfg.port).start()
+        sock = getattr(self, "sock", None)  # bound by the CLI before loading torch
+        await (web.SockSite(self._runner, sock) if sock is not None
+               else web.TCPSite(self._runner, self.cfg.host, self.cfg.port)).start()
         log.warning("attacker: %d Sybil identities (%s) at %s/sybil/0..%d", len(self.nodes), self.cfg.attack,
                     self.cfg.address, len(self.nodes) - 1)
 

@@ -1,19 +1,14 @@
-"""Command line: gossipnode start | status | cluster | data split."""
+"""Command line: gossipnode start | status | identity | export | cluster | data split | sim.
+
+Kept light: this module imports no torch, numpy or asyncio; each command imports what it needs
+when it runs (`gossipnode --version` and `gossipnode status` never load torch)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import faulthandler
-import json
-import logging
-import os
-import signal
 import sys
-from dataclasses import fields
 from typing import Any
 
-from . import __version__, jsonout
-from .config import NodeConfig, load_config
+from . import __version__
 
 # (flag, config field, type, help). Every flag can also come from a TOML file or GOSSIPNODE_<FIELD>.
 NODE_FLAGS: list[tuple[str, str, Any, str]] = [
@@ -24,7 +19,7 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--state-dir", "state_dir", str, "identity key and checkpoints (default ./gossipnode-state)"),
     ("--network-id", "network_id", str, "nodes only talk to nodes of the same network id"),
     ("--transport", "transport", str, "http, mqtt or http,mqtt"),
-    ("--broker", "broker", str, "MQTT broker URL mqtt://HOST:1883 or mqtts://HOST:8883"),
+    ("--broker", "broker", str, "MQTT broker URL mqtt://HOST:1883 or mqtts://HOST:8883 (needed by --transport mqtt)"),
     ("--mqtt-username", "mqtt_username", str, "MQTT user name (or GOSSIPNODE_MQTT_USERNAME)"),
     ("--mqtt-password", "mqtt_password", str, "MQTT password (better: GOSSIPNODE_MQTT_PASSWORD)"),
     ("--mqtt-ca", "mqtt_ca", str, "CA certificate file for mqtts://"),
@@ -99,121 +94,56 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--http-timeout", "http_timeout", float,
      "seconds: idle keep-alive and header time-out; a body may take this plus its size / min rate"),
     ("--http-min-rate-mb", "http_min_rate_mb", float, "MiB/s: slowest request body accepted"),
-    ("--log-level", "log_level", str, "debug, info, warning"),
+    ("--log-level", "log_level", str, "debug, info, warning or error"),
+    ("--log-format", "log_format", str, "text or json (one JSON object per line)"),
 ]
-FIELD_NAMES = {f.name for f in fields(NodeConfig)}
 
 
-def _add_node_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line (the flag and what is wrong), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _field_names() -> set[str]:
+    return {name for _, name, _, _ in NODE_FLAGS}
+
+
+def _defaults() -> dict[str, Any]:
+    from dataclasses import fields
+
+    from .config import NodeConfig
+    return {f.name: getattr(NodeConfig(), f.name) for f in fields(NodeConfig) if f.name != "extra"}
+
+
+def _add_node_flags(p: argparse.ArgumentParser, skip: set[str] = frozenset(), defaults: bool = False) -> None:
+    """Flags default to None (unset: the file, the environment or the built-in default decides);
+    with `defaults` their help says the built-in default."""
+    shown = _defaults() if defaults else {}
     for flag, name, typ, help_ in NODE_FLAGS:
         if name in skip:
             continue
+        if name in shown and "default" not in help_:
+            d = shown[name]
+            d = ",".join(d) if isinstance(d, tuple) else d
+            help_ = f"{help_} (default: {d if d != '' else 'none'})"
         if typ is bool:
             p.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_)
         else:
-            p.add_argument(flag, dest=name, type=typ, default=None, help=help_)
+            p.add_argument(flag, dest=name, type=typ, default=None, metavar=name.upper(), help=help_)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k in FIELD_NAMES and v is not None}
+    names = _field_names()
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def _run(coro) -> Any:
-    try:
-        import uvloop
-        return uvloop.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
-
-
-# ---- start -----------------------------------------------------------------------------------
-def cmd_start(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, overrides=_overrides(args))
-    except (ValueError, OSError) as e:
-        print(f"gossipnode: bad configuration: {e}", file=sys.stderr)
-        return 2
-    _setup_logging(cfg.log_level)
-    # A native crash prints a traceback into the log; `kill -USR1 PID` dumps every thread's stack.
-    faulthandler.enable()
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    rc = _run(_serve(cfg))
-    # A worker thread still busy (a training step that has not reached its cancel check, a
-    # hung write) would hold the interpreter's exit: everything is saved or reported by now.
-    import threading
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
-    return rc
-
-
-# SIGTERM/SIGINT: the node leaves within STOP_TIMEOUT_S; if anything still holds the process
-# (a hung disk, a worker thread) it is ended HARD_EXIT_S after the signal with exit code 1.
-STOP_TIMEOUT_S = 3.5
-HARD_EXIT_S = 4.5
-
-
-def _hard_exit_after(seconds: float, signame: str) -> None:
-    """Ends the process `seconds` from now if it is still there: a Python timer that says why,
-    and faulthandler's C watchdog 0.3 s later for when no Python thread can run (a C extension
-    holding the GIL); that one exits with code 1 silently (its traceback dump goes nowhere)."""
-    import threading
-
-    def fire() -> None:
-        sys.stderr.write(f"gossipnode: did not stop within {seconds:.1f} s of {signame}; exiting now\n")
-        sys.stderr.flush()
-        os._exit(1)
-    t = threading.Timer(seconds, fire)
-    t.daemon = True
-    t.start()
-    global _devnull
-    _devnull = _devnull or open(os.devnull, "w")  # noqa: SIM115  (kept open until the exit)
-    faulthandler.dump_traceback_later(seconds + 0.3, exit=True, file=_devnull)
-
-
-_devnull = None
-
-
-async def _serve(cfg: NodeConfig) -> int:
-    if cfg.attack:
-        from .attack import SybilHost
-        node = SybilHost(cfg)
-    else:
-        from .node import Node
-        node = Node(cfg)
-    loop = asyncio.get_running_loop()
-
-    def on_signal(s: signal.Signals) -> None:
-        _hard_exit_after(HARD_EXIT_S, s.name)
-        asyncio.ensure_future(node.stop(graceful=True, reason=s.name, timeout=STOP_TIMEOUT_S))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await node.start()
-    except OSError as e:
-        print(f"gossipnode: cannot listen on {cfg.host}:{cfg.port}: {e}", file=sys.stderr)
-        await node.stop(graceful=False, timeout=STOP_TIMEOUT_S)
-        return 1
-    await node.wait_stopped()
-    errors = [n.stop_error for n in getattr(node, "nodes", [node]) if getattr(n, "stop_error", None)]
-    if errors:
-        print(f"gossipnode: stopped uncleanly: {errors[0]}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# ---- status ----------------------------------------------------------------------------------
 def fetch_status(url: str, timeout: float = 5.0, token: str | None = None, cafile: str = "") -> dict[str, Any]:
     """GET URL/v1/status; `token` (default: GOSSIPNODE_API_TOKEN) as a bearer token, `cafile`
     a CA (or self-signed certificate) to trust for https:// besides the system's."""
+    import json
+    import os
     import urllib.request
     token = os.environ.get("GOSSIPNODE_API_TOKEN", "") if token is None else token
     req = urllib.request.Request(url.rstrip("/") + "/v1/status",
@@ -226,100 +156,33 @@ def fetch_status(url: str, timeout: float = 5.0, token: str | None = None, cafil
         return json.loads(r.read())
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    url = args.url or f"http://127.0.0.1:{os.environ.get('GOSSIPNODE_PORT', '8470')}"
-    import urllib.error
-    try:
-        s = fetch_status(url, token=args.api_token, cafile=args.cacert)
-    except urllib.error.HTTPError as e:
-        if e.code == 401:
-            print(f"gossipnode: {url} needs an API token: pass --api-token or set GOSSIPNODE_API_TOKEN"
-                  + (" (the one given was not accepted)" if (args.api_token or os.environ.get(
-                      "GOSSIPNODE_API_TOKEN")) else ""), file=sys.stderr)
-        else:
-            print(f"gossipnode: {url} answered HTTP {e.code}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"gossipnode: no node answers at {url}: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(jsonout.dumps(s, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(title=f"gossipnode {s['node_id']} at {s['address']}", show_header=False)
-    t.add_column("field", style="bold")
-    t.add_column("value")
-    ev = s.get("last_eval") or {}
-    rows = [
-        ("network", s["network_id"]), ("round", s["round"]), ("role", s["role"]),
-        ("peers known / active", f"{s['peers_known']} / {s['peers_active']}"),
-        ("rounds trained / aggregated", f"{s['rounds_trained']} / {s['rounds_aggregated']}"),
-        ("last eval", f"round {ev.get('round')}: accuracy {ev.get('accuracy')}, loss {ev.get('loss')}"
-         if ev else "none yet"),
-        ("model", s["model_hash"][:16]),
-        ("bytes sent / received", f"{s['bytes_sent']:,} / {s['bytes_received']:,}"),
-        ("rejected", ", ".join(f"{k}={v}" for k, v in s["messages_rejected"].items()) or "none"),
-        ("device", s["device"]), ("uptime", f"{s['uptime_s']:.0f} s"), ("version", s["version"]),
-    ]
-    for extra in ("pipeline", "protocol"):
-        if extra in s:
-            rows.append((extra, json.dumps(s[extra]) if isinstance(s[extra], dict) else str(s[extra])))
-    for k, v in rows:
-        t.add_row(k, str(v))
-    Console().print(t)
-    return 0
+def _start(a: argparse.Namespace) -> int:
+    from .commands.start import cmd_start
+    return cmd_start(a, _overrides(a))
 
 
-# ---- identity --------------------------------------------------------------------------------
-def cmd_identity(args: argparse.Namespace) -> int:
-    """Print the node id of the key in a state dir (creating it if missing): the broker user
-    name for deploy/mosquitto-acl.conf."""
-    from pathlib import Path
-
-    from .wire.identity import Identity
-    state_dir = args.state_dir or os.environ.get("GOSSIPNODE_STATE_DIR") or NodeConfig().state_dir
-    try:
-        ident = Identity.load_or_create(Path(state_dir) / "identity.key")
-    except (OSError, ValueError) as e:
-        print(f"gossipnode: cannot read or create the identity in {state_dir}: {e}", file=sys.stderr)
-        return 1
-    print(ident.node_id)
-    if args.public_key:
-        print(ident.public_key.hex())
-    return 0
+def _lazy(module: str, func: str):
+    def run(a: argparse.Namespace) -> int:
+        from importlib import import_module
+        return getattr(import_module(module, __package__), func)(a)
+    return run
 
 
-# ---- data split ------------------------------------------------------------------------------
-def cmd_data_split(args: argparse.Namespace) -> int:
-    from .learn import data as ldata
-    try:
-        if args.from_file:
-            ds = ldata.load_npz(args.from_file)
-        else:
-            if args.dataset != "mnist1d":
-                print("gossipnode: built-in data set is mnist1d (or use --from FILE.npz)", file=sys.stderr)
-                return 2
-            ds = ldata.load_mnist1d(**({"num_samples": args.mnist1d_samples} if args.mnist1d_samples else {}))
-        paths = ldata.save_shards(ds, args.nodes, args.partition, args.seed, args.out)
-    except (ValueError, OSError) as e:
-        print(f"gossipnode: {e}", file=sys.stderr)
-        return 1
-    for p in paths:
-        print(p)
-    return 0
-
-
-# ---- parser ----------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gossipnode", description="Peer-to-peer decentralized learning node.")
+def build_parser(sim: bool = True) -> argparse.ArgumentParser:
+    """`sim`: add the simulator's own flags (they import it, and so torch)."""
+    p = Parser(prog="gossipnode", description="Peer-to-peer decentralized learning node.")
     p.add_argument("--version", action="version", version=f"gossipnode {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("start", help="run one node")
-    s.add_argument("--config", help="TOML file with node settings (keys as flag names)")
-    _add_node_flags(s)
-    s.set_defaults(func=cmd_start)
+    s = sub.add_parser("start", help="run one node", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run one node. Every flag can also be set in a TOML file (--config; "
+                       "keys as flag names,\noptionally under [node]) or as GOSSIPNODE_<FLAG> in the "
+                       "environment.\nPrecedence: flags > environment > file > defaults.")
+    s.add_argument("--config", help="TOML file with node settings (see examples/node.toml)")
+    s.add_argument("--check", action="store_true",
+                   help="check the settings, state dir, port, data, model and device, then exit")
+    _add_node_flags(s, defaults=True)
+    s.set_defaults(func=_start)
 
     st = sub.add_parser("status", help="show a node's status")
     st.add_argument("url", nargs="?", help="node URL (default http://127.0.0.1:8470)")
@@ -327,12 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--api-token", default=None, help="bearer token of a node started with --api-token "
                     "(default: GOSSIPNODE_API_TOKEN)")
     st.add_argument("--cacert", default="", help="for https://: trust this CA or self-signed certificate")
-    st.set_defaults(func=cmd_status)
+    st.set_defaults(func=_lazy(".commands.status", "cmd_status"))
 
     ident = sub.add_parser("identity", help="print the node id of a state dir's key (creates it if missing)")
     ident.add_argument("--state-dir", default="", help="default: GOSSIPNODE_STATE_DIR or ./gossipnode-state")
     ident.add_argument("--public-key", action="store_true", help="also print the public key (hex)")
-    ident.set_defaults(func=cmd_identity)
+    ident.set_defaults(func=_lazy(".commands.tools", "cmd_identity"))
+
+    ex = sub.add_parser("export", help="write a state dir's checkpointed model as .safetensors or .pt")
+    ex.add_argument("--state-dir", required=True, help="a node's state dir (holds checkpoint.json)")
+    ex.add_argument("--out", required=True, help="FILE.safetensors, or FILE.pt (torch.load(FILE, weights_only=True))")
+    ex.add_argument("--format", choices=("safetensors", "pt"), help="default: from the --out suffix")
+    ex.set_defaults(func=_lazy(".commands.tools", "cmd_export"))
 
     c = sub.add_parser("cluster", help="run N local nodes with a live view, then print the results")
     c.add_argument("--nodes", type=int, default=8)
@@ -341,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=0, help="stop everything after this many seconds")
     c.add_argument("--json-out", default="", help="write the final statuses as JSON here")
     _add_node_flags(c, skip={"port", "peers", "state_dir", "shard", "advertise"})
-    c.set_defaults(func=lambda a: __import__("gossipnode.cluster", fromlist=["main"]).main(a))
+    c.set_defaults(func=_lazy(".cluster", "main"))
 
     d = sub.add_parser("data", help="data set tools")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
@@ -353,15 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--mnist1d-samples", type=int, default=0)
     sp.add_argument("--out", required=True)
-    sp.set_defaults(func=cmd_data_split)
+    sp.set_defaults(func=_lazy(".commands.tools", "cmd_data_split"))
 
-    from .sim.cli import add_sim_arguments
-    add_sim_arguments(sub.add_parser("sim", help="simulate many nodes on a virtual clock (README, \"The simulator\")"))
+    help_sim = "simulate many nodes on a virtual clock (README, \"The simulator\")"
+    if sim:
+        from .sim.cli import add_sim_arguments
+        add_sim_arguments(sub.add_parser("sim", help=help_sim))
+    else:
+        sub.add_parser("sim", help=help_sim, add_help=False)
     return p
 
 
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(sim=_command(argv) == "sim").parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .configcheck import ConfigError, check, coerce
 from .core.config import ModestConfig, stall_timeout_from
 
 ENV_PREFIX = "GOSSIPNODE_"
@@ -22,7 +23,7 @@ class NodeConfig:
     network_id: str = "gossipnode"
     # transports: "http", "mqtt" or "http,mqtt"; the REST API is always served over HTTP
     transport: str = "http"
-    broker: str = "mqtt://127.0.0.1:1883"
+    broker: str = ""                    # required with --transport mqtt: mqtt://HOST:1883 or mqtts://HOST:8883
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_ca: str = ""                    # CA file for mqtts:// (system CAs when empty)
@@ -95,6 +96,7 @@ class NodeConfig:
     http_timeout: float = 15.0          # idle/header time-out; a body's deadline adds size / min rate
     http_min_rate_mb: float = 1.0       # MiB/s: the slowest body accepted (and client deadlines)
     log_level: str = "info"
+    log_format: str = "text"            # text or json (one JSON object per line)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,59 +131,40 @@ class NodeConfig:
         )
 
 
-def _coerce(name: str, typ: Any, value: Any) -> Any:
-    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
-    if t.startswith("tuple"):
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return tuple(value)
-    if t == "bool":
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        return bool(value)
-    if t == "int":
-        return int(value)
-    if t == "float":
-        return float(value)
-    if t == "str":
-        return str(value)
-    raise ValueError(f"cannot set {name} from {value!r}")
-
-
 def load_config(file: str | None = None, env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> NodeConfig:
-    """Defaults, then a TOML file (keys as flag names with - or _), then GOSSIPNODE_* env, then flags."""
+    """Defaults, then a TOML file (keys as flag names with - or _), then GOSSIPNODE_* env, then flags.
+
+    Raises ConfigError (a ValueError) with one line naming the flag, key or variable."""
     cfg = NodeConfig()
     types = {f.name: f.type for f in fields(NodeConfig) if f.name != "extra"}
-    layers: list[dict[str, Any]] = []
+    layers: list[tuple[str, dict[str, Any]]] = []
     if file:
-        with open(Path(file), "rb") as fh:
-            data = tomllib.load(fh)
+        try:
+            with open(Path(file), "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as e:
+            raise ConfigError(f"--config {file}: cannot read it ({e.strerror or e})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"--config {file}: not valid TOML ({e})") from None
         data = data.get("node", data)
-        layers.append({k.replace("-", "_"): v for k, v in data.items()})
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config {file}: [node] must be a table")
+        layers.append((f"file:{file}", {k.replace("-", "_"): v for k, v in data.items()}))
     env = os.environ if env is None else env
-    layers.append({k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
-                   if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in types})
-    layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
-    for layer in layers:
-        unknown = set(layer) - set(types)
+    layers.append(("env", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
+                           if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in types}))
+    layers.append(("flag", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    explicit: set[str] = set()
+    for source, layer in layers:
+        unknown = sorted(set(layer) - set(types))
         if unknown:
-            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-        cfg = replace(cfg, **{k: _coerce(k, types[k], v) for k, v in layer.items()})
-    cfg.modest()  # validate early
-    if cfg.protocol not in ("modest", "gossip"):
-        raise ValueError(f"--protocol must be modest or gossip, got {cfg.protocol!r}")
-    if cfg.attack and cfg.attack.replace("-", "").replace("_", "") not in ("labelflip", "backdoor"):
-        raise ValueError(f"--attack must be labelflip or backdoor, got {cfg.attack!r}")
-    if cfg.sybils < 1 or cfg.history_dtype not in ("f2", "f4"):
-        raise ValueError("--sybils must be >= 1 and --history-dtype f2 or f4")
-    if not cfg.max_update_norm >= 0:
-        raise ValueError("--max-update-norm must be >= 0 (0: off)")
-    if cfg.http_timeout <= 0 or cfg.http_min_rate_mb <= 0 or cfg.inbound_budget_mb < 0:
-        raise ValueError("--http-timeout and --http-min-rate-mb must be > 0, --inbound-budget-mb >= 0")
-    if cfg.inbound_budget_mb and cfg.inbound_budget_mb < cfg.max_message_mb:
-        raise ValueError("--inbound-budget-mb must be at least --max-message-mb (or 0)")
-    cfg.shard_index()
+            src = f" in {source[5:]}" if source.startswith("file:") else ""
+            raise ConfigError(f"unknown configuration key{'s' if len(unknown) > 1 else ''}{src}: "
+                              f"{', '.join(unknown)} (see gossipnode start --help)")
+        cfg = replace(cfg, **{k: coerce(k, types[k], v, source) for k, v in layer.items()})
+        explicit |= set(layer)
+    check(cfg, explicit)
     return _read_secrets(cfg)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import NodeConfig
+from .dataset import load_dataset
 from .core.messages import RawTensor
 from .learn import data as ldata
 from .learn.models import build_model
@@ -29,17 +30,6 @@ def to_model(state: State) -> Model:
 
 def to_state(model: Model) -> State:
     return {t.name: from_raw(t) for t in model}
-
-
-def load_dataset(cfg: NodeConfig) -> ldata.Dataset:
-    if cfg.data:
-        return ldata.load_npz(cfg.data)
-    if cfg.dataset != "mnist1d":
-        raise ValueError(f"unknown dataset {cfg.dataset!r}: use mnist1d or --data FILE.npz")
-    kw = {"num_samples": cfg.mnist1d_samples} if cfg.mnist1d_samples else {}
-    full = ldata.load_mnist1d(**kw)
-    i, n = cfg.shard_index()
-    return ldata.shard(full, i, n, cfg.partition, cfg.seed)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .core.gossip import GossipConfig
 from .core.gossip_peer import GossipPeerCore
 from .core.auth import pow_bits, solve_pow
 from .core.modest import ModestCore
+from .events import EventHub
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
 from .learn.sanity import NON_FINITE, check_model, non_finite
@@ -57,10 +58,14 @@ def _nbytes(model: Model) -> int:
 class Node:
     def __init__(self, cfg: NodeConfig, learner: Learner | None = None,
                  extra_transports: list[Transport] | None = None, serve_http: bool = True,
-                 app: web.Application | None = None, path_prefix: str = "", serve_rest: bool = True) -> None:
+                 app: web.Application | None = None, path_prefix: str = "", serve_rest: bool = True,
+                 sock: Any = None) -> None:
         """`app`/`path_prefix`: several nodes (Sybil identities) can share one HTTP server; the
-        one that owns the server is the one created without `app`."""
+        one that owns the server is the one created without `app`. `sock`: an already listening
+        socket to serve on instead of binding cfg.host:cfg.port (the CLI binds before loading torch)."""
         self.cfg = cfg
+        self._sock = sock
+        self.events = EventHub()
         self.state_dir = Path(cfg.state_dir)
         self.identity = Identity.load_or_create(self.state_dir / "identity.key")
         self.pk = self.identity.public_key
@@ -213,7 +218,8 @@ class Node:
         if self.serve_http:
             self._runner = Runner(self.app, self.http, access_log=None, handle_signals=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, ssl_context=self._ssl_context())
+            site = (web.SockSite(self._runner, self._sock, ssl_context=self._ssl_context()) if self._sock is not None
+                    else web.TCPSite(self._runner, self.cfg.host, self.cfg.port, ssl_context=self._ssl_context()))
             await site.start()
         self._spawn(self._evaluate(self.current, self.model_round, "start"))
         self._spawn(self._timer_loop())
@@ -255,21 +261,30 @@ class Node:
         def left(default: float, reserve: float = 0.0) -> float:
             return default if end is None else max(0.05, min(default, end - loop.time() - reserve))
 
+        # Shares of `timeout` kept for the steps after each one (3.5 s: 2.0, 1.5, 1.0, 0.8, 0.6, 0.3).
+        def reserve(share: float) -> float:
+            return 0.0 if timeout is None else share * timeout
+        t0 = loop.time()
         try:
             log.info("node %s leaving: %s", self.id, reason)
             if self._train_cancel is not None:
                 self._train_cancel.set()
             if graceful and self._loop is not None:
                 try:
+                    failed0 = self.send_failures
                     sends = self._execute(self.core.leave(self._now()))
                     if sends:
-                        await asyncio.wait(sends, timeout=left(5.0, reserve=2.0))
-                    log.debug("stop: LEAVE adverts done")
+                        await asyncio.wait(sends, timeout=left(5.0, reserve(0.57)))
+                    done = sum(t.done() for t in sends) - (self.send_failures - failed0)
+                    log.info("stop: LEAVE advert delivered to %d of %d peers", max(0, done), len(sends))
                     if self._evals:
-                        await asyncio.wait(self._evals, timeout=left(30.0, reserve=1.5))
-                    log.debug("stop: evaluations done")
-                    ok = await asyncio.wait_for(asyncio.to_thread(self._checkpoint), left(1e9, reserve=1.0))
-                    if not ok:
+                        await asyncio.wait(self._evals, timeout=left(30.0, reserve(0.43)))
+                        if any(not t.done() for t in self._evals):
+                            log.info("stop: not waiting for the last round's evaluation")
+                    ok = await asyncio.wait_for(asyncio.to_thread(self._checkpoint), left(1e9, reserve(0.29)))
+                    if ok:
+                        log.info("stop: checkpoint of round %d written to %s", self.model_round, self.state_dir)
+                    else:
                         self.stop_error = f"could not write the final checkpoint to {self.state_dir}: " \
                                           f"{self.last_checkpoint_error}"
                 except TimeoutError:
@@ -279,22 +294,20 @@ class Node:
                     self.stop_error = f"leaving failed: {type(e).__name__}: {e}"
                     log.exception("leaving failed")
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._write_status), left(5.0, reserve=0.8))
+                await asyncio.wait_for(asyncio.to_thread(self._write_status), left(5.0, reserve(0.23)))
             except TimeoutError:
                 log.warning("writing status.json did not finish in time")
-            log.debug("stop: checkpoint and status done")
             others = [t for t in self._tasks if t is not asyncio.current_task()]
             for t in others:
                 t.cancel()
             if others:
-                await asyncio.wait(others, timeout=left(10.0, reserve=0.6))
+                await asyncio.wait(others, timeout=left(10.0, reserve(0.17)))
             log.debug("stop: tasks done")
             for tr in self.transports:
                 try:
-                    await asyncio.wait_for(tr.stop(), left(10.0, reserve=0.3))
+                    await asyncio.wait_for(tr.stop(), left(10.0, reserve(0.086)))
                 except Exception as e:
                     log.warning("closing transport %s: %s", type(tr).__name__, e or type(e).__name__)
-            log.debug("stop: transports closed")
             if self._owns_learner:
                 self.learner.executor.shutdown(wait=False, cancel_futures=True)
             if self._runner is not None:
@@ -302,11 +315,14 @@ class Node:
                     await asyncio.wait_for(self._runner.cleanup(), left(5.0))
                 except Exception as e:
                     log.warning("closing the HTTP server: %s", e or type(e).__name__)
+            log.info("stop: node %s stopped in %.2f s (status.json written, connections closed)",
+                     self.id, loop.time() - t0)
         except Exception as e:
             self.stop_error = self.stop_error or f"stopping failed: {type(e).__name__}: {e}"
             log.exception("stopping failed")
         finally:
             self._stopped.set()
+            self.events.close()
 
     async def _torch(self, fn, *args):
         """Run PyTorch work on the learner's one worker thread: torch is only ever called from
@@ -374,6 +390,7 @@ class Node:
         r = self._round(e.round)
         r["events"].append({"t": round(time.time(), 3), "kind": e.kind} | e.detail)
         del r["events"][:-50]
+        self.events.emit({"round": e.round, "kind": e.kind} | e.detail)
         role = {"training": "trainer", "aggregating": "aggregator"}.get(e.kind)
         if role and role not in r["roles"]:
             r["roles"].append(role)
@@ -795,6 +812,7 @@ class Node:
         if "attack_rate" in ev:
             r["attack_rate"] = ev["attack_rate"]
         log.info("round %d (%s): accuracy %.4f loss %.4f", k, role, res.accuracy, res.loss)
+        self.events.emit({"kind": "evaluated", "role": role} | ev)
         if role != "start":
             await asyncio.to_thread(self._checkpoint)
 

@@ -1,30 +1,24 @@
-"""Learning: models, datasets, local training, attacks and aggregation (plain PyTorch/numpy, no I/O loop)."""
+"""Learning: models, datasets, local training, attacks and aggregation (plain PyTorch/numpy, no I/O loop).
 
-from .data import DataError, Dataset, load_mnist1d, load_npz, partition, save_shards, shard
-from .models import BUILTIN_MODELS, build_model
-from .state import State, add, flatten, is_weight, load_into, state_from_module, sub
-from .trainer import EvalResult, Trainer, TrainingCancelled, TrainStats, resolve_device
+Names are imported lazily, so that `gossipnode.learn.data` (numpy only) can be used without
+loading torch."""
 
-__all__ = [
-    "BUILTIN_MODELS",
-    "DataError",
-    "Dataset",
-    "EvalResult",
-    "State",
-    "TrainStats",
-    "Trainer",
-    "TrainingCancelled",
-    "add",
-    "build_model",
-    "flatten",
-    "is_weight",
-    "load_into",
-    "load_mnist1d",
-    "load_npz",
-    "partition",
-    "resolve_device",
-    "save_shards",
-    "shard",
-    "state_from_module",
-    "sub",
-]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "DataError": "data", "Dataset": "data", "load_mnist1d": "data", "load_npz": "data",
+    "partition": "data", "save_shards": "data", "shard": "data",
+    "BUILTIN_MODELS": "models", "build_model": "models",
+    "State": "state", "add": "state", "flatten": "state", "is_weight": "state", "load_into": "state",
+    "state_from_module": "state", "sub": "state",
+    "EvalResult": "trainer", "Trainer": "trainer", "TrainingCancelled": "trainer", "TrainStats": "trainer",
+    "resolve_device": "trainer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

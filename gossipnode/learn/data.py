@@ -122,6 +122,15 @@ def load_npz(path: str | os.PathLike[str], num_classes: int | None = None) -> Da
     """
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if magic[:2] != b"PK":  # an .npz is a zip of .npy files
+        raise DataError(f"{path}: not an .npz file (want a zip of arrays as numpy.savez writes)")
+    try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:

@@ -1,0 +1,1 @@
+"""The CLI's commands, each imported only when it runs (see gossipnode/cli.py)."""

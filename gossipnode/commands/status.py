@@ -1,0 +1,54 @@
+"""`gossipnode status [URL]`: a node's /v1/status as a table or JSON (no torch, no asyncio)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+
+def cmd_status(args: Any) -> int:
+    from .. import jsonout
+    from ..cli import fetch_status
+    import urllib.error
+    url = args.url or f"http://127.0.0.1:{os.environ.get('GOSSIPNODE_PORT', '8470')}"
+    try:
+        s = fetch_status(url, token=args.api_token, cafile=args.cacert)
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            print(f"gossipnode: {url} needs an API token: pass --api-token or set GOSSIPNODE_API_TOKEN"
+                  + (" (the one given was not accepted)" if (args.api_token or os.environ.get(
+                      "GOSSIPNODE_API_TOKEN")) else ""), file=sys.stderr)
+        else:
+            print(f"gossipnode: {url} answered HTTP {e.code}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"gossipnode: no node answers at {url}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(jsonout.dumps(s, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"gossipnode {s['node_id']} at {s['address']}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    ev = s.get("last_eval") or {}
+    rows = [
+        ("network", s["network_id"]), ("round", s["round"]), ("role", s["role"]),
+        ("peers known / active", f"{s['peers_known']} / {s['peers_active']}"),
+        ("rounds trained / aggregated", f"{s['rounds_trained']} / {s['rounds_aggregated']}"),
+        ("last eval", f"round {ev.get('round')}: accuracy {ev.get('accuracy')}, loss {ev.get('loss')}"
+         if ev else "none yet"),
+        ("model", s["model_hash"][:16]),
+        ("bytes sent / received", f"{s['bytes_sent']:,} / {s['bytes_received']:,}"),
+        ("rejected", ", ".join(f"{k}={v}" for k, v in s["messages_rejected"].items()) or "none"),
+        ("device", s["device"]), ("uptime", f"{s['uptime_s']:.0f} s"), ("version", s["version"]),
+    ]
+    for extra in ("pipeline", "protocol"):
+        if extra in s:
+            rows.append((extra, json.dumps(s[extra]) if isinstance(s[extra], dict) else str(s[extra])))
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)
+    return 0
