@@ -175,6 +175,7 @@ def build_parser(sim: bool = True) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("start", help="run one node", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="gossipnode start [--config FILE] [--check] [--FLAG VALUE ...]",
                        description="Run one node. Every flag can also be set in a TOML file (--config; "
                        "keys as flag names,\noptionally under [node]) or as GOSSIPNODE_<FLAG> in the "
                        "environment.\nPrecedence: flags > environment > file > defaults.")

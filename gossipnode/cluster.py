@@ -68,6 +68,15 @@ def _table(statuses: list[dict[str, Any] | None], title: str, final: bool = Fals
 
 def main(args: argparse.Namespace) -> int:
     n = args.nodes
+    from .cli import _overrides
+    from .config import load_config
+    try:  # the nodes' settings, checked once here: one line and exit 2, as `start` does
+        if n < 1 or not 1 <= args.base_port <= 65536 - n:
+            raise ValueError(f"--nodes {n} from --base-port {args.base_port}: ports must be 1-65535")
+        load_config(None, overrides=_overrides(args) | {"port": args.base_port, "shard": f"0/{n}"})
+    except ValueError as e:
+        print(f"gossipnode: {e}", file=sys.stderr)
+        return 2
     root = Path(args.dir or tempfile.mkdtemp(prefix="gossipnode-cluster-"))
     root.mkdir(parents=True, exist_ok=True)
     fwd = forwarded_flags(args)

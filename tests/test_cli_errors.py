@@ -171,3 +171,9 @@ def test_config_lists_match_the_registries() -> None:
     assert set(configcheck.FILTERS) == set(stages["filter"])
     assert set(configcheck.COMBINERS) == set(stages["combine"])
     assert set(configcheck.CORRECTIONS) == set(stages["correct"])
+
+
+def test_cluster_checks_the_node_settings_once(tmp_path: Path) -> None:
+    p, _, torch_loaded = run_cli(tmp_path, "cluster", "--nodes", "2", "--filter", "krumm", "--dir", "c")
+    assert p.returncode == 2 and "--filter" in one_line(p)
+    assert not torch_loaded and not (tmp_path / "c").exists()
