@@ -82,6 +82,9 @@ FAST_CASES = {
     "config-missing": (["--config", "nosuch.toml"], ["--config", "nosuch.toml"]),
     "shard": (["--shard", "5/3"], ["--shard", "0 <= I < N"]),
     "advertise": (["--advertise", "10.0.0.5:8470"], ["--advertise", "scheme"]),
+    "broker-scheme": (["--transport", "mqtt", "--broker", "tcp://127.0.0.1:1883"], ["--broker", "mqtts"]),
+    "mqtt-ca-missing": (["--transport", "mqtt", "--broker", "mqtts://127.0.0.1:8883", "--mqtt-ca", "no.pem"],
+                        ["--mqtt-ca", "no such file"]),
 }
 
 

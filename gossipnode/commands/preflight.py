@@ -44,6 +44,12 @@ def check_state_dir(state_dir: str) -> None:
                              "restore it, or move it away to start with a new identity") from None
 
 
+def check_files(cfg: Any) -> None:
+    """Files the settings name that are read later (the data file is checked by loading it)."""
+    if cfg.mqtt_ca and "mqtt" in cfg.transport and not Path(cfg.mqtt_ca).is_file():
+        raise StartError(f"--mqtt-ca {cfg.mqtt_ca}: no such file")
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (SO_REUSEADDR, as the HTTP server would bind it)."""
     try:

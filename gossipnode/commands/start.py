@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from . import logs
-from .preflight import StartError, bind, check_heavy, check_state_dir
+from .preflight import StartError, bind, check_files, check_heavy, check_state_dir
 
 log = logging.getLogger("gossipnode.cli")
 
@@ -35,6 +35,7 @@ def cmd_start(args: Any, overrides: dict[str, Any]) -> int:
     except ValueError as e:
         return fail(e)
     try:
+        check_files(cfg)
         check_state_dir(cfg.state_dir)
         sock = bind(cfg.host, cfg.port)
     except StartError as e:

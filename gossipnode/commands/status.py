@@ -7,6 +7,14 @@ import sys
 from typing import Any
 
 
+def _stage(d: Any) -> str:
+    """{"name": "sybilwall", "histories": 3} -> "sybilwall (histories 3)"."""
+    if not isinstance(d, dict):
+        return json.dumps(d)
+    rest = ", ".join(f"{k} {v}" for k, v in d.items() if k != "name")
+    return f"{d.get('name', '?')} ({rest})" if rest else str(d.get("name", "?"))
+
+
 def cmd_status(args: Any) -> int:
     from .. import jsonout
     from ..cli import fetch_status
@@ -45,9 +53,10 @@ def cmd_status(args: Any) -> int:
         ("rejected", ", ".join(f"{k}={v}" for k, v in s["messages_rejected"].items()) or "none"),
         ("device", s["device"]), ("uptime", f"{s['uptime_s']:.0f} s"), ("version", s["version"]),
     ]
-    for extra in ("pipeline", "protocol"):
-        if extra in s:
-            rows.append((extra, json.dumps(s[extra]) if isinstance(s[extra], dict) else str(s[extra])))
+    if isinstance(s.get("pipeline"), dict):
+        rows.append(("pipeline", " -> ".join(_stage(v) for v in s["pipeline"].values())))
+    if "protocol" in s:
+        rows.append(("protocol", str(s["protocol"])))
     for k, v in rows:
         t.add_row(k, str(v))
     Console().print(t)
