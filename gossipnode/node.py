@@ -65,6 +65,7 @@ class Node:
         socket to serve on instead of binding cfg.host:cfg.port (the CLI binds before loading torch)."""
         self.cfg = cfg
         self._sock = sock
+        self._failing: dict[str, int] = {}   # address -> sends that failed since the last success
         self.events = EventHub()
         self.state_dir = Path(cfg.state_dir)
         self.identity = Identity.load_or_create(self.state_dir / "identity.key")
@@ -450,8 +451,13 @@ class Node:
     async def _send(self, pk: bytes, msg) -> None:
         addr = self._address(pk)
         if addr is None:
-            log.info("no address for peer %s; dropping %s", node_id(pk), type(msg).__name__)
             self.send_failures += 1
+            key = f"peer {node_id(pk)}"
+            first = key not in self._failing
+            if self._failing.get(key) or len(self._failing) < MAX_BUCKETS:
+                self._failing[key] = self._failing.get(key, 0) + 1
+            log.log(logging.INFO if first else logging.DEBUG, "no address for peer %s; dropping %s%s",
+                    node_id(pk), type(msg).__name__, " (repeats at debug level)" if first else "")
             return
         if isinstance(msg, ModelMsg) and not msg.tensors:
             full = self._attach_tensors(msg)
@@ -459,6 +465,8 @@ class Node:
                 log.warning("model %s no longer held; cannot send", msg.model.hex()[:16])
                 return
             msg = replace(full, histories=self._select_histories(pk))
+        if self._failing:
+            self._failing.pop(f"peer {node_id(pk)}", None)
         await self._send_to(addr, msg, pk)
 
     async def _send_to(self, address: str, msg, peer: bytes | None = None) -> None:
@@ -474,12 +482,22 @@ class Node:
             await t.send(address, frame)
         except TransportError as e:
             self.send_failures += 1
-            log.info("send %s to %s failed: %s", type(msg).__name__, address, e)
+            # The first failure to an address is logged at INFO, repeats at DEBUG until it works.
+            n = self._failing.get(address, 0)
+            if n or len(self._failing) < MAX_BUCKETS:   # bounded: beyond it, repeats stay at INFO
+                self._failing[address] = n + 1
+            if n == 0:
+                log.info("send %s to %s failed: %s (repeats are logged at debug level until it works)",
+                         type(msg).__name__, address, e)
+            else:
+                log.debug("send %s to %s failed: %s", type(msg).__name__, address, e)
             if peer is not None and hasattr(self.core, "peer_failed"):
                 self._execute(self.core.peer_failed(self._now(), peer))
             return
         self.bytes_sent += len(frame)
         self.messages_sent += 1
+        if self._failing and (n := self._failing.pop(address, 0)):
+            log.info("sending to %s works again (after %d failures)", address, n)
         if isinstance(msg, ModelMsg):
             self.history_bytes_sent += sum(len(t.data) for h in msg.histories for t in h.tensors)
 
