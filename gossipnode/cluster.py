@@ -71,7 +71,9 @@ def main(args: argparse.Namespace) -> int:
     from .cli import _overrides
     from .config import load_config
     try:  # the nodes' settings, checked once here: one line and exit 2, as `start` does
-        if n < 1 or not 1 <= args.base_port <= 65536 - n:
+        if n < 1:
+            raise ValueError(f"--nodes must be >= 1, got {n}")
+        if not 1 <= args.base_port <= 65536 - n:
             raise ValueError(f"--nodes {n} from --base-port {args.base_port}: ports must be 1-65535")
         load_config(None, overrides=_overrides(args) | {"port": args.base_port, "shard": f"0/{n}"})
     except ValueError as e:

@@ -16,9 +16,14 @@ FAST = ["--mnist1d-samples", "2000", "--bootstrap-wait", "1", "--ping-timeout", 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_within_3_s_and_logs_each_step_as_json(node_procs, sig) -> None:
-    (node,) = node_procs(1, FAST + ["--log-format", "json"], peers=False, shard=False)
-    node.wait_up(120)
-    wait_for(lambda: node.status()["rounds_trained"] >= 1, 120, "a trained round", [node])
+    """SIGINT: a node alone; SIGTERM: one of two peers, which must get its LEAVE advert."""
+    n = 1 if sig == signal.SIGINT else 2
+    nodes = node_procs(n, FAST + ["--log-format", "json"], peers=n > 1, shard=n > 1)
+    node = nodes[0]
+    for p in nodes:
+        p.wait_up(120)
+    wait_for(lambda: node.status()["rounds_trained"] >= 1 and node.status()["peers_active"] == n - 1, 120,
+             "a trained round (and the peer)", nodes)
     t0 = time.monotonic()
     node.proc.send_signal(sig)
     rc = node.proc.wait(10)
@@ -30,7 +35,11 @@ def test_signal_stops_within_3_s_and_logs_each_step_as_json(node_procs, sig) -> 
     assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
     msgs = [r["msg"] for r in records]
     assert any(f"leaving: {sig.name}" in m for m in msgs)
+    assert f"stop: LEAVE advert delivered to {n - 1} of {n - 1} peers" in msgs, msgs[-8:]
     assert any(m.startswith("stop: checkpoint of round") for m in msgs), msgs[-8:]
     assert any(m.startswith("stop: node") and "stopped in" in m for m in msgs), msgs[-8:]
     assert any(m.startswith("stopped ") and "after the signal; exit 0" in m for m in msgs), msgs[-8:]
     assert json.loads((node.state_dir / "status.json").read_text())["finished"] is True
+    if n > 1:   # the other node took the LEAVE: the stopped node is no longer active there
+        other = nodes[1]
+        wait_for(lambda: other.status()["peers_active"] == 0, 10, "the peer to see the LEAVE", nodes)
