@@ -139,6 +139,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
     cfg = NodeConfig()
     types = {f.name: f.type for f in fields(NodeConfig) if f.name != "extra"}
     layers: list[tuple[str, dict[str, Any]]] = []
+    spelled: dict[str, str] = {}   # a file's keys as written there (- or _)
     if file:
         try:
             with open(Path(file), "rb") as fh:
@@ -150,6 +151,7 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
         data = data.get("node", data)
         if not isinstance(data, dict):
             raise ConfigError(f"--config {file}: [node] must be a table")
+        spelled = {k.replace("-", "_"): k for k in data}
         layers.append((f"file:{file}", {k.replace("-", "_"): v for k, v in data.items()}))
     env = os.environ if env is None else env
     layers.append(("env", {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
@@ -157,12 +159,14 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
     layers.append(("flag", {k: v for k, v in (overrides or {}).items() if v is not None}))
     explicit: set[str] = set()
     for source, layer in layers:
-        unknown = sorted(set(layer) - set(types))
+        unknown = sorted(spelled.get(k, k) if source.startswith("file:") else k for k in set(layer) - set(types))
         if unknown:
             src = f" in {source[5:]}" if source.startswith("file:") else ""
             raise ConfigError(f"unknown configuration key{'s' if len(unknown) > 1 else ''}{src}: "
                               f"{', '.join(unknown)} (see gossipnode start --help)")
-        cfg = replace(cfg, **{k: coerce(k, types[k], v, source) for k, v in layer.items()})
+        in_file = source.startswith("file:")
+        cfg = replace(cfg, **{k: coerce(k, types[k], v, source, spelled.get(k) if in_file else None)
+                              for k, v in layer.items()})
         explicit |= set(layer)
     check(cfg, explicit)
     return _read_secrets(cfg)

@@ -43,12 +43,12 @@ def where(name: str, source: str) -> str:
     return flag(name)
 
 
-def coerce(name: str, typ: Any, value: Any, source: str) -> Any:
+def coerce(name: str, typ: Any, value: Any, source: str, spelled: str | None = None) -> Any:
     """`value` as the field's type. Strings (environment, flags) are parsed; a TOML value must
-    already have the right type (an int is fine for a float)."""
+    already have the right type (an int is fine for a float). `spelled`: the key as the file has it."""
     t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
     text = isinstance(value, str) and not source.startswith("file:")
-    w = where(name, source)
+    w = where(spelled or name, source)
     if t.startswith("tuple"):
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())

@@ -77,8 +77,8 @@ FAST_CASES = {
     "log-level": (["--log-level", "verbose"], ["--log-level", "debug, info"]),
     "log-format": (["--log-format", "xml"], ["--log-format", "json"]),
     "toml-type": (["--config", "type.toml"], ["key 'port'", "type.toml", "integer", "eighty"]),
-    "toml-ture": (["--config", "ture.toml"], ["key 'independent_init'", "true or false", "ture"]),
-    "toml-unknown-key": (["--config", "unknown.toml"], ["sample_sise", "unknown.toml"]),
+    "toml-ture": (["--config", "ture.toml"], ["key 'independent-init'", "true or false", "ture"]),
+    "toml-unknown-key": (["--config", "unknown.toml"], ["sample-sise", "unknown.toml"]),
     "config-missing": (["--config", "nosuch.toml"], ["--config", "nosuch.toml"]),
     "shard": (["--shard", "5/3"], ["--shard", "0 <= I < N"]),
     "advertise": (["--advertise", "10.0.0.5:8470"], ["--advertise", "scheme"]),
@@ -180,3 +180,23 @@ def test_cluster_checks_the_node_settings_once(tmp_path: Path) -> None:
     p, _, torch_loaded = run_cli(tmp_path, "cluster", "--nodes", "2", "--filter", "krumm", "--dir", "c")
     assert p.returncode == 2 and "--filter" in one_line(p)
     assert not torch_loaded and not (tmp_path / "c").exists()
+
+
+def test_load_config_types_per_layer(tmp_path: Path) -> None:
+    from gossipnode.config import ConfigError, load_config
+    f = tmp_path / "n.toml"
+    f.write_text('lr = 1\npeers = ["http://127.0.0.1:1", "http://127.0.0.1:2"]\nindependent-init = true\n')
+    cfg = load_config(str(f), env={"GOSSIPNODE_SAMPLE_SIZE": "3", "GOSSIPNODE_BETA": "0.25",
+                                   "GOSSIPNODE_INDEPENDENT_INIT": "off"})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and len(cfg.peers) == 2
+    assert cfg.sample_size == 3 and cfg.beta == 0.25 and cfg.independent_init is False
+    for env, key in (({"GOSSIPNODE_PORT": "80.5"}, "GOSSIPNODE_PORT"), ({"GOSSIPNODE_LR": "nan"}, "GOSSIPNODE_LR"),
+                     ({"GOSSIPNODE_INDEPENDENT_INIT": "ture"}, "GOSSIPNODE_INDEPENDENT_INIT")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(env=env)
+    f.write_text("sample-size = 2.5\n")
+    with pytest.raises(ConfigError, match="key 'sample-size' in .* must be an integer"):
+        load_config(str(f), env={})
+    f.write_text('rounds = true\n')   # a TOML bool is not an integer
+    with pytest.raises(ConfigError, match="key 'rounds'"):
+        load_config(str(f), env={})
