@@ -74,12 +74,17 @@ class SybilHost:
 
     async def stop(self, graceful: bool = True, reason: str = "stopped", timeout: float | None = None) -> None:
         await asyncio.gather(*(n.stop(graceful, reason, timeout) for n in self.nodes))
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._close()
 
     async def wait_stopped(self) -> None:
         await asyncio.gather(*(n.wait_stopped() for n in self.nodes))
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._close()
+
+    async def _close(self) -> None:
+        # stop() and wait_stopped() both get here: the first one closes the server, once.
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            try:
+                await asyncio.wait_for(runner.cleanup(), 1.0)
+            except Exception as e:
+                log.warning("closing the attacker's HTTP server: %s", e or type(e).__name__)
