@@ -43,3 +43,14 @@ def test_signal_stops_within_3_s_and_logs_each_step_as_json(node_procs, sig) -> 
     if n > 1:   # the other node took the LEAVE: the stopped node is no longer active there
         other = nodes[1]
         wait_for(lambda: other.status()["peers_active"] == 0, 10, "the peer to see the LEAVE", nodes)
+
+
+def test_attacker_host_stops_cleanly_on_sigterm(node_procs) -> None:
+    """`--attack` runs several identities behind one server; SIGTERM closes it once (no traceback)."""
+    (node,) = node_procs(1, FAST + ["--attack", "labelflip", "--sybils", "2"], peers=False, shard=False)
+    node.wait_up(120)
+    t0 = time.monotonic()
+    assert node.terminate(10) == 0, node.log()
+    took = time.monotonic() - t0
+    assert took < 3.0, took
+    assert "Traceback" not in node.log_path.read_text()
