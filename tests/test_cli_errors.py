@@ -106,6 +106,7 @@ def test_bool_from_the_environment_is_checked(tmp_path: Path) -> None:
     assert p.returncode == 2 and "GOSSIPNODE_INDEPENDENT_INIT" in one_line(p)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["model-factory", "device-cuda"])
 def test_model_and_device_checks_need_torch_but_are_one_line(files: Path, case: str) -> None:
     import torch
@@ -155,6 +156,7 @@ def test_status_command_does_not_import_torch(tmp_path: Path) -> None:
     assert not torch_loaded
 
 
+@pytest.mark.slow
 def test_example_config_loads(tmp_path: Path) -> None:
     from gossipnode.config import load_config
     cfg = load_config(str(ROOT / "examples" / "node.toml"), env={})

@@ -47,8 +47,9 @@ def cmd_start(args: Any, overrides: dict[str, Any]) -> int:
         return fail(e)
     if args.check:
         sock.close()
-        print(f"gossipnode: configuration OK: {cfg.transport} on {cfg.host}:{cfg.port} "
-              f"(advertised {cfg.address}), state dir {cfg.state_dir}; {summary}")
+        peers = f"peers over {cfg.transport}" + (f" (advertised {cfg.address})" if "http" in cfg.transport else "")
+        print(f"gossipnode: configuration OK: REST on {cfg.host}:{cfg.port}, {peers}, "
+              f"state dir {cfg.state_dir}; {summary}")
         return 0
     logs.setup(cfg.log_level, cfg.log_format)
     # A native crash prints a traceback into the log; `kill -USR1 PID` dumps every thread's stack.
