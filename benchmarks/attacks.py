@@ -757,7 +757,7 @@ def run_attack(cluster: Cluster, name: str, who: str, fn: Callable[[Context], No
     if frozen >= 2:
         row.changed.append(f"learning: {frozen} aggregations gave every honest contributor weight 0")
     if dips:
-        row.changed.append(f"accuracy: {dips} evaluation(s) fell below {acc0m - 0.3:.2f}")
+        row.changed.append(f"accuracy: {dips} evaluation(s) fell below {min(acc0m - 0.3, DIP_FLOOR):.2f}")
     views1 = view_snapshot(cluster)
     moved = sum(1 for url, v in views0.items() for nid, rec in v.items() if views1.get(url, {}).get(nid) != rec)
     if moved:
@@ -778,6 +778,9 @@ def run_attack(cluster: Cluster, name: str, who: str, fn: Callable[[Context], No
     return row
 
 
+DIP_FLOOR = 0.2   # MNIST-1D has 10 classes: an attacker's NaN/zero/huge model evaluates near 0.1
+
+
 def _round_effects(cluster: Cluster, since: int, ids: set[str], acc0: float) -> tuple[int, int]:
     """(aggregations after round `since` that gave all honest contributors weight 0 or a
     non-finite one, evaluations after it far below the accuracy before the attack)."""
@@ -795,7 +798,8 @@ def _round_effects(cluster: Cluster, since: int, ids: set[str], acc0: float) -> 
             if honest and all(not (isinstance(v, int | float) and np.isfinite(v) and v > 0) for v in honest):
                 frozen += 1
             acc = r.get("accuracy")
-            if acc is not None and (not np.isfinite(acc) or acc < acc0 - 0.3):
+            # Near chance, not merely low: a 3-node network's honest evaluations swing by 0.3.
+            if acc is not None and (not np.isfinite(acc) or acc < min(acc0 - 0.3, DIP_FLOOR)):
                 dips += 1
     return frozen, dips
 
