@@ -98,7 +98,9 @@ class ModestCore:
         self.retries: list[_Retry] = []
         self.last_heard: dict[bytes, float] = {}
         self.gone: dict[bytes, int] = {}   # peers marked LEAVE by `departed` -> their index then
-        self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong
+        self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong (capped)
+        self._pong_round: dict[bytes, int] = {}  # the same, uncapped (members only): witnesses, stall vetoes
+        self._stalled_at: int | None = None      # R at the last stall check that found no progress
         self.verified_round = 0      # R_v: rounds seen from role-checked models (see note_verified)
         # Role checks (SPEC 15.1): peers whose ping timed out in a walk and that were not heard
         # from since (they do not count as "ahead" of a sender), models held while a walk
@@ -379,6 +381,11 @@ class ModestCore:
                 self._reached(sender, j)
             if sender not in self.view:
                 return
+            if msg.round > self.rv():
+                self._pong_round[sender] = msg.round
+                self._catch_up(sender, msg.round)
+            else:
+                self._pong_round[sender] = max(msg.round, self._pong_round.get(sender, 0))
             rnd = min(msg.round, self._cap())
             self.peer_round[sender] = rnd
             self._bump(sender, max(self.round, rnd))
@@ -419,6 +426,21 @@ class ModestCore:
             return
         if len(self.ahead(sender, r)) < self.cfg.sample_size + self.cfg.role_slack:
             self.note_verified(r)
+
+    def _catch_up(self, sender: bytes, k: int) -> None:
+        """A PONG round is the replier's own (the highest round it trained or aggregated), never
+        hearsay. R_v rises to it when a bootstrap peer (reached at its bootstrap address, trusted
+        for the round like its VIEW) says so, or to the round at least FINISH_WITNESSES distinct
+        members reached: one member, whatever it sends, cannot move R_v past the honest ones."""
+        if sender in self._boot_peers:
+            self.note_verified(k)
+            return
+        if k <= self._cap():
+            return   # within the window hearsay moves R already; the witness scan is for laggards
+        rounds = sorted((r for pk, r in self._pong_round.items() if r > self.verified_round
+                         and self.is_member(pk)), reverse=True)
+        if len(rounds) >= FINISH_WITNESSES:
+            self.note_verified(rounds[FINISH_WITNESSES - 1])
 
     def is_member(self, pk: bytes) -> bool:
         e = self.view.get(pk)
@@ -948,19 +970,34 @@ class ModestCore:
             self._stall_walk = False
             self.progress_at = self.now
             if self.round > r:
-                return  # a pong told of a later round
-            busy = [p for p in reachable if p != self.pk and self.peer_round.get(p, -1) >= max(r, 1)]
+                self._stalled_at = None
+                return  # a pong told of a later round (or moved R_v: a bootstrap peer, witnesses)
+            # Vetoes: a peer that took part in round R (its retries may go on). Not one whose round
+            # is above our window (we reject its models, so waiting for it never ends), and, at a
+            # second stall at the same R (2 x stall_timeout idle: any retries of R are over), not
+            # one that is merely at R too (it may be stalled itself, waiting for us).
+            cap, again = self._cap(), self._stalled_at == r
+            self._stalled_at = r
+            busy = [p for p in reachable if p != self.pk
+                    and max(r, 1) <= self._pong_round.get(p, -1) <= cap
+                    and not (again and self._pong_round.get(p, -1) <= r)]
             if busy or (reachable and reachable[0] != self.pk) or self.finished:
                 return
+            self._stalled_at = None
             self._event(r + 1, "restart", model=self.model.hex()[:16])
             self.agg_idx = max(self.agg_idx, r + 1)
             self.completed_aggregation = True
             self.buffer = {}
             self._send_aggregated(r + 1, self.model)
 
+        # Bootstrap peers outside the walk are asked too: their PONG round re-syncs a laggard.
+        cands = self.order(r + 1)
+        for pk in self._boot_peers:
+            if pk not in cands and self.is_member(pk):
+                self._send(pk, Ping(self.round, self._new_nonce(), self.own_record()))
         # More than s probes: in a healthy network an idle node's R is stale, and each probed peer
         # that took part since then vetoes; a false restart needs every probe to be stale too.
-        self._walk(self.order(r + 1), max(self.cfg.sample_size, STALL_PROBES), r + 1, check, fresh=False)
+        self._walk(cands, max(self.cfg.sample_size, STALL_PROBES), r + 1, check, fresh=False)
 
     def _behind(self, pk: bytes, r: _Retry) -> bool:
         if pk != self.pk:
