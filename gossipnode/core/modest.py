@@ -26,7 +26,6 @@ from .view import Entry, View
 
 
 STALL_PROBES = 10
-PING_JUMP = 16        # a role-checked ping moves R_v at most this many windows (see _verify_ping)
 VERIFY_WALKS = 2      # a held model may trigger this many verification walks (SPEC 15.1)
 HOLD_MAX = 16         # models held at once while their sender's (or our) rank is verified
 QUORUM_ROUNDS = 4     # accept_quorum: rounds whose votes are kept (the newest above train_idx)
@@ -364,7 +363,6 @@ class ModestCore:
             # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
             # an idle node whose R_v lags must still answer, or it drops out of every sample.)
             self._bump(sender, max(self.round, min(msg.round, self._cap())))
-            self._verify_ping(sender, msg.round)
             # A PONG carries the highest round this node took part in (holds its model or
             # aggregates it), not R, which may be hearsay from views: retries need to know
             # whether the peer really has the round (see _retry_tick). And our signed record.
@@ -414,19 +412,6 @@ class ModestCore:
             self._event(msg.round, "ignored_model_kind", model_kind=int(msg.kind))
 
     # ---- role checks (SPEC 15.1, "Role rules") ---------------------------------------------
-    def _verify_ping(self, sender: bytes, r: int) -> None:
-        """A role-checked PING raises R_v (contract: "accepted role-checked models or pings"): a
-        member pinging with round r that may have trained (or aggregate) round r, i.e. within
-        order(r)[: s + slack], moves R_v to r, if r is at most PING_JUMP windows above R_v.
-        Trainers and aggregators ping the next candidates before they send them a model, so a
-        node that was idle for many rounds learns the round and takes the model that follows.
-        (Stopgap, see the roles report: a strict one-window cap stalled honest survivors at
-        small tau; an unbounded jump let one ping move R_v to 2^63-1.)"""
-        if r <= self.verified_round or r > self.rv() + PING_JUMP * self.cfg.window or not self.is_member(sender):
-            return
-        if len(self.ahead(sender, r)) < self.cfg.sample_size + self.cfg.role_slack:
-            self.note_verified(r)
-
     def _catch_up(self, sender: bytes, k: int) -> None:
         """A PONG round is the replier's own (the highest round it trained or aggregated), never
         hearsay. R_v rises to it when a bootstrap peer (reached at its bootstrap address, trusted

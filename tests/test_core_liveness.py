@@ -1,0 +1,70 @@
+"""Liveness with a bounded round estimate (SPEC 4.1 "Round estimate", 15.1 "Stall restart"):
+an idle node whose R_v lags far behind (small tau, so round_window is small) must still catch up,
+while no single member can move R_v past the honest rounds."""
+from __future__ import annotations
+
+import random
+
+from core_harness import CoreNet, pk_of
+from gossipnode.core.config import ModestConfig
+from gossipnode.core.messages import Ping, Pong, Status, ViewRecord
+from gossipnode.core.modest import ModestCore
+
+HUGE = 2**63 - 1
+
+
+def _lagging_core(**kw) -> ModestCore:
+    cfg = ModestConfig(**({"sample_size": 3, "inactivity_threshold": 2} | kw))
+    c = ModestCore(cfg, pk_of(0), ("mem://0",), b"\0" * 32, random.Random(0))
+    c.start(0.0, [])
+    c.view.merge([ViewRecord(pk_of(i), 10, 1, Status.JOIN, (f"mem://{i}",)) for i in range(1, 8)])
+    c.train_idx = c.agg_idx = c.verified_round = 10
+    return c
+
+
+def test_one_member_cannot_move_rv_but_two_witnesses_or_a_bootstrap_peer_can() -> None:
+    c = _lagging_core()
+    assert c.cfg.window == 2
+    # one member, however often and however high: R_v stays, R moves at most the window
+    for t, rnd in ((1.0, HUGE), (1.1, 40), (1.2, HUGE), (1.3, 10 + 2 * 16)):
+        c.handle(t, pk_of(1), Pong(rnd, 1))
+        c.handle(t, pk_of(1), Ping(rnd, 2))
+    assert c.rv() == 10 and c.round == 12
+    # a second member's own round (PONG: the highest round it trained or aggregated, not hearsay):
+    # R_v rises to the second highest claim, never to the liar's
+    c.handle(2.0, pk_of(2), Pong(40, 3))
+    assert c.rv() == 40 and c.round == 40   # the liar's rounds were capped when they came
+    # a bootstrap peer (reached at a --peers address) is trusted for the round, as its VIEW is
+    c._boot_peers.add(pk_of(3))
+    c.handle(3.0, pk_of(3), Pong(55, 4))
+    assert c.rv() == 55
+    # a member ping never raises R_v (its round is the pinger's R, which holds hearsay)
+    c.handle(4.0, pk_of(4), Ping(56, 5))
+    assert c.rv() == 55
+
+
+def _survivors() -> tuple[CoreNet, list[bytes], int]:
+    # crash_fuzz seed 77: 8 nodes, tau = 2 (window 2). Nodes 2 and 6 were (almost) never sampled,
+    # so their R_v stayed at 0..3 while the others ran to round 40; then all but 2, 6, 7 crash.
+    cfg = ModestConfig(sample_size=4, aggregators=1, success_fraction=0.5, ping_timeout=2,
+                       aggregation_timeout=6, round_timeout=15, inactivity_threshold=2, bootstrap_wait=2,
+                       stall_timeout=45.0)
+    net = CoreNet(8, cfg, train_time=0.2, seed=77, latency=0.01)
+    net.start()
+    net.run_until(14.5)
+    for i in (0, 1, 3, 4, 5):
+        net.crash(pk_of(i))
+    live = [pk_of(i) for i in (2, 6, 7)]
+    return net, live, net.max_round()
+
+
+def test_lone_front_survivor_and_far_behind_idle_nodes_go_on() -> None:
+    net, live, r0 = _survivors()
+    lag = [pk for pk in live if net.cores[pk].rv() + net.cfg.window < r0]
+    assert len(lag) == 2 and r0 >= 30   # the laggards reject the survivor's models (out of range)
+    # Before the fix the survivor's models were rejected `round_out_of_range` and its PONGs
+    # vetoed the laggards' stall restarts: no round ever completed again. Now the laggards'
+    # stall walk re-syncs R_v from the survivor (a bootstrap peer) and takes its next model.
+    net.run_until(14.5 + 150)
+    assert net.max_round() >= r0 + 5
+    assert all(net.cores[pk].train_idx > r0 for pk in live)
