@@ -106,6 +106,8 @@ class ModestCore:
         # verifies a rank, and accept_quorum votes: round -> model -> aggregators that sent it.
         self.unreachable: dict[bytes, float] = {}
         self._held: dict[tuple[bytes, int, int], ModelMsg] = {}
+        self._held_round: dict[tuple[bytes, int, int], ModelMsg] = {}   # held while witnesses answer
+        self._witness_walk: int | None = None    # the round a running witness walk checks
         self.votes: dict[int, dict[bytes, set[bytes]]] = {}
         self.model_round = 0
         self.model = initial_model   # the newest model this node adopted (a stall restart sends it)
@@ -363,6 +365,8 @@ class ModestCore:
             # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
             # an idle node whose R_v lags must still answer, or it drops out of every sample.)
             self._bump(sender, max(self.round, min(msg.round, self._cap())))
+            if msg.round > self._cap():
+                self._witness(sender, msg.round)
             # A PONG carries the highest round this node took part in (holds its model or
             # aggregates it), not R, which may be hearsay from views: retries need to know
             # whether the peer really has the round (see _retry_tick). And our signed record.
@@ -420,8 +424,6 @@ class ModestCore:
         if sender in self._boot_peers:
             self.note_verified(k)
             return
-        if k <= self._cap():
-            return   # within the window hearsay moves R already; the witness scan is for laggards
         rounds = sorted((r for pk, r in self._pong_round.items() if r > self.verified_round
                          and self.is_member(pk)), reverse=True)
         if len(rounds) >= FINISH_WITNESSES:
@@ -465,6 +467,9 @@ class ModestCore:
         k = msg.round
         detail = {"sender": sender.hex()[:16], "model_kind": msg.kind.name.lower()}
         if (why := self.admissible(sender, msg)) is not None:
+            if (why == "round_out_of_range" and walks > 0 and self._witness_walk is not None
+                    and self._witness_walk + 1 >= k and self._hold_round(sender, msg, walks)):
+                return False
             self._reject(k, why, verified=self.rv(), **detail)
             return False
         a, s, slack = self.cfg.aggregators, self.cfg.sample_size, self.cfg.role_slack
@@ -499,6 +504,36 @@ class ModestCore:
 
         self._event(msg.round, "verify_rank", sender=sender.hex()[:16], ahead=len(ahead), allowed=width)
         self._walk(ahead, width, msg.round, done)
+        return True
+
+    def _witness(self, sender: bytes, r: int) -> None:
+        """A member pinged with a round above R_v + window (a lagging idle node is a candidate of
+        a later round): ask the pinger and the next candidates of order(r) for their rounds, one
+        such walk at a time. Their PONG rounds are their own (not hearsay) and raise R_v only to
+        the witnessed round (_catch_up), so one member, however it pings, is one witness."""
+        if self._witness_walk is not None or not self.is_member(sender):
+            return
+        self._witness_walk = r
+
+        def done(_reachable: list[bytes]) -> None:
+            self._witness_walk = None
+            for key in list(self._held_round):   # checked again: in range now, or rejected
+                held = self._held_round.pop(key)
+                if not self.finished:
+                    self._on_model(key[0], held, VERIFY_WALKS)
+
+        cands = [sender] + [p for p in self.order(r) if p not in (sender, self.pk)]
+        self._walk(cands, FINISH_WITNESSES + 1, r, done, fresh=False)
+
+    def _hold_round(self, sender: bytes, msg: ModelMsg, walks: int) -> bool:
+        """A model above the window while a witness walk runs: hold it until the walk ends."""
+        key = (sender, msg.round, int(msg.kind))
+        if key in self._held_round:
+            return True
+        if len(self._held_round) >= HOLD_MAX:
+            return False
+        self._held_round[key] = msg
+        self._event(msg.round, "verify_round", sender=sender.hex()[:16], verified=self.rv())
         return True
 
     def _bump(self, pk: bytes, round_: int) -> None:
