@@ -7,7 +7,9 @@ import random
 
 from core_harness import CoreNet, pk_of
 from gossipnode.core.config import ModestConfig
-from gossipnode.core.messages import Ping, Pong, Status, ViewRecord
+from gossipnode.core.actions import Event, Send, StartTraining
+from gossipnode.core.messages import ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord
+from gossipnode.core.sampling import sample_order
 from gossipnode.core.modest import ModestCore
 
 HUGE = 2**63 - 1
@@ -41,6 +43,26 @@ def test_one_member_cannot_move_rv_but_two_witnesses_or_a_bootstrap_peer_can() -
     # a member ping never raises R_v (its round is the pinger's R, which holds hearsay)
     c.handle(4.0, pk_of(4), Ping(56, 5))
     assert c.rv() == 55
+
+
+def test_ping_above_the_window_starts_a_witness_walk_and_the_model_is_held() -> None:
+    c = _lagging_core(aggregation_timeout=100.0)
+    k = 10 + 2 + 3   # three rounds above the window: an idle node that was not sampled lately
+    c.view.merge([ViewRecord(pk_of(i), k - 1, 1, Status.JOIN, (f"mem://{i}",)) for i in range(1, 8)])
+    assert c.round == 12   # the peers' claims are hearsay: R moves at most the window
+    agg = next(p for p in sample_order(c.active(k), k) if p != c.pk)
+    # the aggregator of round k pings its trainers (we are one) before it sends them the model
+    out = c.handle(1.0, agg, Ping(k, 7))
+    pinged = {a.peer: a.msg.nonce for a in out if isinstance(a, Send) and isinstance(a.msg, Ping)}
+    assert agg in pinged and len(pinged) >= 2 and c.rv() == 10
+    out = c.handle(1.01, agg, ModelMsg(k, ModelKind.AGGREGATED, b"\x11" * 32, ()))
+    assert [a.kind for a in out if isinstance(a, Event)] == ["verify_round"] and c.train_idx == 10
+    # the witnesses answer with their own rounds: the aggregator k, a trainer of k - 1, ...
+    out = []
+    for pk, rnd in zip(pinged, (k, k - 1, k - 1, k - 1), strict=False):
+        out += c.handle(1.1, pk, Pong(rnd, pinged[pk]))
+    assert c.rv() >= k - 1
+    assert any(isinstance(a, StartTraining) and a.round == k for a in out) and c.train_idx == k
 
 
 def _survivors() -> tuple[CoreNet, list[bytes], int]:
