@@ -365,7 +365,7 @@ class ModestCore:
             # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
             # an idle node whose R_v lags must still answer, or it drops out of every sample.)
             self._bump(sender, max(self.round, min(msg.round, self._cap())))
-            if msg.round > self._cap():
+            if msg.round >= self._cap():   # (a trainer of round r pings before it sends TRAINED(r + 1))
                 self._witness(sender, msg.round)
             # A PONG carries the highest round this node took part in (holds its model or
             # aggregates it), not R, which may be hearsay from views: retries need to know
