@@ -507,7 +507,7 @@ class ModestCore:
         return True
 
     def _witness(self, sender: bytes, r: int) -> None:
-        """A member pinged with a round above R_v + window (a lagging idle node is a candidate of
+        """A member pinged with a round at R_v + window or above (a lagging idle node is a candidate of
         a later round): ask the pinger and the next candidates of order(r) for their rounds, one
         such walk at a time. Their PONG rounds are their own (not hearsay) and raise R_v only to
         the witnessed round (_catch_up), so one member, however it pings, is one witness."""
