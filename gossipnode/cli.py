@@ -45,12 +45,15 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--threads", "threads", int, "torch CPU threads"),
     ("--filter", "filter", str, "aggregation filter: sybilwall (default), foolsgold, krum, multikrum, none"),
     ("--combine", "combine", str, "aggregation combiner: mean (default), median, trimmed-mean"),
-    ("--correct", "correct", str, "aggregation correction: vc (default, variance-corrected), none"),
+    ("--correct", "correct", str, "aggregation correction: vc (default: variance correction where the merged "
+     "models are uncorrelated), vc-always (at every merge), none"),
     ("--krum-f", "krum_f", int, "krum/multikrum: assumed Byzantine contributions f"),
     ("--multikrum-m", "multikrum_m", int, "multikrum: contributions kept m"),
     ("--trim-beta", "trim_beta", float, "trimmed-mean: fraction trimmed at each side"),
     ("--vc-eps", "vc_eps", float, "variance correction epsilon"),
     ("--vc-rho", "vc_rho", float, "variance correction damping (1 = full correction)"),
+    ("--vc-max-corr", "vc_max_corr", float, "vc: correct fully below half this correlation of the merged "
+     "models, not at all above it"),
     ("--history-records", "history_records", int, "SybilWall history records piggy-backed per model message"),
     ("--history-dtype", "history_dtype", str, "f2 (float16, default) or f4: histories on the wire"),
     ("--max-update-norm", "max_update_norm", float,
@@ -60,7 +63,10 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--gossip-interval", "gossip_interval", float, "gossip: seconds between pushes"),
     ("--beta", "beta", float, "gossip: weight of the own model when merging"),
     ("--independent-init", "independent_init", bool, "start from a random model of this node's own"),
-    ("--attack", "attack", str, "labelflip or backdoor: run Sybil attacker identities (for evaluation)"),
+    ("--attack", "attack", str, "label-flip (or labelflip) or backdoor: run Sybil attacker identities "
+     "(for evaluation)"),
+    ("--eval-attack", "eval_attack", str, "label-flip, backdoor or both (comma-separated): report these "
+     "attacks' rates in evaluations (set it when the network has an attacker; none reported otherwise)"),
     ("--sybils", "sybils", int, "with --attack: number of Sybil identities in this process"),
     ("--sample-size", "sample_size", int, "MoDeST: trainers per round (s)"),
     ("--aggregators", "aggregators", int, "MoDeST: aggregators per round (a)"),

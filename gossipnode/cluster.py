@@ -41,15 +41,21 @@ def forwarded_flags(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _attacks(statuses: list[dict[str, Any] | None]) -> list[str]:
+    """Attacks whose rates the nodes report: only those configured (--eval-attack); none otherwise."""
+    return sorted({a for s in statuses if s for a in ((s.get("last_eval") or {}).get("attack_rate") or {})})
+
+
 def _table(statuses: list[dict[str, Any] | None], title: str, final: bool = False) -> Table:
     t = Table(title=title)
+    attacks = _attacks(statuses)
     for col in ("node", "round", "role", "peers", "trained", "aggr.", "eval@", "accuracy",
-                "loss", "MB out", "rej."):
+                "loss", *(f"{a} rate" for a in attacks), "MB out", "rej."):
         t.add_column(col, justify="right" if col not in ("node", "role") else "left")
     accs = []
     for i, s in enumerate(statuses):
         if s is None:
-            t.add_row(str(i), *["-"] * 10)
+            t.add_row(str(i), *["-"] * (10 + len(attacks)))
             continue
         ev = s.get("last_eval") or {}
         if ev.get("accuracy") is not None:
@@ -59,6 +65,7 @@ def _table(statuses: list[dict[str, Any] | None], title: str, final: bool = Fals
                   str(s["rounds_trained"]), str(s["rounds_aggregated"]), str(ev.get("round", "-")),
                   f"{ev['accuracy']:.4f}" if "accuracy" in ev else "-",
                   f"{ev['loss']:.4f}" if "loss" in ev else "-",
+                  *(f"{ev['attack_rate'][a]:.4f}" if a in (ev.get("attack_rate") or {}) else "-" for a in attacks),
                   f"{s['bytes_sent'] / 1e6:.2f}", str(sum(s["messages_rejected"].values())))
     if accs:
         t.caption = f"mean accuracy {sum(accs) / len(accs):.4f}  min {min(accs):.4f}  max {max(accs):.4f}" + (

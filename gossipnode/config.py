@@ -9,6 +9,7 @@ from typing import Any
 
 from .configcheck import ConfigError, check, coerce
 from .core.config import ModestConfig, stall_timeout_from
+from .learn.attacks import canonical_attack, canonical_attacks
 
 ENV_PREFIX = "GOSSIPNODE_"
 
@@ -52,12 +53,13 @@ class NodeConfig:
     # aggregation pipeline: filter -> combine -> correct
     filter: str = "sybilwall"           # sybilwall, foolsgold, krum, multikrum, none
     combine: str = "mean"               # mean, median, trimmed-mean
-    correct: str = "vc"                 # vc (variance-corrected), none
+    correct: str = "vc"                 # vc (where the merged models are uncorrelated), vc-always, none
     krum_f: int = 1
     multikrum_m: int = 3
     trim_beta: float = 0.1
     vc_eps: float = 1e-8
     vc_rho: float = 1.0
+    vc_max_corr: float = 0.5            # vc: no correction where the merged models correlate above this
     history_records: int = 1            # SybilWall history records piggy-backed per model message
     history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
     # model sanity: reject a received model whose ||model - reference|| / ||reference|| exceeds this
@@ -68,7 +70,8 @@ class NodeConfig:
     gossip_interval: float = 5.0        # gossip: push the model to a random active peer this often
     beta: float = 0.5                   # gossip: weight of the own model when merging
     # attack (for measuring resilience): this process runs `sybils` identities with one poisoned model
-    attack: str = ""                    # "", labelflip, backdoor
+    attack: str = ""                    # "", label-flip (or labelflip), backdoor; stored canonical
+    eval_attack: str = ""               # honest nodes: measure these attacks' rates (label-flip,backdoor)
     sybils: int = 1
     # MoDeST
     sample_size: int = 10
@@ -105,7 +108,7 @@ class NodeConfig:
 
     def pipeline_params(self) -> dict[str, Any]:
         return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
-                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho}
+                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr}
 
     def shard_index(self) -> tuple[int, int]:
         try:
@@ -169,7 +172,17 @@ def load_config(file: str | None = None, env: dict[str, str] | None = None,
                               for k, v in layer.items()})
         explicit |= set(layer)
     check(cfg, explicit)
-    return _read_secrets(cfg)
+    return _read_secrets(_canonical_attacks(cfg))
+
+
+def _canonical_attacks(cfg: NodeConfig) -> NodeConfig:
+    """One spelling: --attack and --eval-attack are stored as label-flip / backdoor ("" for none)."""
+    try:
+        attack = canonical_attack(cfg.attack)
+        return replace(cfg, attack="" if attack == "none" else attack,
+                       eval_attack=",".join(canonical_attacks(cfg.eval_attack)))
+    except ValueError as e:
+        raise ConfigError(f"--attack / --eval-attack: {e}") from None
 
 
 def _read_secrets(cfg: NodeConfig) -> NodeConfig:

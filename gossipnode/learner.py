@@ -64,12 +64,14 @@ class Learner:
             self._history_size = int(flatten(to_state(self.initial)).size)
         return self._history_size
 
-    def attack_rates(self, model: Model) -> dict[str, float]:
-        """How far the two evaluation attacks got with this model (ALGORITHMS.md section 2)."""
+    def attack_rates(self, model: Model, names: tuple[str, ...] = ("label-flip", "backdoor")) -> dict[str, float]:
+        """How far the evaluation attacks ``names`` got with this model (ALGORITHMS.md section 2)."""
+        if not names:
+            return {}
         state = to_state(model)
         try:
             return {name: round(attack_rate(self.trainer, state, self.dataset, name), 5)
-                    for name in ("label-flip", "backdoor")}
+                    for name in names}
         except ValueError:  # e.g. a user's data set without classes 0/1 or 1-D/2-D inputs
             return {}
 

@@ -27,6 +27,7 @@ from .core.modest import ModestCore
 from .events import EventHub
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
+from .learn.attacks import canonical_attacks
 from .learn.sanity import NON_FINITE, check_model, non_finite
 from .learner import Learner, Model, to_state
 from .store import ModelStore
@@ -845,7 +846,12 @@ class Node:
             log.warning("cannot write status.json: %s", e)
 
     def _extra_eval(self, model: Model) -> dict[str, Any]:
-        return {"attack_rate": self.learner.attack_rates(model)}
+        """Attack rates only where an attack is configured: this process's own (an attacker host)
+        and the ones named by --eval-attack (honest nodes of a network with an attacker)."""
+        names = tuple(dict.fromkeys(((self.cfg.attack,) if self.cfg.attack else ())
+                                    + canonical_attacks(self.cfg.eval_attack)))
+        rates = self.learner.attack_rates(model, names)
+        return {"attack_rate": rates} if rates else {}
 
     def _checkpoint(self) -> bool:
         """Save the current model; False (counted, logged, shown in the status) when it fails."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Reproduce the papers' claims at reduced scale with `gossipnode sim`.
 
-    .venv/bin/python scripts/experiments.py compare|churn|sybil|variance|scale|all [--quick] [--out DIR]
+    .venv/bin/python scripts/experiments.py compare|churn|sybil|variance|scale|vcmatrix|all [--quick] [--out DIR]
+    .venv/bin/python scripts/experiments.py vcmatrix --seeds 0,1 --rounds 200 --nodes 3,10   # reduced
     .venv/bin/python scripts/experiments.py report      # docs/RESULTS.md from the fragments
 
 Every run is recorded with the exact `gossipnode sim ...` command that reproduces it (the script
@@ -236,14 +237,141 @@ def exp_scale(out: Path, quick: bool, argv: str) -> None:
     save(out, "scale", runs, md, argv)
 
 
+# ---- variance correction: the default pipeline never hurts (issue 10, item 1) -----------------------
+OPTS: dict[str, Any] = {}   # --seeds / --rounds / --nodes (vcmatrix only)
+
+
+def _drops(series: list[dict[str, Any]]) -> tuple[float, float]:
+    """(largest fall below the best so far, fall below the run's best after first reaching it)."""
+    accs = [p["acc_mean"] for p in series if p["acc_mean"] is not None]
+    best_so_far, run_drop = -1.0, 0.0
+    for a in accs:
+        best_so_far = max(best_so_far, a)
+        run_drop = max(run_drop, best_so_far - a)
+    best = max(accs)
+    after = accs[accs.index(best):]
+    return run_drop, best - min(after)
+
+
+def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
+    """Default pipeline (sybilwall -> mean -> vc) vs --correct none; nodes x partition x protocol x seeds.
+
+    Criteria per run: final accuracy of the default >= --correct none's - 0.01; the default never
+    falls more than 0.05 below its own best after reaching it. ``vc-always`` (the old rule) runs for
+    the first seed, to show the collapse the matrix guards against. Also: the independent-init rescue.
+    """
+    seeds = OPTS.get("seeds") or ([0] if quick else [0, 1, 2])
+    nodes = OPTS.get("nodes") or ([3] if quick else [3, 10])
+    rounds = OPTS.get("rounds") or (4 if quick else 300)
+    parts = ["iid"] if quick else ["iid", "dirichlet:0.1"]
+    protos = ["modest", "gossip"]
+    cells = [(n, part, proto) for n in nodes for part in parts for proto in protos]
+    runs: list[dict[str, Any]] = []
+
+    def cfg_of(n: int, part: str, proto: str, seed: int, correct: str) -> SimConfig:
+        return SimConfig(protocol=proto, nodes=n, sample_size=min(n, 10), rounds=rounds, seed=seed,
+                         partition=part, mnist1d_samples=4000, eval_samples=300 if quick else 1000,
+                         eval_nodes=min(n, 10), correct=correct)
+
+    # independent-init rescue (the `variance` experiment's setup), default vs none vs vc-always
+    rescue_base = SimConfig(protocol="gossip", nodes=8 if quick else 30, rounds=None,
+                            duration=5.0 if quick else 60.0, gossip_interval=1.0, init="independent",
+                            mnist1d_samples=4000, eval_samples=300 if quick else 1000, eval_nodes=10,
+                            eval_every=1.0 if quick else 5.0)
+    rescue: list[dict[str, Any]] = []
+    for seed in seeds:
+        for label, kw in (("independent init, --correct none", {"correct": "none"}),
+                          ("independent init, default (vc)", {}),
+                          ("independent init, --correct vc-always", {"correct": "vc-always"}),
+                          ("same init, --correct none", {"init": "same", "correct": "none"})):
+            r = run(replace(rescue_base, seed=seed, **kw), f"rescue seed {seed}: {label}")
+            r["group"], r["variant"] = "rescue", label
+            rescue.append(r)
+    for seed in seeds:
+        for n, part, proto in cells:
+            variants = [("default", SimConfig.correct), ("none", "none")]
+            if seed == seeds[0]:
+                variants.append(("vc-always", "vc-always"))
+            for variant, correct in variants:
+                r = run(cfg_of(n, part, proto, seed, correct), f"{proto} n={n} {part} seed {seed} {variant}")
+                r["group"], r["variant"], r["cell"] = "matrix", variant, [n, part, proto, seed]
+                runs.append(r)
+            (out / "vcmatrix.partial.json").write_text(json.dumps(rescue + runs))
+
+    by = {(tuple(r["cell"]), r["variant"]): r for r in runs}
+    md = [f"Reduced matrix: nodes {', '.join(map(str, nodes))}; {', '.join(parts)}; MoDeST (sample size "
+          f"min(n, 10)) and gossip learning; {rounds} rounds; seeds {', '.join(map(str, seeds))}; MNIST-1D "
+          "4,000 samples, cnn1d; the default pipeline (sybilwall -> mean -> vc) against `--correct none`.", "",
+          "| nodes | partition | protocol | seed | default final | none final | default - none | default best | "
+          "default drop after best | none drop after best | vc-always final (best) | pass |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fails = []
+    worst_delta, worst_drop = 1.0, 0.0
+    for seed in seeds:
+        for n, part, proto in cells:
+            key = (n, part, proto, seed)
+            d, o = by.get((key, "default")), by.get((key, "none"))
+            if d is None or o is None:
+                continue
+            fd, fo = d["summary"]["final_acc_mean"], o["summary"]["final_acc_mean"]
+            _, dd = _drops(d["series"])
+            _, od = _drops(o["series"])
+            a = by.get((key, "vc-always"))
+            always = (f"{fmt(a['summary']['final_acc_mean'])} ({fmt(a['summary']['best_acc_mean'])})"
+                      if a else "")
+            ok = fd >= fo - 0.01 and dd <= 0.05
+            worst_delta, worst_drop = min(worst_delta, fd - fo), max(worst_drop, dd)
+            if not ok:
+                fails.append(f"{proto} n={n} {part} seed {seed}")
+            md.append(f"| {n} | {part} | {proto} | {seed} | {fmt(fd)} | {fmt(fo)} | {fd - fo:+.3f} | "
+                      f"{fmt(d['summary']['best_acc_mean'])} | {dd:.3f} | {od:.3f} | {always} | "
+                      f"{'yes' if ok else '**no**'} |")
+    crit1 = f"final accuracy vs `--correct none` >= -0.01 everywhere: worst {worst_delta:+.3f}"
+    crit2 = f"never more than 0.05 below its own best after reaching it: worst {worst_drop:.3f}"
+    md += ["", f"- Criterion 1 ({'holds' if worst_delta >= -0.01 else 'FAILS'}): {crit1}",
+           f"- Criterion 2 ({'holds' if worst_drop <= 0.05 else 'FAILS'}): {crit2}",
+           f"- Failing runs: {', '.join(fails) if fails else 'none'}", "",
+           "Independent-initialisation rescue (gossip learning, "
+           f"{rescue_base.nodes} nodes, push every 1 s, {rescue_base.duration:.0f} virtual s):", "",
+           "| run | " + " | ".join(f"seed {s} final" for s in seeds) + " | mean |",
+           "|---|" + "---|" * (len(seeds) + 1)]
+    for label in dict.fromkeys(r["variant"] for r in rescue):
+        accs = [r["summary"]["final_acc_mean"] for r in rescue if r["variant"] == label]
+        md.append(f"| {label} | " + " | ".join(fmt(a) for a in accs) + f" | {fmt(sum(accs) / len(accs))} |")
+    print("\n".join(md), flush=True)
+    _plot_vcmatrix(runs, cells, seeds[0], out / "vcmatrix.png")
+    save(out, "vcmatrix", rescue + runs, md, argv)
+
+
+def _plot_vcmatrix(runs: list[dict[str, Any]], cells: list, seed: int, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(cells))
+    rows = (len(cells) + cols - 1) // cols
+    fig, ax = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for c_i, cell in enumerate(cells):
+        a = ax[c_i // cols][c_i % cols]
+        for r in runs:
+            if r["cell"] == [*cell, seed]:
+                a.plot([p["round"] for p in r["series"]], [p["acc_mean"] for p in r["series"]], label=r["variant"])
+        a.set(title=f"{cell[2]} n={cell[0]} {cell[1]} (seed {seed})", xlabel="round", ylim=(0, 1))
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 EXPERIMENTS = {"compare": exp_compare, "churn": exp_churn, "sybil": exp_sybil, "variance": exp_variance,
-               "scale": exp_scale}
+               "scale": exp_scale, "vcmatrix": exp_vcmatrix}
 TITLES = {
     "compare": "1. MoDeST vs FL vs D-PSGD vs gossip learning (100 nodes)",
     "churn": "2. Churn: 80 % of 100 nodes crash (sf = 0.8), and joins",
     "sybil": "3. Sybil attacks: label flip and backdoor",
     "variance": "4. Variance correction: gossip learning with independent initialisation",
     "scale": "5. Scale: 1,000-node MoDeST",
+    "vcmatrix": "6. The default pipeline never hurts: variance correction only where models are uncorrelated",
 }
 
 
@@ -268,7 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all", "report"])
     p.add_argument("--quick", action="store_true", help="tiny version (seconds), for the test suite")
     p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--seeds", default="", help="vcmatrix: comma-separated seeds (default 0,1,2)")
+    p.add_argument("--rounds", type=int, default=0, help="vcmatrix: rounds per run (default 300)")
+    p.add_argument("--nodes", default="", help="vcmatrix: comma-separated network sizes (default 3,10)")
     args = p.parse_args(argv)
+    OPTS.clear()
+    OPTS.update({"seeds": [int(x) for x in args.seeds.split(",") if x], "rounds": args.rounds,
+                 "nodes": [int(x) for x in args.nodes.split(",") if x]})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shown = "scripts/experiments.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -266,7 +266,7 @@ def test_variance_correction_noop_for_correlated_inputs_and_damping() -> None:
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("filter_", ["sybilwall", "foolsgold", "krum", "multikrum", "none"])
 @pytest.mark.parametrize("combine", ["mean", "median", "trimmed-mean"])
-@pytest.mark.parametrize("correct", ["vc", "none"])
+@pytest.mark.parametrize("correct", ["vc", "vc-always", "none"])
 def test_one_non_finite_contribution_is_dropped(filter_: str, combine: str, correct: str,
                                                 bad_value: float) -> None:
     rng = np.random.default_rng(3)
@@ -329,3 +329,61 @@ def test_huge_finite_float64_models_never_give_non_finite_results() -> None:
             res = build_pipeline(f, c, "vc").aggregate(contribs, base)
             assert res.non_finite == []
             assert all(np.isfinite(v).all() for v in res.state.values()), (f, c)
+
+
+def test_merge_correlation_measures_shared_base_and_independence() -> None:
+    from gossipnode.learn.aggregation import merge_correlation
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=5000)
+    w = np.full(4, 0.25)
+    shared = np.stack([base + 0.2 * rng.normal(size=5000) for _ in range(4)])
+    rho, v_star = merge_correlation(shared, w)
+    assert rho == pytest.approx(1 / 1.04, abs=0.01)  # Var(base) / (Var(base) + Var(update))
+    assert v_star == pytest.approx(1.04, rel=0.05)
+    rho, _ = merge_correlation(rng.normal(size=(4, 5000)), w)
+    assert abs(rho) < 0.03
+    assert merge_correlation(shared[:1], np.ones(1))[0] == 1.0  # one input: nothing to correct
+
+
+def test_default_vc_leaves_shared_base_merges_alone_and_vc_always_does_not() -> None:
+    # MoDeST: updates from one base. Their averaging-out is what averaging is for: the default
+    # correction must not touch it; the old rule (vc-always) inflates it every round.
+    rng = np.random.default_rng(2)
+    base = {"w": rng.normal(size=2000).astype(np.float32)}
+    cs = [_contrib(f"p{i}", base["w"] + 0.3 * rng.normal(size=2000), base) for i in range(3)]
+    plain = build_pipeline("none", "mean", "none").aggregate(cs, base).state["w"]
+    default = build_pipeline("none", "mean").aggregate(cs, base).state["w"]  # the default: vc
+    always = build_pipeline("none", "mean", "vc-always").aggregate(cs, base).state["w"]
+    np.testing.assert_array_equal(default, plain)
+    assert always.var() / plain.var() > 1.05  # (1 + 0.09) / (1 + 0.03): the noise restored
+    # gossip merge with a shared ancestor (own model in the measurement): no correction either
+    own = {"w": base["w"] + 0.3 * rng.normal(size=2000).astype(np.float32)}
+    m_plain = build_pipeline("none", "mean", "none").aggregate(cs[:1], None, own=own).state["w"]
+    m_vc = build_pipeline("none", "mean", "vc").aggregate(cs[:1], None, own=own).state["w"]
+    np.testing.assert_array_equal(m_vc, m_plain)
+
+
+def test_default_vc_corrects_independent_models_fully_including_the_own_one() -> None:
+    cs = _eight_independent_cnn1d()
+    own, received = cs[0].model, cs[1:3]
+    merged = build_pipeline("none", "mean", "vc").aggregate(received, None, own=own, beta=0.5).state
+    plain = build_pipeline("none", "mean", "none").aggregate(received, None, own=own, beta=0.5).state
+    for name, t in merged.items():
+        if t.size < 1000:
+            continue
+        # the target is the weighted variance of everything merged: own at beta, received at (1 - beta) / 2
+        target = 0.5 * own[name].var() + 0.25 * (received[0].model[name].var() + received[1].model[name].var())
+        assert t.var() == pytest.approx(target, rel=1e-3), name
+        assert plain[name].var() < 0.5 * target  # 0.25 + 2 * 0.0625 = 0.375 of it without correction
+
+
+def test_vc_gain_ramp_and_parameters() -> None:
+    from gossipnode.learn.aggregation import VarianceCorrection
+
+    vc = VarianceCorrection(max_corr=0.6)
+    assert [vc.gain(r) for r in (-0.2, 0.0, 0.3, 0.45, 0.6, 0.9)] == pytest.approx([1, 1, 1, 0.5, 0, 0])
+    assert build_pipeline("none", "mean", "vc", vc_max_corr=0.6).describe()["correct"]["max_corr"] == 0.6
+    with pytest.raises(ValueError):
+        VarianceCorrection(max_corr=0.0)
+    assert build_pipeline("none", "mean", "vc-always").describe()["correct"]["name"] == "vc-always"

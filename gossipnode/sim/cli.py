@@ -10,7 +10,8 @@ from typing import Any
 
 from .config import PROTOCOLS, SimConfig
 
-# flag -> help; the type and default come from SimConfig.
+# flag -> help; the type and default come from SimConfig. Flags the daemon has too take the
+# daemon's help text (gossipnode/cli.py NODE_FLAGS) unless listed here: same name, same meaning.
 _HELP: dict[str, str] = {
     "protocol": f"one of {', '.join(PROTOCOLS)}",
     "nodes": "honest nodes at the start",
@@ -23,10 +24,6 @@ _HELP: dict[str, str] = {
     "partition": "iid or dirichlet:ALPHA",
     "model": "cnn1d, mlp, logreg, gnlenet or package.module:factory",
     "init": "same (one seeded initial model) or independent (one per node)",
-    "filter": "aggregation filter: none, median... see gossipnode.learn.aggregation",
-    "combine": "aggregation combiner: mean, median, trimmed-mean",
-    "correct": "correction: none or vc (variance correction)",
-    "beta": "gossip: weight of the own model when merging",
     "topology": "dpsgd: exp (one-peer exponential), ring or regular:K",
     "latency": "per-link latency (s): const:X, uniform:A:B, lognormal:MU:SIGMA, normal:MU:SD or N x N .npy",
     "bandwidth": "per-node bandwidth in bytes/s (same syntax, or a length-N .npy)",
@@ -38,13 +35,22 @@ _HELP: dict[str, str] = {
     "sybil_aggregate": "modest: honest, or replace (a Sybil sampled to aggregate sends its own poisoned "
                        "model instead of the aggregate: what --accept-quorum defends against)",
     "churn": "crash|leave|join:COUNT:EVERY:START:TIMES, comma-separated (paper: crash:5:60:300:16)",
-    "attack": "none, label-flip or backdoor",
+    "attack": "none, label-flip (or labelflip) or backdoor: the scenario's Sybils run this attack",
+    "eval_attack": "also measure these attacks' rates without an attack (a no-attack baseline): "
+                   "label-flip, backdoor or both, comma-separated",
     "sybils": "Sybil identities per honest node (phi), all sending the attacker's one model",
     "eval_every": "evaluate every this many virtual seconds (0: every rounds/25 rounds)",
     "eval_nodes": "honest nodes evaluated (gossip, dpsgd; modest/fl evaluate the round's model)",
     "eval_samples": "test samples used for evaluation (0: all)",
     "target": "report time and bytes to reach this mean accuracy",
 }
+
+
+def _help(name: str) -> str:
+    if name in _HELP:
+        return _HELP[name]
+    from ..cli import NODE_FLAGS
+    return next((h for _, n, _, h in NODE_FLAGS if n == name), name.replace("_", " "))
 
 
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,7 +65,9 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
         elif f.name == "duration":
             typ = float
         p.add_argument(flag, dest=f.name, type=typ, default=default,
-                       help=f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default {default})")
+                       help=f"{_help(f.name)} (default {default})")
+    p.add_argument("--independent-init", dest="init", action="store_const", const="independent",
+                   help="as for gossipnode start: every node starts from its own random model (= --init independent)")
     p.add_argument("--json-out", default="", help="write the JSON result here (default: stdout)")
     p.add_argument("--plot", default="", help="write PNG plots of accuracy and bytes here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

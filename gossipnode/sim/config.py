@@ -5,6 +5,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from gossipnode.learn.attacks import canonical_attack, canonical_attacks
+
 PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
 
 
@@ -26,11 +28,17 @@ class SimConfig:
     local_epochs: int = 1
     init: str = "same"                # same | independent (per-node seeded initial models)
     threads: int = 1                  # torch CPU threads
-    # aggregation pipeline
-    filter: str = "none"
+    # aggregation pipeline: the daemon's defaults and parameters (gossipnode/config.py NodeConfig)
+    filter: str = "sybilwall"
     combine: str = "mean"
-    correct: str = "none"
+    correct: str = "vc"
     beta: float = 0.5                 # gossip: weight of the own model in a merge
+    krum_f: int = 1
+    multikrum_m: int = 3
+    trim_beta: float = 0.1
+    vc_eps: float = 1e-8
+    vc_rho: float = 1.0
+    vc_max_corr: float = 0.5
     max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
     # MoDeST
     sample_size: int = 10
@@ -55,7 +63,7 @@ class SimConfig:
     agg_time: float = 0.002                 # seconds per aggregated contribution
     # scenario
     churn: str = ""                   # e.g. crash:5:60:300:16,join:5:60:330:4 (COUNT:EVERY:START:TIMES)
-    attack: str = "none"              # none | label-flip | backdoor
+    attack: str = "none"              # none | label-flip (or labelflip) | backdoor; stored canonical
     sybils: float = 0.0               # Sybil identities per honest node (phi)
     sybil_links: int = 2              # D-PSGD: honest neighbours of each Sybil identity
     sybil_aggregate: str = "honest"   # modest: honest | replace (a Sybil sampled to aggregate sends its own model)
@@ -63,6 +71,7 @@ class SimConfig:
     eval_every: float = 0.0           # virtual seconds between evaluations (0: auto)
     eval_nodes: int = 20              # honest nodes evaluated per evaluation (gossip, dpsgd)
     eval_samples: int = 0             # test samples used (0: all)
+    eval_attack: str = ""             # also measure these attacks' rates (no-attack baselines), comma-separated
     target: float = 0.8               # time/bytes to reach this mean accuracy are reported
     stop_at_target: int = 0           # 1: stop as soon as the mean accuracy reaches the target
     extra: dict = field(default_factory=dict)
@@ -76,6 +85,8 @@ class SimConfig:
             raise ValueError("give rounds or duration")
         if self.init not in ("same", "independent"):
             raise ValueError("init must be 'same' or 'independent'")
+        object.__setattr__(self, "attack", canonical_attack(self.attack))
+        object.__setattr__(self, "eval_attack", ",".join(canonical_attacks(self.eval_attack)))
         if self.sybils < 0:
             raise ValueError("sybils (phi) must be >= 0")
         if self.sybils > 0 and self.attack == "none":
@@ -88,6 +99,16 @@ class SimConfig:
     @property
     def n_sybils(self) -> int:
         return round(self.sybils * self.nodes) if self.attack != "none" else 0
+
+    @property
+    def measured_attacks(self) -> tuple[str, ...]:
+        """Attacks whose rates evaluations report: the configured one first, then ``eval_attack``."""
+        own = () if self.attack == "none" else (self.attack,)
+        return tuple(dict.fromkeys(own + canonical_attacks(self.eval_attack)))
+
+    def pipeline_params(self) -> dict:
+        return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
+                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr}
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

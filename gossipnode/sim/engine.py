@@ -121,8 +121,10 @@ class Engine:
             self.x_test, self.y_test = ds.x_test, ds.y_test
         self._eval_ds = ldata.Dataset(ds.x[:1], ds.y[:1], self.x_test, self.y_test, ds.num_classes,
                                       ds.input_shape)
-        self._eval_cache: dict[bytes, tuple[float, float, float | None]] = {}
+        self._eval_cache: dict[bytes, tuple[float, float, list[float]]] = {}
         self.attack = attacks.parse_attack(cfg.attack) if cfg.attack != "none" else None
+        # rates measured at every evaluation: the configured attack, and eval_attack (baselines)
+        self.measured = [attacks.parse_attack(a) for a in cfg.measured_attacks]
         self._poison_data: ldata.Dataset | None = None
         self._poison_cache: dict[bytes, bytes] = {}
         self._pipelines: dict[int, Pipeline] = {}
@@ -270,7 +272,7 @@ class Engine:
     def pipeline(self, i: int) -> Pipeline:
         p = self._pipelines.get(i)
         if p is None:
-            params: dict[str, Any] = {}
+            params: dict[str, Any] = self.cfg.pipeline_params()
             if self.cfg.filter in ("sybilwall", "foolsgold"):
                 params["self_id"] = self.node_name(i)
             p = build_pipeline(self.cfg.filter, self.cfg.combine, self.cfg.correct, **params)
@@ -313,12 +315,12 @@ class Engine:
         res = self.pipeline(i).aggregate(contribs, base, own=self.models[own] if own else None, beta=beta)
         return self.put(res.state, parent=base_h if own is None else None)
 
-    def evaluate(self, h: bytes) -> tuple[float, float, float | None]:
+    def evaluate(self, h: bytes) -> tuple[float, float, list[float]]:
         r = self._eval_cache.get(h)
         if r is None:
             st = self.models[h]
             ev = self.trainer.evaluate(st, self.x_test, self.y_test)
-            ar = attacks.attack_rate(self.trainer, st, self._eval_ds, self.attack) if self.attack else None
+            ar = [attacks.attack_rate(self.trainer, st, self._eval_ds, a) for a in self.measured]
             r = (ev.accuracy, ev.loss, ar)
             self._eval_cache[h] = r
         return r
@@ -337,12 +339,16 @@ class Engine:
             "acc_min": float(np.min([r[0] for r in res])) if res else None,
             "acc_max": float(np.max([r[0] for r in res])) if res else None,
             "loss_mean": float(np.mean([r[1] for r in res])) if res else None,
-            "attack_rate": (float(np.mean([r[2] for r in res])) if res and self.attack else None),
+            # only where an attack is configured (or asked for as a baseline: eval_attack)
+            "attack_rate": (float(np.mean([r[2][0] for r in res])) if res and self.measured else None),
             "evaluated": len(res),
             "bytes_total": int(self.bytes_sent.sum()),
             "bytes_per_node": float(sent.mean()) if len(honest_ids) else 0.0,
             "active_nodes": alive_honest,
         }
+        if res and len(self.measured) > 1:
+            row["attack_rates"] = {a.kind: float(np.mean([r[2][m] for r in res]))
+                                   for m, a in enumerate(self.measured)}
         row.update(self.extra_metrics())
         self.series.append(row)
         if self.cfg.stop_at_target and row["acc_mean"] is not None and row["acc_mean"] >= self.cfg.target:

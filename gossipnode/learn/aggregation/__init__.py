@@ -1,7 +1,7 @@
 """Aggregation: one pipeline, filter -> combine -> correct, for every way models are merged."""
 
 from .combine import MeanCombiner, MedianCombiner, TrimmedMeanCombiner
-from .correct import NoCorrection, VarianceCorrection
+from .correct import AlwaysVarianceCorrection, NoCorrection, VarianceCorrection, merge_correlation
 from .filters import (
     FoolsGoldFilter,
     KrumFilter,
@@ -17,6 +17,7 @@ from .types import AggregateResult, AggregationError, Contribution
 
 __all__ = [
     "AggregateResult",
+    "AlwaysVarianceCorrection",
     "AggregationError",
     "Contribution",
     "FoolsGoldFilter",
@@ -35,5 +36,6 @@ __all__ = [
     "available_stages",
     "build_pipeline",
     "foolsgold_weights",
+    "merge_correlation",
     "register",
 ]

@@ -101,8 +101,14 @@ class Pipeline:
                 if own is not None:
                     merged = beta * np.asarray(own[k], dtype=np.float64) + (1.0 - beta) * merged  # type: ignore[operator]
             if ref_t.size > 1:
+                if own is None:  # everything that went into the merge, with its weight in it
+                    src, w_src = inputs, w_inputs
+                else:
+                    own_t = np.asarray(own[k], dtype=np.float64)[None]  # type: ignore[index]
+                    src = stack if own_in_combine else np.concatenate([own_t, inputs])
+                    w_src = w_all if own_in_combine else np.concatenate([[beta], (1.0 - beta) * w_inputs])  # type: ignore[operator]
                 with np.errstate(over="ignore", invalid="ignore"):
-                    corrected = self.corrector.correct(merged, inputs, w_inputs)
+                    corrected = self.corrector.correct(merged, inputs, w_inputs, sources=(src, w_src))
                 if np.isfinite(corrected).all():
                     merged = corrected
                 else:  # e.g. a variance that overflowed: keep the uncorrected tensor
