@@ -17,7 +17,8 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
     """Aggregate (pk, model, hash) contributions; returns the model and what the pipeline did.
 
     The common base is the model most contributions were trained from (normally the round's
-    aggregated model); updates are measured against it.
+    aggregated model); updates are measured against it. So in MoDeST a SybilWall history of peer
+    j accumulates j's updates relative to each round's base (FoolsGold's sum of updates).
     """
     parents = Counter(p for p in (node.store.parent(h) for _, _, h in held) if p is not None)
     base_hash = parents.most_common(1)[0][0] if parents else node.current
@@ -43,7 +44,11 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
 
 def run_merge(node: Node, round_: int, own: Model,
               held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:
-    """Gossip learning: beta * own + (1 - beta) * combine(received), then the correction stage."""
+    """Gossip learning: beta * own + (1 - beta) * combine(received), then the correction stage.
+
+    Each contribution's delta is ``received - own``: SybilWall's D-PSGD/gossip definition, so the
+    history of peer j accumulates (received model of j - this node's own model) at every merge.
+    """
     own_state = to_state(own)
     contributions = [Contribution(node_id(pk), (st := to_state(m)), sub(st, own_state), round_)
                      for pk, m, _ in held]

@@ -287,17 +287,30 @@ def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
             r = run(replace(rescue_base, seed=seed, **kw), f"rescue seed {seed}: {label}")
             r["group"], r["variant"] = "rescue", label
             rescue.append(r)
+    always = OPTS.get("always_seed", seeds[0])
     for seed in seeds:
         for n, part, proto in cells:
             variants = [("default", SimConfig.correct), ("none", "none")]
-            if seed == seeds[0]:
+            if seed == always:
                 variants.append(("vc-always", "vc-always"))
             for variant, correct in variants:
                 r = run(cfg_of(n, part, proto, seed, correct), f"{proto} n={n} {part} seed {seed} {variant}")
                 r["group"], r["variant"], r["cell"] = "matrix", variant, [n, part, proto, seed]
                 runs.append(r)
             (out / "vcmatrix.partial.json").write_text(json.dumps(rescue + runs))
+    vcmatrix_report(out, rescue + runs, argv)
 
+
+def vcmatrix_report(out: Path, all_runs: list[dict[str, Any]], argv: str) -> None:
+    """The vcmatrix tables and criteria from its runs (also from several partial runs: --merge)."""
+    rescue = [r for r in all_runs if r["group"] == "rescue"]
+    runs = [r for r in all_runs if r["group"] == "matrix"]
+    seeds = sorted({r["cell"][3] for r in runs} | {r["config"]["seed"] for r in rescue})
+    cells = list(dict.fromkeys(tuple(r["cell"][:3]) for r in runs))
+    nodes = list(dict.fromkeys(c[0] for c in cells))
+    parts = list(dict.fromkeys(c[1] for c in cells))
+    rounds = runs[0]["config"]["rounds"] if runs else 0
+    rescue_base = SimConfig(**{k: v for k, v in rescue[0]["config"].items()}) if rescue else None
     by = {(tuple(r["cell"]), r["variant"]): r for r in runs}
     md = [f"Reduced matrix: nodes {', '.join(map(str, nodes))}; {', '.join(parts)}; MoDeST (sample size "
           f"min(n, 10)) and gossip learning; {rounds} rounds; seeds {', '.join(map(str, seeds))}; MNIST-1D "
@@ -332,8 +345,9 @@ def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
            f"- Criterion 2 ({'holds' if worst_drop <= 0.05 else 'FAILS'}): {crit2}",
            f"- Failing runs: {', '.join(fails) if fails else 'none'}", "",
            "Independent-initialisation rescue (gossip learning, "
-           f"{rescue_base.nodes} nodes, push every 1 s, {rescue_base.duration:.0f} virtual s):", "",
-           "| run | " + " | ".join(f"seed {s} final" for s in seeds) + " | mean |",
+           f"{rescue_base.nodes if rescue_base else 0} nodes, push every 1 s, "
+           f"{rescue_base.duration if rescue_base else 0:.0f} virtual s), final mean accuracy:", "",
+           "| run | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
            "|---|" + "---|" * (len(seeds) + 1)]
     for label in dict.fromkeys(r["variant"] for r in rescue):
         accs = [r["summary"]["final_acc_mean"] for r in rescue if r["variant"] == label]
@@ -399,15 +413,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="", help="vcmatrix: comma-separated seeds (default 0,1,2)")
     p.add_argument("--rounds", type=int, default=0, help="vcmatrix: rounds per run (default 300)")
     p.add_argument("--nodes", default="", help="vcmatrix: comma-separated network sizes (default 3,10)")
+    p.add_argument("--always-seed", type=int, default=None, help="vcmatrix: seed that also runs vc-always")
+    p.add_argument("--merge", default="", help="vcmatrix: only build the report from these DIRs' "
+                   "vcmatrix.partial.json (comma-separated; runs split over processes)")
     args = p.parse_args(argv)
     OPTS.clear()
     OPTS.update({"seeds": [int(x) for x in args.seeds.split(",") if x], "rounds": args.rounds,
                  "nodes": [int(x) for x in args.nodes.split(",") if x]})
+    if args.always_seed is not None:
+        OPTS["always_seed"] = args.always_seed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shown = "scripts/experiments.py " + " ".join(argv if argv is not None else sys.argv[1:])
     names = list(EXPERIMENTS) if args.experiment == "all" else (
         [] if args.experiment == "report" else [args.experiment])
+    if args.merge:
+        merged = [r for d in args.merge.split(",") for r in json.loads((Path(d) / "vcmatrix.partial.json").read_text())]
+        vcmatrix_report(out, merged, shown)
+        names = []
     for name in names:
         print(f"== {name}", flush=True)
         EXPERIMENTS[name](out, args.quick, shown)

@@ -25,7 +25,9 @@ def run(tmp_path, tag: str, pipeline: list[str], attack: bool) -> dict[str, floa
     for i in range(HONEST):
         peers = ",".join(u for j, u in enumerate(urls) if j != i)
         nodes.append(NodeProcess(ports[i], tmp_path / f"{tag}-{i}", FAST + pipeline + [
-            "--peers", peers, "--shard", f"{i}/{HONEST}"], tmp_path / f"{tag}-{i}.log").start())
+            # honest nodes measure the label-flip rate, with or without the attacker (the baseline)
+            "--peers", peers, "--shard", f"{i}/{HONEST}", "--eval-attack", "label-flip"],
+            tmp_path / f"{tag}-{i}.log").start())
     procs = list(nodes)
     if attack:
         procs.append(NodeProcess(ports[-1], tmp_path / f"{tag}-attacker", FAST + pipeline + [

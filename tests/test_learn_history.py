@@ -103,3 +103,96 @@ def test_history_never_becomes_non_finite() -> None:
     assert np.isfinite(rec.history).all() and rec.history[0] == big and rec.history[1] == -big
     assert s.merge_record("c", 1, 1, np.array([1e300, -1e300]), "n")  # float64 beyond float32: clipped
     assert np.isfinite(s.get("c").history).all()
+
+
+# --- what a history accumulates (issue 10, item 4) ------------------------------------------------
+# Gossip merges and D-PSGD (SybilWall's definition): H_j += received model of j - the receiver's
+# own model, at every merge. MoDeST aggregation (FoolsGold): H_j += model_j - the round's base.
+
+
+def _state(rng, scale: float = 1.0) -> dict[str, np.ndarray]:
+    return {"w": (scale * rng.normal(size=(4, 3))).astype(np.float32),
+            "b": (scale * rng.normal(size=3)).astype(np.float32)}
+
+
+def _flat(st) -> np.ndarray:
+    from gossipnode.learn.state import flatten
+    return flatten(st)
+
+
+def test_daemon_gossip_merge_history_is_received_minus_own() -> None:
+    from types import SimpleNamespace
+
+    from gossipnode.aggregate import run_merge
+    from gossipnode.learn.aggregation import build_pipeline
+    from gossipnode.learner import to_model
+    from gossipnode.wire.identity import node_id
+
+    rng = np.random.default_rng(0)
+    node = SimpleNamespace(pipeline=build_pipeline("sybilwall", "mean", "none", self_id="me"),
+                           cfg=SimpleNamespace(beta=0.5))
+    pk = b"\x01" * 32
+    own1, got1, own2, got2 = (_state(rng) for _ in range(4))
+    run_merge(node, 1, to_model(own1), [(pk, to_model(got1), b"h1")])
+    run_merge(node, 2, to_model(own2), [(pk, to_model(got2), b"h2")])
+    hist = node.pipeline.filter.store.get(node_id(pk)).history
+    expected = (_flat(got1) - _flat(own1)) + (_flat(got2) - _flat(own2))
+    np.testing.assert_allclose(hist, expected, rtol=1e-6, atol=1e-6)
+    # not j's own updates (got2 - got1), not j's latest model
+    assert not np.allclose(hist, _flat(got2) - _flat(got1), atol=1e-3)
+    assert not np.allclose(hist, _flat(got2), atol=1e-3)
+
+
+def test_daemon_modest_aggregation_history_is_update_vs_round_base() -> None:
+    from types import SimpleNamespace
+
+    from gossipnode.aggregate import run_pipeline
+    from gossipnode.learn.aggregation import build_pipeline
+    from gossipnode.learn.state import sub
+    from gossipnode.learner import to_model
+    from gossipnode.store import ModelStore
+    from gossipnode.wire.identity import node_id
+
+    rng = np.random.default_rng(1)
+    store = ModelStore()
+    node = SimpleNamespace(pipeline=build_pipeline("sybilwall", "mean", "none", self_id="me"), store=store,
+                           current=b"")
+    pks = [bytes([i]) * 32 for i in (1, 2)]
+    expected = {pk: 0.0 for pk in pks}
+    for rnd in (1, 2):
+        base = _state(rng)
+        hb = store.put(to_model(base))
+        held = []
+        for pk in pks:
+            upd = _state(rng, 0.1)
+            model = {k: base[k] + upd[k] for k in base}
+            h = store.put(to_model(model), parent=hb, delta=to_model(sub(model, base)))
+            held.append((pk, to_model(model), h))
+            expected[pk] = expected[pk] + _flat(model) - _flat(base)
+        run_pipeline(node, rnd, held)
+    for pk in pks:
+        np.testing.assert_allclose(node.pipeline.filter.store.get(node_id(pk)).history, expected[pk],
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("protocol,beta", [("gossip", 0.5), ("dpsgd", None)])
+def test_sim_merge_history_is_received_minus_own(protocol, beta) -> None:
+    from gossipnode.learn import data as ldata
+    from gossipnode.sim import SimConfig, make_engine
+
+    sim = make_engine(SimConfig(protocol=protocol, nodes=3, rounds=1, filter="sybilwall", topology="ring"),
+                      ldata.load_mnist1d(num_samples=600))
+    rng = np.random.default_rng(2)
+    init = sim.models[sim.initial]
+
+    def noisy() -> bytes:
+        return sim.put({k: (v + rng.normal(size=v.shape).astype(v.dtype) if v.dtype.kind == "f" else v)
+                        for k, v in init.items()})
+
+    expected = 0.0
+    for rnd in (1, 2):
+        own, got = noisy(), noisy()
+        sim.aggregate(0, rnd, [(1, got)], own=own, beta=beta)
+        expected = expected + _flat(sim.models[got]) - _flat(sim.models[own])
+    hist = sim.pipeline(0).filter.store.get(sim.node_name(1)).history
+    np.testing.assert_allclose(hist, expected, rtol=1e-5, atol=1e-5)

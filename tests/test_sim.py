@@ -144,3 +144,59 @@ def test_churn_spec_parsing() -> None:
     assert [(s.kind, s.count, s.times) for s in steps] == [("crash", 5, 16), ("join", 5, 4)]
     with pytest.raises(ValueError):
         parse_churn("crash:5:60")
+
+
+# Fields both configurations have whose defaults differ on purpose (reason each).
+DELIBERATE = {
+    "rounds": "the daemon runs until stopped (0); a simulation needs an end (50)",
+    "gossip_interval": "virtual seconds in the simulator (60 s, 5 s of training per round) vs wall seconds",
+    "stall_timeout": "the daemon's stall restart is on; the simulator runs the paper's protocol (off)",
+    "sybils": "daemon: identities in this attacker process; simulator: identities per honest node (phi)",
+}
+
+
+def test_sim_defaults_are_the_daemons() -> None:
+    """`gossipnode sim` runs what `gossipnode start` runs: same pipeline, same parameters, same flags."""
+    import argparse
+    from dataclasses import fields
+
+    from gossipnode.cli import NODE_FLAGS, build_parser
+    from gossipnode.config import NodeConfig, load_config
+    from gossipnode.learn.attacks import canonical_attack
+    from gossipnode.sim.cli import config_from_args
+
+    daemon = load_config(env={})
+    sim = config_from_args(build_parser().parse_args(["sim"]))
+    assert sim == SimConfig()
+    shared = ({f.name for f in fields(NodeConfig)} & {f.name for f in fields(SimConfig)}) - {"extra"}
+    for name in ("filter", "combine", "correct", "beta", "krum_f", "multikrum_m", "trim_beta", "vc_eps",
+                 "vc_rho", "vc_max_corr", "eval_attack"):
+        assert name in shared, name
+    for name in sorted(shared - set(DELIBERATE)):
+        d, s = getattr(daemon, name), getattr(sim, name)
+        if name == "attack":
+            d, s = canonical_attack(d), canonical_attack(s)
+        assert d == s, f"{name}: daemon {d!r}, sim {s!r}"
+    assert (sim.filter, sim.combine, sim.correct) == ("sybilwall", "mean", "vc")
+    # same flag names: every shared field is --the-same-flag in both parsers
+    sim_flags = {a.dest: a.option_strings for a in build_parser()._subparsers._group_actions[0]
+                 .choices["sim"]._actions if isinstance(a, argparse.Action)}
+    node_flags = {name: flag for flag, name, _, _ in NODE_FLAGS}
+    for name in shared:
+        assert node_flags[name] in sim_flags[name], name
+    # the daemon's --independent-init works in the simulator too
+    assert config_from_args(build_parser().parse_args(["sim", "--independent-init"])).init == "independent"
+
+
+@pytest.mark.parametrize("spelling", ["labelflip", "label-flip", "label_flip", "Label-Flip"])
+def test_one_attack_spelling(spelling) -> None:
+    from gossipnode.config import load_config
+
+    assert SimConfig(attack=spelling, sybils=0.5).attack == "label-flip"
+    assert load_config(env={}, overrides={"attack": spelling}).attack == "label-flip"
+    assert load_config(env={}, overrides={"eval_attack": f"backdoor,{spelling}"}).eval_attack == "backdoor,label-flip"
+    assert SimConfig(attack="").attack == "none"
+    with pytest.raises(ValueError):
+        SimConfig(attack="flip")
+    with pytest.raises(ValueError):
+        load_config(env={}, overrides={"attack": "flip"})

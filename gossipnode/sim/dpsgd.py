@@ -121,7 +121,7 @@ class DPSGDSim(Engine):
                 contribs.append((s, bad))
         self.trained[i] = False
         self.round[i] = r + 1
-        if contribs:
+        if contribs:  # deltas (and SybilWall histories): received - own (trained) model
             self.model[i] = self.aggregate(i, r, contribs, own=self.model[i], beta=None)
         if self.gossip_histories:
             self._gossip_histories(i, r)

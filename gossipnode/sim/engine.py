@@ -286,7 +286,9 @@ class Engine:
     def aggregate(self, i: int, round_: int, contributions: list[tuple[int, bytes]],
                   own: bytes | None = None, beta: float | None = 0.5) -> bytes:
         """Run node i's pipeline. Updates are measured against the most common parent (the round's
-        base model), or against ``own`` when merging (gossip, D-PSGD)."""
+        base model), or against ``own`` when merging (gossip, D-PSGD). SybilWall histories
+        accumulate these deltas: MoDeST, j's updates vs the round's base; gossip and D-PSGD,
+        received model of j - node i's own model (the SybilWall paper's definition)."""
         self.aggregations += 1
         if own is not None:
             base_h = own

@@ -118,6 +118,7 @@ class GossipSim(Engine):
         if not self.alive[i]:
             return
         contribs = [(self.index_of[pk], h) for pk, h in a.contributions]
+        # deltas (and SybilWall histories): received model - node i's own model
         h = self.aggregate(i, a.round, contribs, own=a.own, beta=self.cfg.beta)
         self._run(i, self.cores[i].merge_done(self.now, a.round, h))
 

@@ -16,7 +16,9 @@ class HistoryRecord:
     round: int
     distance: int  # 1 = a direct sender; d + 1 for a record learned from a peer that had it at d
     received_from: str
-    history: np.ndarray  # flat float32: the sum of the peer's updates (deltas), weights only
+    history: np.ndarray  # flat float32, weights only: the sum of the Contribution.delta values recorded
+    # for the peer. MoDeST aggregation: model_j - the round's base (FoolsGold: j's updates); gossip
+    # merge / D-PSGD: received model of j - the receiver's own model (SybilWall's definition).
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
