@@ -277,8 +277,8 @@ def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
     seeds = OPTS.get("seeds") or ([0] if quick else [0, 1, 2])
     nodes = OPTS.get("nodes") or ([3] if quick else [3, 10])
     rounds = OPTS.get("rounds") or (4 if quick else 300)
-    parts = ["iid"] if quick else ["iid", "dirichlet:0.1"]
-    protos = ["modest", "gossip"]
+    parts = OPTS.get("parts") or (["iid"] if quick else ["iid", "dirichlet:0.1"])
+    protos = OPTS.get("protos") or ["modest", "gossip"]
     cells = [(n, part, proto) for n in nodes for part in parts for proto in protos]
     runs: list[dict[str, Any]] = []
 
@@ -433,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=0, help="vcmatrix: rounds per run (default 300)")
     p.add_argument("--nodes", default="", help="vcmatrix: comma-separated network sizes (default 3,10)")
     p.add_argument("--always-seed", type=int, default=None, help="vcmatrix: seed that also runs vc-always")
+    p.add_argument("--parts", default="", help="vcmatrix: partitions (default iid,dirichlet:0.1)")
+    p.add_argument("--protos", default="", help="vcmatrix: protocols (default modest,gossip)")
     p.add_argument("--no-rescue", action="store_true", help="vcmatrix: skip the independent-init rescue runs")
     p.add_argument("--eval-samples", type=int, default=0, help="vcmatrix: test samples per evaluation (1000)")
     p.add_argument("--merge", default="", help="vcmatrix: only build the report from these DIRs' "
@@ -442,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     OPTS.update({"seeds": [int(x) for x in args.seeds.split(",") if x], "rounds": args.rounds,
                  "nodes": [int(x) for x in args.nodes.split(",") if x]})
     OPTS["no_rescue"] = args.no_rescue
+    OPTS["parts"] = [x for x in args.parts.split(",") if x]
+    OPTS["protos"] = [x for x in args.protos.split(",") if x]
     OPTS["eval_samples"] = args.eval_samples
     if args.always_seed is not None:
         OPTS["always_seed"] = args.always_seed
