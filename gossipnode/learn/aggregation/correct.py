@@ -84,10 +84,11 @@ class VarianceCorrection:
     the own model included in gossip merges) and corrects toward
     ``target = Var(m) + g(rho) * (v* - Var(m))`` with ``g = 1`` for ``rho <= max_corr / 2``,
     falling linearly to ``0`` at ``rho = max_corr`` (default 0.5). Measured on this project
-    (``docs/RESULTS.md``, variance-correction section): models trained from one base correlate at
-    0.86-0.99 in MoDeST (3-10 nodes, iid and Dirichlet(0.1)); independently initialised gossip
-    nodes start at ~0.17 and pass 0.9 within a few merges each, so the correction acts exactly in
-    that first phase. ``v*`` is the weighted mean variance of everything merged (own model at
+    (``docs/RESULTS.md`` §6; weight tensors of more than 1,000 values): MoDeST aggregations of
+    updates from one base correlate at a median of 0.96-0.99 (minimum 0.66, in the first rounds;
+    3 and 10 nodes, iid and Dirichlet(0.1)); same-init gossip merges at a median of 0.95-0.99
+    (rare dips to 0.35 under Dirichlet(0.1)); independently initialised gossip nodes start at a
+    median of 0.17 and pass 0.9 within a few merges each, so the correction acts in that phase. ``v*`` is the weighted mean variance of everything merged (own model at
     ``beta``). ``eps`` and ``rho`` (damping ``f' = 1 + rho (f - 1)``) as for ``vc-always``.
     """
 
