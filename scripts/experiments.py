@@ -299,11 +299,13 @@ def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
                           ("independent init, default (vc)", {}),
                           ("independent init, --correct vc-always", {"correct": "vc-always"}),
                           ("same init, --correct none", {"init": "same", "correct": "none"})):
+            if OPTS.get("rescue_only") and label not in OPTS["rescue_only"]:
+                continue
             r = run(replace(rescue_base, seed=seed, **kw), f"rescue seed {seed}: {label}")
             r["group"], r["variant"] = "rescue", label
             rescue.append(r)
     always = OPTS.get("always_seed", seeds[0])
-    for seed in seeds:
+    for seed in ([] if OPTS.get("rescue_only") else seeds):
         for n, part, proto in cells:
             variants = [("default", SimConfig.correct), ("none", "none")]
             if seed == always:
@@ -313,6 +315,7 @@ def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
                 r["group"], r["variant"], r["cell"] = "matrix", variant, [n, part, proto, seed]
                 runs.append(r)
             (out / "vcmatrix.partial.json").write_text(json.dumps(rescue + runs))
+    (out / "vcmatrix.partial.json").write_text(json.dumps(rescue + runs))
     vcmatrix_report(out, rescue + runs, argv)
 
 
@@ -435,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--always-seed", type=int, default=None, help="vcmatrix: seed that also runs vc-always")
     p.add_argument("--parts", default="", help="vcmatrix: partitions (default iid,dirichlet:0.1)")
     p.add_argument("--protos", default="", help="vcmatrix: protocols (default modest,gossip)")
+    p.add_argument("--rescue-only", default="", help="vcmatrix: only these rescue runs (labels, ';'-separated)")
     p.add_argument("--no-rescue", action="store_true", help="vcmatrix: skip the independent-init rescue runs")
     p.add_argument("--eval-samples", type=int, default=0, help="vcmatrix: test samples per evaluation (1000)")
     p.add_argument("--merge", default="", help="vcmatrix: only build the report from these DIRs' "
@@ -444,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     OPTS.update({"seeds": [int(x) for x in args.seeds.split(",") if x], "rounds": args.rounds,
                  "nodes": [int(x) for x in args.nodes.split(",") if x]})
     OPTS["no_rescue"] = args.no_rescue
+    OPTS["rescue_only"] = [x for x in args.rescue_only.split(";") if x]
     OPTS["parts"] = [x for x in args.parts.split(",") if x]
     OPTS["protos"] = [x for x in args.protos.split(",") if x]
     OPTS["eval_samples"] = args.eval_samples
