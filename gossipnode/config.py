@@ -59,7 +59,7 @@ class NodeConfig:
     trim_beta: float = 0.1
     vc_eps: float = 1e-8
     vc_rho: float = 1.0
-    vc_max_corr: float = 0.5            # vc: no correction where the merged models correlate above this
+    vc_max_corr: float = 0.3            # vc: no correction where the merged models correlate above this
     history_records: int = 1            # SybilWall history records piggy-backed per model message
     history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
     # model sanity: reject a received model whose ||model - reference|| / ||reference|| exceeds this

@@ -310,6 +310,8 @@ def exp_vcmatrix(out: Path, quick: bool, argv: str) -> None:
             variants = [("default", SimConfig.correct), ("none", "none")]
             if seed == always:
                 variants.append(("vc-always", "vc-always"))
+            if OPTS.get("variants"):
+                variants = [v for v in variants if v[0] in OPTS["variants"]]
             for variant, correct in variants:
                 r = run(cfg_of(n, part, proto, seed, correct), f"{proto} n={n} {part} seed {seed} {variant}")
                 r["group"], r["variant"], r["cell"] = "matrix", variant, [n, part, proto, seed]
@@ -439,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="", help="vcmatrix: partitions (default iid,dirichlet:0.1)")
     p.add_argument("--protos", default="", help="vcmatrix: protocols (default modest,gossip)")
     p.add_argument("--rescue-only", default="", help="vcmatrix: only these rescue runs (labels, ';'-separated)")
+    p.add_argument("--variants", default="", help="vcmatrix: only these of default,none,vc-always")
     p.add_argument("--no-rescue", action="store_true", help="vcmatrix: skip the independent-init rescue runs")
     p.add_argument("--eval-samples", type=int, default=0, help="vcmatrix: test samples per evaluation (1000)")
     p.add_argument("--merge", default="", help="vcmatrix: only build the report from these DIRs' "
@@ -448,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     OPTS.update({"seeds": [int(x) for x in args.seeds.split(",") if x], "rounds": args.rounds,
                  "nodes": [int(x) for x in args.nodes.split(",") if x]})
     OPTS["no_rescue"] = args.no_rescue
+    OPTS["variants"] = [x for x in args.variants.split(",") if x]
     OPTS["rescue_only"] = [x for x in args.rescue_only.split(";") if x]
     OPTS["parts"] = [x for x in args.parts.split(",") if x]
     OPTS["protos"] = [x for x in args.protos.split(",") if x]

@@ -227,7 +227,8 @@ def _eight_independent_cnn1d() -> list[Contribution]:
 
 def test_variance_correction_restores_target_variance() -> None:
     cs = _eight_independent_cnn1d()
-    vc = build_pipeline("none", "mean", "vc").aggregate(cs, base=None).state
+    vc = build_pipeline("none", "mean", "vc-always").aggregate(cs, base=None).state
+    default = build_pipeline("none", "mean", "vc").aggregate(cs, base=None).state
     plain = build_pipeline("none", "mean", "none").aggregate(cs, base=None).state
     for name, tensor in vc.items():
         if tensor.size <= 1:
@@ -240,6 +241,11 @@ def test_variance_correction_restores_target_variance() -> None:
         assert lo < ratio < hi, (name, ratio)
         # the tensor mean is preserved by the rescaling
         assert tensor.mean() == pytest.approx(plain[name].mean(), abs=1e-6)
+        # the default rule: the same for these uncorrelated models, biases (< 100 values) left alone
+        if tensor.size >= 100:
+            assert default[name].var() == pytest.approx(target, rel=0.01), name
+        else:
+            np.testing.assert_array_equal(default[name], plain[name])
 
 
 def test_variance_correction_noop_for_correlated_inputs_and_damping() -> None:
@@ -383,6 +389,11 @@ def test_vc_gain_ramp_and_parameters() -> None:
 
     vc = VarianceCorrection(max_corr=0.6)
     assert [vc.gain(r) for r in (-0.2, 0.0, 0.3, 0.45, 0.6, 0.9)] == pytest.approx([1, 1, 1, 0.5, 0, 0])
+    assert VarianceCorrection().max_corr == 0.3 and VarianceCorrection().gain(float("nan")) == 0.0
+    pipe = build_pipeline("none", "mean", "vc")
+    pipe.aggregate(_eight_independent_cnn1d(), None)
+    d = pipe.describe()["correct"]
+    assert d["tensors"] == 8 and d["corrected"] == 5  # cnn1d: 8 weight tensors, 3 of them biases < 100
     assert build_pipeline("none", "mean", "vc", vc_max_corr=0.6).describe()["correct"]["max_corr"] == 0.6
     with pytest.raises(ValueError):
         VarianceCorrection(max_corr=0.0)

@@ -38,7 +38,7 @@ class SimConfig:
     trim_beta: float = 0.1
     vc_eps: float = 1e-8
     vc_rho: float = 1.0
-    vc_max_corr: float = 0.5
+    vc_max_corr: float = 0.3
     max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
     # MoDeST
     sample_size: int = 10

@@ -478,6 +478,8 @@ class Engine:
             "protocol_events": dict(self.events),
             "models_rejected": dict(self.models_rejected),
             "sybils": self.n_sybils,
+            # weight tensors the default correction (vc) rescaled, over all nodes' merges
+            "vc_corrected": sum(getattr(p.corrector, "corrected", 0) for p in self._pipelines.values()),
             "active_nodes_end": int(self.alive[: self.n_honest_cap].sum()),
         }
         return {"config": self.cfg.to_dict(), "summary": summary, "series": self.series}
