@@ -200,3 +200,17 @@ def test_one_attack_spelling(spelling) -> None:
         SimConfig(attack="flip")
     with pytest.raises(ValueError):
         load_config(env={}, overrides={"attack": "flip"})
+
+
+def test_default_correction_never_acts_on_shared_base_runs(small_data) -> None:
+    """MoDeST and same-init gossip: the default vc finds the merged models correlated and corrects
+    nothing, so the run is bit-identical to --correct none; independent inits are corrected."""
+    for kw in ({"protocol": "modest", "nodes": 3, "sample_size": 3, "partition": "dirichlet:0.1"},
+               {"protocol": "gossip", "nodes": 4, "gossip_interval": 2.0}):
+        d = run_sim(cfg(rounds=4, **kw), data=small_data)
+        n = run_sim(cfg(rounds=4, correct="none", **kw), data=small_data)
+        assert d["summary"]["vc_corrected"] == 0, kw
+        assert json.dumps(d["series"]) == json.dumps(n["series"]), kw
+    ind = run_sim(cfg(protocol="gossip", nodes=4, rounds=3, gossip_interval=2.0, init="independent"),
+                  data=small_data)
+    assert ind["summary"]["vc_corrected"] > 0
