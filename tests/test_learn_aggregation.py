@@ -393,7 +393,7 @@ def test_vc_gain_ramp_and_parameters() -> None:
     pipe = build_pipeline("none", "mean", "vc")
     pipe.aggregate(_eight_independent_cnn1d(), None)
     d = pipe.describe()["correct"]
-    assert d["tensors"] == 8 and d["corrected"] == 5  # cnn1d: 8 weight tensors, 3 of them biases < 100
+    assert d["tensors"] == 8 and d["corrected"] == 4  # cnn1d: 8 weight tensors, 4 of them biases < 100
     assert build_pipeline("none", "mean", "vc", vc_max_corr=0.6).describe()["correct"]["max_corr"] == 0.6
     with pytest.raises(ValueError):
         VarianceCorrection(max_corr=0.0)
