@@ -9,7 +9,7 @@ from typing import Any
 
 from .configcheck import ConfigError, check, coerce
 from .core.config import ModestConfig, stall_timeout_from
-from .learn.attacks import canonical_attack, canonical_attacks
+from .attack_names import canonical_attack, canonical_attacks
 
 ENV_PREFIX = "GOSSIPNODE_"
 

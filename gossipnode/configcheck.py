@@ -11,12 +11,14 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from .attack_names import canonical_attacks
+
 # Kept in step with learn.models.BUILTIN_MODELS and the aggregation registry (a test checks);
 # listed here so that checking a configuration imports no torch.
 BUILTIN_MODELS = ("cnn1d", "mlp", "logreg", "gnlenet")
 FILTERS = ("sybilwall", "foolsgold", "krum", "multikrum", "none")
 COMBINERS = ("mean", "median", "trimmed-mean")
-CORRECTIONS = ("vc", "none")
+CORRECTIONS = ("vc", "vc-always", "none")
 TRANSPORTS = ("http", "mqtt")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -158,8 +160,15 @@ def check(cfg: Any, explicit: set[str]) -> None:
     _one_of("history_dtype", cfg.history_dtype, ("f2", "f4"))
     _one_of("log_level", cfg.log_level.lower(), LOG_LEVELS)
     _one_of("log_format", cfg.log_format, LOG_FORMATS)
-    if cfg.attack and cfg.attack.replace("-", "").replace("_", "") not in ("labelflip", "backdoor"):
-        raise ConfigError(f"--attack must be labelflip or backdoor, got {cfg.attack!r}")
+    for name in ("attack", "eval_attack"):  # one spelling: label-flip (labelflip accepted) or backdoor
+        try:
+            canonical_attacks(getattr(cfg, name))
+        except ValueError:
+            raise ConfigError(f"{flag(name)} must be label-flip (or labelflip) or backdoor"
+                              f"{' (comma-separated)' if name == 'eval_attack' else ''}; "
+                              f"got {getattr(cfg, name)!r}") from None
+    if not 0 < cfg.vc_max_corr <= 1:
+        raise ConfigError(f"--vc-max-corr must be in (0, 1], got {cfg.vc_max_corr}")
     for name in ("local_epochs", "batch_size", "threads", "sybils"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{flag(name)} must be >= 1, got {getattr(cfg, name)}")

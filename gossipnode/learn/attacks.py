@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..attack_names import ATTACKS, canonical_attack, canonical_attacks  # noqa: F401  (one spelling)
 from .data import Dataset
 from .state import State
 from .trainer import Trainer
@@ -27,28 +28,6 @@ class Attack:
             raise ValueError(f"unknown attack {self.kind!r}: want 'label-flip' or 'backdoor'")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError("backdoor fraction must be in (0, 1]")
-
-
-ATTACKS = ("label-flip", "backdoor")
-
-
-def canonical_attack(spec: str | None) -> str:
-    """One spelling for attack names everywhere (daemon and simulator): ``none``, ``label-flip`` or
-    ``backdoor``. Accepts ``""``/``none``, ``labelflip``/``label_flip``/``label-flip``, any case."""
-    s = (spec or "").strip().lower().replace("_", "-")
-    if s in ("", "none"):
-        return "none"
-    if s == "labelflip":
-        s = "label-flip"
-    if s not in ATTACKS:
-        raise ValueError(f"unknown attack {spec!r}: want none, label-flip (or labelflip) or backdoor")
-    return s
-
-
-def canonical_attacks(spec: str | None) -> tuple[str, ...]:
-    """A comma-separated list of attacks (``--eval-attack``), canonical, no ``none``, no repeats."""
-    out = [canonical_attack(p) for p in (spec or "").split(",")]
-    return tuple(dict.fromkeys(a for a in out if a != "none"))
 
 
 def parse_attack(spec: str | Attack) -> Attack:

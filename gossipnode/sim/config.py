@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from gossipnode.learn.attacks import canonical_attack, canonical_attacks
+from gossipnode.attack_names import canonical_attack, canonical_attacks
 
 PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
 

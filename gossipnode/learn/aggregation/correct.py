@@ -87,12 +87,13 @@ class VarianceCorrection:
     ``MIN_VALUES`` (100) values (biases) are left alone: their correlation estimate is noise.
     (A first version with max_corr 0.5 and biases included still acted at the very first
     aggregations, where one epoch from the initial model decorrelates a Dirichlet(0.1) head to
-    0.35, and that once was enough to move a 150-round run's final accuracy by up to 4 points.) Measured on this project
-    (``docs/RESULTS.md`` §6; weight tensors of more than 1,000 values): MoDeST aggregations of
+    0.35, and that once was enough to move a 150-round run's final accuracy by up to 4 points.)
+    Measured on this project (``docs/RESULTS.md`` §6; weight tensors of more than 1,000 values): MoDeST aggregations of
     updates from one base correlate at a median of 0.96-0.99 (minimum 0.66, in the first rounds;
     3 and 10 nodes, iid and Dirichlet(0.1)); same-init gossip merges at a median of 0.95-0.99
     (rare dips to 0.35 under Dirichlet(0.1)); independently initialised gossip nodes start at a
-    median of 0.17 and pass 0.9 within a few merges each, so the correction acts in that phase. ``v*`` is the weighted mean variance of everything merged (own model at
+    median of 0.17 and pass 0.9 within a few merges each, so the correction acts in that phase.
+    ``v*`` is the weighted mean variance of everything merged (own model at
     ``beta``). ``eps`` and ``rho`` (damping ``f' = 1 + rho (f - 1)``) as for ``vc-always``.
     """
 
