@@ -1,5 +1,6 @@
 """Gossip learning with independent initialisations over real HTTP: variance correction keeps
-per-layer weight variance near its initial value; a plain merge shrinks it."""
+per-layer weight variance near its initial value (vc-always) or well above a plain merge's
+(the default vc, which stops correcting once the models agree); a plain merge shrinks it."""
 from __future__ import annotations
 
 import json
@@ -49,10 +50,16 @@ def test_variance_correction_keeps_variance_and_accuracy(node_procs) -> None:
     # Large batches keep local training short, so merges dominate the weights' variance.
     # Measured when written (4 nodes, model age 16): vc ratio 1.20, accuracy 0.228;
     # none ratio 0.31, accuracy 0.117 (geometric mean over weight tensors, vs. the init variance).
+    # The default rule (vc) corrects only while the merged models are uncorrelated, so it keeps
+    # part of the variance (measured: 0.68, none 0.27); the paper's rule (vc-always) all of it.
+    always_ratio, always_acc = run(node_procs, "vc-always")
     vc_ratio, vc_acc = run(node_procs, "vc")
     none_ratio, none_acc = run(node_procs, "none")
-    print(f"vc: variance ratio {vc_ratio:.3f}, accuracy {vc_acc:.4f}; "
+    print(f"vc-always: variance ratio {always_ratio:.3f}, accuracy {always_acc:.4f}; "
+          f"vc: variance ratio {vc_ratio:.3f}, accuracy {vc_acc:.4f}; "
           f"none: variance ratio {none_ratio:.3f}, accuracy {none_acc:.4f}")
-    assert 0.75 <= vc_ratio <= 1.6
-    assert none_ratio < 0.7 * vc_ratio
+    assert 0.75 <= always_ratio <= 1.6
+    assert none_ratio < 0.7 * always_ratio
+    assert always_acc >= none_acc - 0.03
+    assert vc_ratio >= 1.6 * none_ratio and vc_ratio <= 1.6
     assert vc_acc >= none_acc - 0.03
