@@ -433,7 +433,9 @@ class Cluster:
         common = HOST_FLAGS + self.extra
         self.honest: list[HonestProcess] = []
         for i in range(n_honest):
-            peers = ",".join(u for j, u in enumerate(urls) if j != i)
+            # Honest nodes bootstrap from each other only: the member joins by advertising itself,
+            # as any member would. (A bootstrap peer is trusted for the network's round: SECURITY.md.)
+            peers = ",".join(u for j, u in enumerate(urls[:n_honest]) if j != i)
             self.honest.append(HonestProcess(ports[i], self.root / f"node-{i}", common + [
                 "--peers", peers, "--shard", f"{i}/{n}"]))
         self.member: MemberHost | None = None

@@ -762,8 +762,8 @@ class ModestCore:
         (one record with a huge last_active must not end a run early)."""
         if self.round <= m:
             return False
-        if self.rv() > m:
-            return True
+        if max(self.train_idx, self.agg_idx) > m:
+            return True   # our own rounds (R_v may come from a bootstrap peer's word: not enough)
         n = 0
         for pk, e in self.view.entries.items():
             if pk != self.pk and e.record is not None and e.record.last_active > m:
