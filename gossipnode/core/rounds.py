@@ -1,0 +1,98 @@
+"""The bounded round estimate of the MoDeST core (SPEC 4.1 "Round estimate", 15.1): R_v from
+this node's own evidence, R = hearsay capped at R_v + round_window, the witness walk that lets
+a lagging node catch up (PONG rounds are the repliers' own), and the max_rounds finish claims.
+
+A mixin of ModestCore (modest.py); it shares the core's state. Sans-I/O.
+"""
+from __future__ import annotations
+
+from .messages import ModelMsg
+from .roles import HOLD_MAX, VERIFY_WALKS
+
+
+FINISH_WITNESSES = 2   # signed claims of distinct peers that the network passed max_rounds
+
+
+class Rounds:
+    def _init_rounds(self) -> None:
+        self.verified_round = 0      # R_v: rounds seen from role-checked models (see note_verified)
+        self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong (capped)
+        self._pong_round: dict[bytes, int] = {}  # the same, uncapped (members only): witnesses, stall vetoes
+        self._witness_walk: int | None = None    # the round a running witness walk checks
+        self._held_round: dict[tuple[bytes, int, int], ModelMsg] = {}   # held while witnesses answer
+
+    def note_verified(self, k: int) -> None:
+        """R_v grows with the rounds of accepted role-checked models (and bootstrap replies)."""
+        if k > self.verified_round:
+            self.verified_round = k
+
+    def rv(self) -> int:
+        """R_v with this node's own rounds: what it has evidence for. Hearsay never raises it."""
+        return max(self.verified_round, self.train_idx, self.agg_idx)
+
+    @property
+    def round(self) -> int:
+        """R = max(R_v, min(max_j r_j, R_v + round_window)): hearsay moves R at most the window."""
+        rv = self.rv()
+        return max(rv, min(self.view.max_round(), rv + self.cfg.window))
+
+    def _cap(self) -> int:
+        return self.rv() + self.cfg.window
+
+    def _catch_up(self, sender: bytes, k: int) -> None:
+        """A PONG round is the replier's own (the highest round it trained or aggregated), never
+        hearsay. R_v rises to it when a bootstrap peer (reached at its bootstrap address, trusted
+        for the round like its VIEW) says so, or to the round at least FINISH_WITNESSES distinct
+        members reached: one member, whatever it sends, cannot move R_v past the honest ones."""
+        if sender in self._boot_peers:
+            self.note_verified(k)
+            return
+        rounds = sorted((r for pk, r in self._pong_round.items() if r > self.verified_round
+                         and self.is_member(pk)), reverse=True)
+        if len(rounds) >= FINISH_WITNESSES:
+            self.note_verified(rounds[FINISH_WITNESSES - 1])
+
+    def _witness(self, sender: bytes, r: int) -> None:
+        """A member pinged with a round at R_v + window or above (a lagging idle node is a candidate of
+        a later round): ask the pinger and the next candidates of order(r) for their rounds, one
+        such walk at a time. Their PONG rounds are their own (not hearsay) and raise R_v only to
+        the witnessed round (_catch_up), so one member, however it pings, is one witness."""
+        if self._witness_walk is not None or not self.is_member(sender):
+            return
+        self._witness_walk = r
+
+        def done(_reachable: list[bytes]) -> None:
+            self._witness_walk = None
+            for key in list(self._held_round):   # checked again: in range now, or rejected
+                held = self._held_round.pop(key)
+                if not self.finished:
+                    self._on_model(key[0], held, VERIFY_WALKS)
+
+        cands = [sender] + [p for p in self.order(r) if p not in (sender, self.pk)]
+        self._walk(cands, FINISH_WITNESSES + 1, r, done, fresh=False)
+
+    def _hold_round(self, sender: bytes, msg: ModelMsg, walks: int) -> bool:
+        """A model above the window while a witness walk runs: hold it until the walk ends."""
+        key = (sender, msg.round, int(msg.kind))
+        if key in self._held_round:
+            return True
+        if len(self._held_round) >= HOLD_MAX:
+            return False
+        self._held_round[key] = msg
+        self._event(msg.round, "verify_round", sender=sender.hex()[:16], verified=self.rv())
+        return True
+
+    def _passed(self, m: int) -> bool:
+        """The network passed round m: our own evidence, or signed claims of FINISH_WITNESSES peers
+        (one record with a huge last_active must not end a run early)."""
+        if self.round <= m:
+            return False
+        if max(self.train_idx, self.agg_idx) > m:
+            return True   # our own rounds (R_v may come from a bootstrap peer's word: not enough)
+        n = 0
+        for pk, e in self.view.entries.items():
+            if pk != self.pk and e.record is not None and e.record.last_active > m:
+                n += 1
+                if n >= FINISH_WITNESSES:
+                    return True
+        return False
