@@ -112,7 +112,8 @@ class Setup:
         self.v = MqttTransport(f"mqtt://127.0.0.1:{victim_port or port}", self.vid.node_id, NET,
                                backoff_initial=0.05, backoff_max=0.2)
         self.v.bind(self.vid, (self.v.address,), lambda *a: None, lambda pk: None)
-        self.o = MqttTransport(f"mqtt://127.0.0.1:{port}", self.oid.node_id, NET)
+        # will_grace=0: measure the session rules alone (SPEC 14.3; the grace would hide a kick too)
+        self.o = MqttTransport(f"mqtt://127.0.0.1:{port}", self.oid.node_id, NET, will_grace=0.0)
         self.o.bind(self.oid, (self.o.address,), lambda *a: None, self.gone.append)
 
     async def start(self) -> Setup:

@@ -50,7 +50,7 @@ async def test_will_of_an_unannounced_or_older_session_is_ignored(mosquitto) -> 
     rejected: list[str] = []
     gone: list[bytes] = []
     ido, idv = Identity.generate(), Identity.generate()
-    o = MqttTransport(mosquitto.url, ido.node_id, NET)
+    o = MqttTransport(mosquitto.url, ido.node_id, NET, will_grace=0.0)   # the session rules alone
     o.bind(ido, (o.address,), lambda *a: None, gone.append, rejected.append)
 
     async def h(frame: bytes, reply_to: str | None) -> None:

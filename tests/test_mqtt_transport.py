@@ -180,7 +180,7 @@ async def test_announce_discovery_will_and_clean_stop(mosquitto) -> None:
     seed_c = os.urandom(32)
     idc = Identity.from_seed(seed_c)
     seen: dict[str, list] = {"peer": [], "gone": []}
-    a = MqttTransport(mosquitto.url, ida.node_id, NET)
+    a = MqttTransport(mosquitto.url, ida.node_id, NET, will_grace=1.0)
     a.bind(ida, ("http://127.0.0.1:9", a.address), lambda addrs, pk: seen["peer"].append((addrs, pk)),
            lambda pk: seen["gone"].append(pk))
     b = MqttTransport(mosquitto.url, idb.node_id, NET)
@@ -205,7 +205,7 @@ async def test_announce_discovery_will_and_clean_stop(mosquitto) -> None:
         t0 = time.monotonic()
         while not seen["gone"] and time.monotonic() - t0 < 10:
             await asyncio.sleep(0.02)
-        print(f"last will arrived {time.monotonic() - t0:.2f} s after SIGKILL")
+        print(f"last will counted {time.monotonic() - t0:.2f} s after SIGKILL (grace 1 s)")
         assert seen["gone"] == [idc.public_key]
         # a late joiner sees neither b (cleared) nor c (tombstone "gone") as a live peer
         late: list = []

@@ -69,6 +69,7 @@ MAX_ADDRESSES = 8
 MAX_ADDRESS_LEN = 256
 KNOWN_TRANSPORTS = frozenset({"http", "mqtt"})
 TOMBSTONE_EXPIRY_S = 600          # a crashed node's retained "gone" record expires after this
+WILL_GRACE_S = 5.0                # a will counts after this much of our connected time without a re-announce
 _HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 _HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -310,8 +311,9 @@ class MqttTransport:
                  password: str = "", ca_file: str = "", max_size: int = 256 << 20,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, reassembly_timeout: float = 60.0,
                  max_pending_bytes: int = 512 << 20, keepalive: int = 10,
-                 backoff_initial: float = 0.25, backoff_max: float = 10.0,
-                 publish_timeout: float = 30.0, connect_wait: float = 5.0) -> None:
+                 backoff_initial: float = 0.25, backoff_max: float = 1.0,
+                 publish_timeout: float = 30.0, connect_wait: float = 5.0,
+                 will_grace: float = WILL_GRACE_S) -> None:
         if chunk_size < MIN_CHUNK_SIZE:
             raise ValueError(f"chunk size must be >= {MIN_CHUNK_SIZE}")
         if not _HEX16.match(node_id):
@@ -329,6 +331,7 @@ class MqttTransport:
         self.backoff_max = backoff_max
         self.publish_timeout = publish_timeout
         self.connect_wait = connect_wait
+        self.will_grace = will_grace
         self.prefix = f"{TOPIC_ROOT}/{self.network_id}"
         self.inbox = self.inbox_topic(node_id)
         self.reassembler = Reassembler(max_size, max(max_pending_bytes, 2 * chunk_size), reassembly_timeout)
@@ -343,10 +346,12 @@ class MqttTransport:
         self.on_reject: Callable[[str], Any] = lambda reason: None
         # peer -> (session, ts) of its latest valid "up" record
         self.peer_sessions: dict[bytes, tuple[str, int]] = {}
+        # wills held for the grace period (SPEC 14.3): peer -> (session, node id, time received)
+        self.held_wills: dict[bytes, tuple[str, str, float]] = {}
         self.stats = {"connects": 0, "disconnects": 0, "frames_in": 0, "frames_out": 0,
                       "chunks_in": 0, "chunks_out": 0, "duplicates": 0, "rejected": 0,
                       "announces": 0, "wills": 0, "stale_wills": 0, "stale_announces": 0,
-                      "announce_restored": 0}
+                      "announce_restored": 0, "wills_held": 0, "wills_withdrawn": 0}
         self._announce_payload: bytes | None = None
         self._last_restore = -1e9
         self._restore_pending = False
@@ -485,6 +490,7 @@ class MqttTransport:
                         log.info("connected to MQTT broker %s:%d", self.broker.host, self.broker.port)
                     backoff = self.backoff_initial
                     sweeper = asyncio.ensure_future(self._sweep())
+                    will_timer = asyncio.ensure_future(self._will_timer())
                     try:
                         async for message in client.messages:
                             try:
@@ -493,6 +499,7 @@ class MqttTransport:
                                 log.exception("error handling an MQTT message on %s", message.topic)
                     finally:
                         sweeper.cancel()
+                        will_timer.cancel()
             except aiomqtt.MqttError as e:
                 if self._stopping:
                     break
@@ -507,8 +514,34 @@ class MqttTransport:
                 self._client = None
             if self._stopping:
                 break
-            await asyncio.sleep(backoff * (0.75 + 0.5 * random.random()))
+            # jitter: uniform in [backoff / 2, backoff], so never more than backoff_max (1 s)
+            await asyncio.sleep(backoff * (0.5 + 0.5 * random.random()))
             backoff = min(backoff * 2, self.backoff_max)
+
+    async def _will_timer(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.25, max(0.01, self.will_grace / 4)))
+            self.check_wills(time.monotonic())
+
+    def check_wills(self, now: float) -> int:
+        """Count the held wills whose grace has run out: `will_grace` seconds after the later of
+        the will's arrival and our latest (re)connect, while connected, with no re-announce."""
+        if not self._connected.is_set() or not self.held_wills:
+            return 0
+        since = self.last_connect if self.last_connect is not None else -1e18
+        due = [pk for pk, (_, _, t) in self.held_wills.items() if now - max(t, since) >= self.will_grace]
+        for pk in due:
+            session, nid, _ = self.held_wills.pop(pk)
+            known = self.peer_sessions.get(pk)
+            if known is None or known[0] != session:
+                continue   # re-announced meanwhile (the announce path withdraws too)
+            self.stats["wills"] += 1
+            # keep the announce's ts (older records stay stale); "" matches no will: once only
+            self.peer_sessions[pk] = ("", known[1])
+            log.info("peer %s is gone (MQTT last will, not re-announced within %.1f s)", nid,
+                     self.will_grace)
+            self.on_peer_gone(pk)
+        return len(due)
 
     async def _sweep(self) -> None:
         while True:
@@ -600,6 +633,9 @@ class MqttTransport:
                 self.stats["stale_announces"] += 1   # an older session's record (replayed)
                 return self._reject("stale_announce")
             self.stats["announces"] += 1
+            if self.held_wills.pop(rec.public_key, None) is not None:
+                self.stats["wills_withdrawn"] += 1   # it re-announced: the broker went away, not it
+                log.info("peer %s re-announced; its held MQTT last will is dropped", nid)
             self.peer_sessions[rec.public_key] = (rec.session, rec.ts)
             while len(self.peer_sessions) > 100_000:
                 self.peer_sessions.pop(next(iter(self.peer_sessions)))
@@ -608,14 +644,18 @@ class MqttTransport:
             # A will counts only for the session the node's latest announce named, and only once:
             # the will of an older session (the node is back), a replayed one, or one for a session
             # this node never saw announced (e.g. a retained tombstone) changes nothing.
-            if known is None or known[0] != rec.session:
+            if known is None or known[0] != rec.session or rec.public_key in self.held_wills:
                 self.stats["stale_wills"] += 1
                 return self._reject("stale_will")
-            self.stats["wills"] += 1
-            # keep the announce's ts (older records stay stale); "" matches no will: once only
-            self.peer_sessions[rec.public_key] = ("", known[1])
-            log.info("peer %s is gone (MQTT last will)", nid)
-            self.on_peer_gone(rec.public_key)
+            # Held, not taken: a broker shutdown publishes the wills of live nodes, which then
+            # reconnect and re-announce (a new session). check_wills counts it after the grace.
+            self.stats["wills_held"] += 1
+            self.held_wills[rec.public_key] = (rec.session, nid, time.monotonic())
+            while len(self.held_wills) > 100_000:
+                self.held_wills.pop(next(iter(self.held_wills)))
+            log.info("peer %s: MQTT last will held for %.1f s of connected time", nid, self.will_grace)
+            if self.will_grace <= 0:
+                self.check_wills(time.monotonic())
 
     # ---- outbound -----------------------------------------------------------------------------
     def _target(self, address: str) -> str:
