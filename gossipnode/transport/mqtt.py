@@ -18,6 +18,10 @@ can neither take the connection over (MQTT drops the older of two connections wi
 id) nor make an old or replayed will count: a will is taken only for the session the node's
 latest announce named. Broker ACLs (deploy/mosquitto-acl.conf) are the real defence on MQTT.
 
+A broker outage is not a departure: a broker shutdown publishes the wills of live nodes, so a
+will is held and counts only after `will_grace` seconds of our own connected time without a new
+announce from that node (an announce drops it); reconnect back-off is capped at 1 s.
+
 Announce and will records come from the broker and are untrusted: they are size-limited,
 strictly validated and signature-checked, and only ever used as hints (the node sends the
 discovered peer a signed ADVERTISE; it enters the view when it answers).
