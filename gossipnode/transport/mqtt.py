@@ -494,16 +494,18 @@ class MqttTransport:
                         log.info("connected to MQTT broker %s:%d", self.broker.host, self.broker.port)
                     backoff = self.backoff_initial
                     sweeper = asyncio.ensure_future(self._sweep())
-                    will_timer = asyncio.ensure_future(self._will_timer())
+                    will_timer = asyncio.ensure_future(self._will_timer(client))
+                    reader = asyncio.ensure_future(self._read(client))
                     try:
-                        async for message in client.messages:
-                            try:
-                                self._on_message(message)
-                            except Exception:  # a failing callback must not end the connection
-                                log.exception("error handling an MQTT message on %s", message.topic)
+                        await asyncio.wait({reader, will_timer}, return_when=asyncio.FIRST_COMPLETED)
+                        if reader.done():
+                            reader.result()        # re-raises the MqttError that ended it
+                        else:
+                            raise aiomqtt.MqttError("connection lost (socket closed without a disconnect)")
                     finally:
-                        sweeper.cancel()
-                        will_timer.cancel()
+                        for t in (sweeper, will_timer, reader):
+                            t.cancel()
+                        await asyncio.gather(sweeper, will_timer, reader, return_exceptions=True)
             except aiomqtt.MqttError as e:
                 if self._stopping:
                     break
@@ -522,10 +524,33 @@ class MqttTransport:
             await asyncio.sleep(backoff * (0.5 + 0.5 * random.random()))
             backoff = min(backoff * 2, self.backoff_max)
 
-    async def _will_timer(self) -> None:
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                self._on_message(message)
+            except Exception:  # a failing callback must not end the connection
+                log.exception("error handling an MQTT message on %s", message.topic)
+
+    @staticmethod
+    def _socket_dead(client: aiomqtt.Client) -> bool:
+        """paho closed the socket but aiomqtt was never told (seen on a broker shutdown, when a
+        write was registered just as the socket closed): the connection is gone."""
+        paho = getattr(client, "_client", None)
+        return paho is not None and getattr(paho, "_sock", True) is None
+
+    async def _will_timer(self, client: aiomqtt.Client) -> None:
+        """Counts held wills and returns when the connection's socket is dead (a watchdog)."""
+        dead_since: float | None = None
         while True:
             await asyncio.sleep(min(0.25, max(0.01, self.will_grace / 4)))
-            self.check_wills(time.monotonic())
+            now = time.monotonic()
+            if self._socket_dead(client):
+                dead_since = now if dead_since is None else dead_since
+                if now - dead_since >= 0.5:
+                    return
+                continue
+            dead_since = None
+            self.check_wills(now)
 
     def check_wills(self, now: float) -> int:
         """Count the held wills whose grace has run out: `will_grace` seconds after the later of
