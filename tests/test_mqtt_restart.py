@@ -70,3 +70,26 @@ async def test_broker_restart_no_peer_gone_and_reconnect_under_a_second(mosquitt
     assert r["peer_gone"] == 0
     assert r["wills_withdrawn"] == r["wills_held"]
     assert r["reconnect_s_max"] < 3.0      # measured 0.2 s median, 0.84 s max (back-off cap 1 s)
+
+
+async def test_socket_closed_without_disconnect_callback_reconnects(mosquitto) -> None:
+    """paho closes the socket but aiomqtt is never told (seen once on a broker shutdown): the
+    watchdog treats the connection as lost and reconnects, instead of staying 'connected'."""
+    import asyncio
+    idt = Identity.generate()
+    t = MqttTransport(mosquitto.url, idt.node_id, NET, backoff_initial=0.05)
+    t.bind(idt, (t.address,), lambda *a: None, lambda pk: None)
+
+    async def h(frame: bytes, reply_to: str | None) -> None:
+        return None
+    await t.start(h)
+    try:
+        assert t.connected and t._client is not None
+        t._client._client._sock_close()          # the socket goes; no on_disconnect
+        t0 = time.monotonic()
+        while t.stats["connects"] < 2 and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.05)
+        print(f"reconnected {time.monotonic() - t0:.2f} s after a silent socket close")
+        assert t.stats["connects"] == 2 and t.connected
+    finally:
+        await t.stop()

@@ -357,6 +357,7 @@ class MqttTransport:
                       "announces": 0, "wills": 0, "stale_wills": 0, "stale_announces": 0,
                       "announce_restored": 0, "wills_held": 0, "wills_withdrawn": 0}
         self._announce_payload: bytes | None = None
+        self._will_payload: bytes | None = None
         self._last_restore = -1e9
         self._restore_pending = False
         self.last_disconnect: float | None = None
@@ -452,6 +453,7 @@ class MqttTransport:
         props = Properties(PacketTypes.WILLMESSAGE)
         props.MessageExpiryInterval = TOMBSTONE_EXPIRY_S
         payload = make_record(self.identity, self.network_id, "gone", self.session, (), ())
+        self._will_payload = payload
         return aiomqtt.Will(self.announce_topic(self.node_id), payload, qos=1, retain=True, properties=props)
 
     def _new_session(self) -> None:
@@ -624,6 +626,8 @@ class MqttTransport:
         anonymous broker client can do without ACLs): publish ours again, at most once a second
         (a write within that second is answered when it ends)."""
         client, mine = self._client, self._announce_payload
+        if payload == self._will_payload:
+            return   # our own will: the broker is dropping this connection; the reconnect re-announces
         if (client is None or mine is None or payload == mine or self._stopping
                 or not self._connected.is_set() or self._restore_pending):
             return
