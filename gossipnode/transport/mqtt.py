@@ -36,6 +36,7 @@ import logging
 import os
 import random
 import re
+import socket
 import ssl
 import struct
 import time
@@ -535,10 +536,26 @@ class MqttTransport:
 
     @staticmethod
     def _socket_dead(client: aiomqtt.Client) -> bool:
-        """paho closed the socket but aiomqtt was never told (seen on a broker shutdown, when a
-        write was registered just as the socket closed): the connection is gone."""
+        """The event loop stopped reading the connection's socket but no disconnect was reported
+        (seen on a broker shutdown under uvloop: a write registered as the socket closed): paho
+        has no socket, or the socket is at EOF / has had unread bytes while paho read nothing
+        for over 1 s."""
         paho = getattr(client, "_client", None)
-        return paho is not None and getattr(paho, "_sock", True) is None
+        if paho is None:
+            return False
+        sock = getattr(paho, "_sock", False)
+        if sock is None:
+            return True
+        if not isinstance(sock, socket.socket):
+            return False
+        try:   # peek at the raw socket (never consumes; for TLS it sees the encrypted bytes)
+            data = socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        last_in = getattr(paho, "_last_msg_in", None)
+        return not data or (isinstance(last_in, float) and time.monotonic() - last_in > 1.0)
 
     async def _will_timer(self, client: aiomqtt.Client) -> None:
         """Counts held wills and returns when the connection's socket is dead (a watchdog)."""
