@@ -63,7 +63,7 @@ SIG = bytes(range(64))   # the codec carries record signatures; wire/records.py 
 VIEW = (ViewRecord(pk(1), 3, 0, Status.JOIN, ("http://a:1", "mqtt://b"), SIG, 2**40 + 7),
         ViewRecord(pk(2), 2**63 - 1, 9, Status.LEAVE, (), SIG[::-1]))
 MESSAGES = [
-    Advertise(5, 2, Status.JOIN, ("http://10.0.0.1:8470",), SIG),
+    Advertise(5, 2, Status.JOIN, ("http://127.0.0.1:8470",), SIG),
     Advertise(0, 0, Status.LEAVE, (), SIG),
     ViewShare(7, VIEW),
     ViewShare(0, ()),
