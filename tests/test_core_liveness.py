@@ -83,7 +83,9 @@ def _survivors() -> tuple[CoreNet, list[bytes], int]:
 def test_lone_front_survivor_and_far_behind_idle_nodes_go_on() -> None:
     net, live, r0 = _survivors()
     lag = [pk for pk in live if net.cores[pk].rv() + net.cfg.window < r0]
-    assert len(lag) == 2 and r0 >= 30   # the laggards reject the survivor's models (out of range)
+    # the laggards reject the survivor's models (out of range); two before probes of inactive peers
+    # (SPEC 15.5), which re-sync one of them earlier
+    assert len(lag) >= 1 and r0 >= 30
     # Before the fix the survivor's models were rejected `round_out_of_range` and its PONGs
     # vetoed the laggards' stall restarts: no round ever completed again. Now the laggards'
     # stall walk re-syncs R_v from the survivor (a bootstrap peer) and takes its next model.

@@ -39,11 +39,12 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class Merge:
-    """Gossip learning: merge received models into the node's own model `own` (pipeline with beta),
-    then report the result with `GossipCore.merge_done`."""
+    """Merge received models into the node's own model `own` (pipeline with beta), then report the
+    result with `merge_done`: gossip learning, and MoDeST's lineage merge after a partition."""
     round: int
     own: bytes
     contributions: tuple[tuple[bytes, bytes], ...]   # (sender pk, model hash)
+    beta: float | None = None   # weight of `own` (None: the configured --beta); MoDeST lineage merges set it
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class ModestConfig:
     # candidates of the receiver's order and still count as sampled (views differ by a few entries).
     role_slack: int = 2
     accept_quorum: int = 1            # q: adopt an AGGREGATED model once q aggregators sent its hash
+    # Partitions (SPEC 15.5): peers out of reach (and inactive or departed ones) are probed with
+    # a back-off doubling from 2 x ping_timeout up to this many seconds.
+    probe_max: float = 20.0
 
     def __post_init__(self) -> None:
         if self.sample_size < 1 or self.aggregators < 1:
@@ -48,6 +51,8 @@ class ModestConfig:
             raise ValueError("join_pow must be in [0, 40] bits")
         if self.max_peers < 1 or self.max_pending < 1:
             raise ValueError("max_peers and max_pending must be >= 1")
+        if self.probe_max <= 0:
+            raise ValueError("probe_max must be > 0")
         if self.role_slack < 0:
             raise ValueError("role_slack must be >= 0")
         if not 1 <= self.accept_quorum <= self.aggregators:

@@ -1,5 +1,7 @@
-"""Liveness of the MoDeST core (SPEC 15.1 "Stall restart"): re-sending a model after
-round_timeout without progress, and restarting a round nobody is left to send.
+"""Liveness of the MoDeST core (SPEC 15.1 "Stall restart", 15.5 "Partitions"): re-sending a model
+after round_timeout without progress, restarting a round nobody is left to send, and peers out
+of reach: skipped by walks, probed with back-off until they answer (a partition heals), and
+the lineage merge when they come back with rounds of their own.
 
 A mixin of ModestCore (modest.py); it shares the core's state and uses its `_walk`, `_send`,
 `_event` and `_send_aggregated`. Sans-I/O.
@@ -8,10 +10,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .messages import ModelKind, ModelMsg, Ping
+from .actions import Merge, NewModel, SendTo
+from .messages import ModelKind, ModelMsg, Ping, Status
 
 
 STALL_PROBES = 10
+PROBE_BURST = 8        # probes sent per ping_interval at most (a view full of dead peers costs little)
+MERGE_BETA_MAX = 0.9   # a lineage merge never simply overwrites the received model
+
+
+@dataclass
+class _Probe:
+    """A peer out of reach (a walk's ping timed out, or inactive, or departed): pinged now and then."""
+    next_at: float
+    backoff: float
+    sent: int = 0      # probes sent without an answer
+    last_sent: float = 0.0
+
+    def failed(self, now: float, timeout: float) -> bool:
+        """At least one probe went unanswered for a ping timeout: a real outage, not a lost ping."""
+        return self.sent >= 2 or (self.sent == 1 and now - self.last_sent >= timeout)
 
 
 @dataclass
@@ -32,6 +50,15 @@ class Liveness:
         self.progress_at = 0.0       # when R last grew (see _stall_tick)
         self._progress_round = 0
         self._stall_walk = False
+        self._probe: dict[bytes, _Probe] = {}
+        self._scan_at = 0.0          # next look at the view for inactive / departed peers
+        self._probe_at = 0.0         # next probe burst
+        self._boot_at = 0.0          # next re-contact of bootstrap addresses
+        self._apart: dict[bytes, tuple[int, float]] = {}   # out of reach since (our R, time)
+        self._returned: dict[bytes, int] = {}   # back after a real outage -> our R when it left (fork)
+        self._part: tuple[int, int] | None = None   # (our part, the other) when the first one came back
+        self._merging: tuple[int, bytes] | None = None   # (round, received model) while a merge runs
+        self._reported_unreachable = 0
 
     def _retry_tick(self, now: float) -> None:
         """No sign of progress `round_timeout` after a model send: ping-walk again and re-send
@@ -125,3 +152,138 @@ class Liveness:
         # More than s probes: in a healthy network an idle node's R is stale, and each probed peer
         # that took part since then vetoes; a false restart needs every probe to be stale too.
         self._walk(cands, max(self.cfg.sample_size, STALL_PROBES), r + 1, check, fresh=False)
+
+    # ---- peers out of reach (SPEC 15.5 "Partitions") ------------------------------------------
+    def _lost(self, pk: bytes) -> None:
+        """A ping to `pk` timed out (or it missed an aggregation): skip it in walks, probe it."""
+        if pk == self.pk:
+            return
+        self.unreachable[pk] = self.now
+        self._apart.setdefault(pk, (self.round, self.now))
+        if pk not in self._probe:
+            b = 2 * self.cfg.ping_timeout
+            self._probe[pk] = _Probe(self.now + b, b)
+
+    def _heard(self, pk: bytes) -> None:
+        """A signed message from a member: it is in reach. After a real outage (a probe went
+        unanswered) its rounds since then may be a lineage of their own."""
+        self.unreachable.pop(pk, None)
+        probe = self._probe.pop(pk, None)
+        apart = self._apart.pop(pk, None)
+        if apart is not None and probe is not None and probe.failed(self.now, self.cfg.ping_timeout):
+            if not self._returned:
+                # part sizes while apart, for the merge weights: us and those still out of reach
+                others = len(self._apart) + 1
+                ours = max(1, len([p for p in self.active(self.round)
+                                   if p not in self._apart and p != pk]))
+                self._part = (ours, others)
+                self._event(self.round, "partition_healing", peer=pk.hex()[:16], fork=apart[0],
+                            apart_s=round(self.now - apart[1], 3), part=ours, other=others)
+            self._returned[pk] = apart[0]
+
+    def _reach_tick(self, now: float) -> None:
+        if not self.started_once():
+            return
+        if now >= self._scan_at:
+            self._scan_at = now + self.cfg.probe_max / 2
+            self._scan_out_of_reach(now)
+            self._recontact_bootstrap(now)
+        if now < self._probe_at or not self._probe:
+            return
+        self._probe_at = now + self.cfg.ping_interval
+        due = sorted((p.next_at, pk) for pk, p in self._probe.items() if p.next_at <= now)
+        for _, pk in due[:PROBE_BURST]:
+            p = self._probe[pk]
+            p.sent += 1
+            p.last_sent = now
+            p.backoff = min(2 * p.backoff, self.cfg.probe_max)
+            p.next_at = now + p.backoff
+            self._send(pk, Ping(self.round, self._new_nonce(), self.own_record()))
+
+    def started_once(self) -> bool:
+        return not (self.round == 0 and self.train_idx == 0) and not self.finished
+
+    def _scan_out_of_reach(self, now: float) -> None:
+        """Inactive members (silent for more than tau rounds) and departed ones are probed too:
+        after a partition longer than tau each part sees the other as inactive."""
+        below = self.round - self.cfg.inactivity_threshold
+        for pk, e in self.view.entries.items():
+            if pk == self.pk or pk in self._probe:
+                continue
+            gone = pk in self.gone
+            if (e.status == Status.JOIN and e.last_active < below) or gone:
+                b = 2 * self.cfg.ping_timeout
+                self._probe[pk] = _Probe(now, b)
+                self._apart.setdefault(pk, (e.last_active, now))
+        for pk in [pk for pk in self._probe if pk not in self.view.entries]:
+            del self._probe[pk]
+            self._apart.pop(pk, None)
+        # bounded: the view is (max_peers); returned peers are forgotten after tau rounds
+        for pk in [pk for pk, f in self._returned.items() if f < self.round - 2 * max(1, self.cfg.window)
+                   and pk not in self.view.entries]:
+            del self._returned[pk]
+
+    def _recontact_bootstrap(self, now: float) -> None:
+        """Bootstrap addresses that no member of the view holds (never reached, or the node there has
+        a new key) get our JOIN advert again, every probe_max; known members are probed instead."""
+        if now < self._boot_at or not self.bootstrap:
+            return
+        self._boot_at = now + self.cfg.probe_max
+        reach = {a for e in self.view.entries.values() if e.status == Status.JOIN for a in e.addresses}
+        adv = None
+        for addr in self.bootstrap:
+            if addr not in reach:
+                adv = adv or self._advert()
+                self._out.append(SendTo(addr, adv))
+
+    def _probe_deadline(self) -> float | None:
+        if not self.started_once():
+            return None
+        ds = [self._scan_at]
+        if self._probe:
+            ds.append(max(self._probe_at, min(p.next_at for p in self._probe.values())))
+        return min(ds)
+
+    def _report_reach(self) -> None:
+        n = len(self.unreachable)
+        if n != self._reported_unreachable:
+            self._reported_unreachable = n
+            self._event(self.round, "peers_unreachable", count=n,
+                        peers=[p.hex()[:16] for p in list(self.unreachable)[:8]])
+
+    # ---- lineage merge (SPEC 15.5) ---------------------------------------------------------------
+    def _merge_instead(self, k: int, model: bytes, sender: bytes) -> bool:
+        """An AGGREGATED(k) from a peer that came back from a partition, while our own model holds
+        rounds of work done apart: merge our lineage into it (once per heal), then train from the
+        merge. Weights: the work each part did since the fork (rounds x updates per round)."""
+        fork = self._returned.get(sender)
+        if fork is None or self.model_round <= fork or self.model == model:
+            return False
+        ours, others = self._part or (1, 1)
+        s = self.cfg.sample_size
+        w_own = (self.model_round - fork) * min(s, ours)
+        w_other = max(1, k - fork) * min(s, others)
+        target = w_own / (w_own + w_other)
+        # every node of our part merges once, each as one of the round's s trainers
+        beta = min(MERGE_BETA_MAX, target * min(s, ours + others) / ours)
+        self._returned.clear()
+        self._part = None
+        self._merging = (k, model)
+        self._event(k, "merge", own=self.model.hex()[:16], own_round=self.model_round,
+                    other=model.hex()[:16], other_round=k, sender=sender.hex()[:16], fork=fork,
+                    weight_own=round(beta, 4), work_own=w_own, work_other=w_other)
+        self._out.append(Merge(k, self.model, ((sender, model),), beta=beta))
+        return True
+
+    def merge_done(self, now: float, round_: int, model: bytes) -> list:
+        """The runtime merged the lineages (Merge action): train round `round_` from the result."""
+        self.now = now
+        m, self._merging = self._merging, None
+        if m is None or m[0] != round_ or round_ != self.train_idx or self.training is not None \
+                or self.completed_training:
+            self._event(round_, "merge_stale")
+            return self._flush()
+        self._adopted(round_, model)
+        self._out.append(NewModel(round_, model, "merge"))
+        self._train(round_, model, "merge")
+        return self._flush()

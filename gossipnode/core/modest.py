@@ -104,7 +104,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         else:
             if sender in self.view or sender in self.pending:   # strangers cost no memory here
                 self.last_heard[sender] = now
-                self.unreachable.pop(sender, None)
+                self._heard(sender)
             if sender in self.gone:
                 self._revive(sender)
             self._dispatch(sender, msg)
@@ -176,6 +176,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             w.tick(now)
         self.walks = [w for w in self.walks if not w.done]
         self._probe_tick(now)
+        self._reach_tick(now)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             self._bootstrap_tick(now)
         if (self.agg_deadline is not None and now >= self.agg_deadline
@@ -202,6 +203,8 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             ds.append(self.finish_at if self.finish_at is not None else self.now)
         if self._stall_watch():
             ds.append(self.progress_at + self.cfg.stall_timeout)
+        if (d := self._probe_deadline()) is not None:
+            ds.append(d)
         return min(ds) if ds else None
 
     # ---- message dispatch ------------------------------------------------------------------
@@ -273,16 +276,23 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
                 self._out.append(CancelTraining(self.training))
                 self.training = None
             self.completed_training = False
+            self._merging = None
+            if sender != self.pk and self._merge_instead(k, model, sender):
+                return   # training starts from the merge (merge_done)
             if k > self.model_round:
                 self._adopted(k, model)
                 self._out.append(NewModel(k, model, "trainer"))
-        if k == self.train_idx and self.training is None and not self.completed_training:
-            if self.cfg.max_rounds is not None and k > self.cfg.max_rounds:
-                self._maybe_finish(k)
-                return
-            self.training = k
-            self._event(k, "training", sender=sender.hex()[:16])
-            self._out.append(StartTraining(k, model))
+        if (k == self.train_idx and self.training is None and not self.completed_training
+                and self._merging is None):
+            self._train(k, model, sender.hex()[:16])
+
+    def _train(self, k: int, model: bytes, source: str) -> None:
+        if self.cfg.max_rounds is not None and k > self.cfg.max_rounds:
+            self._maybe_finish(k)
+            return
+        self.training = k
+        self._event(k, "training", sender=source)
+        self._out.append(StartTraining(k, model))
 
     def _on_trained(self, k: int, model: bytes, sender: bytes) -> None:
         """Aggregator side: a trained model for round k arrived from `sender`."""
@@ -303,7 +313,9 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             self._aggregate()
 
     def _needed(self, k: int) -> int:
-        s_eff = min(self.cfg.sample_size, len(self.active(k)))
+        # Peers known out of reach are not waited for (they would cost an aggregation timeout
+        # every round of a partition).
+        s_eff = min(self.cfg.sample_size, len([p for p in self.active(k) if p not in self.unreachable]))
         return max(1, math.ceil(s_eff * self.cfg.success_fraction - 1e-9))
 
     def _aggregate(self) -> None:
@@ -328,10 +340,11 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
 
         def done(reachable: list[bytes]) -> None:
             for pk in box[0].failed if box else ():
-                self.unreachable[pk] = self.now   # until it is heard from again (handle)
+                self._lost(pk)   # skipped and probed until it is heard from again (handle)
             on_done(reachable)
 
-        w = PingWalk(list(candidates), count, self.cfg.ping_timeout, self.cfg.ping_interval,
+        # Peers known out of reach are skipped, not pinged on every walk (probes find them again).
+        w = PingWalk([p for p in candidates if p not in self.unreachable], count, self.cfg.ping_timeout, self.cfg.ping_interval,
                      send_ping, done, reachable_now, self._new_nonce)
         box.append(w)
         w.start(self.now)
@@ -386,5 +399,6 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             self.progress_at = self.now
         if self.started or self._own is not None:
             self.own_record()   # keep the relayed self record current (a cheap check)
+        self._report_reach()
         out, self._out = self._out, []
         return out

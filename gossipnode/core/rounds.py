@@ -47,6 +47,14 @@ class Rounds:
         if sender in self._boot_peers:
             self.note_verified(k)
             return
+        # A member back from a partition (SPEC 15.5) ran its own rounds while apart: one such peer
+        # (a lone node) may lift R_v, but at most the window plus twice our own rounds since the
+        # fork, so one member still cannot push R_v arbitrarily.
+        fork = self._returned.get(sender)
+        if fork is not None and k <= self.rv() + self.cfg.window + 2 * max(0, self.rv() - fork):
+            self._event(k, "round_from_partition", sender=sender.hex()[:16], fork=fork, verified=self.rv())
+            self.note_verified(k)
+            return
         rounds = sorted((r for pk, r in self._pong_round.items() if r > self.verified_round
                          and self.is_member(pk)), reverse=True)
         if len(rounds) >= FINISH_WITNESSES:
