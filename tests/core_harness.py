@@ -10,7 +10,7 @@ import itertools
 import random
 
 from gossipnode.core.actions import (
-    Aggregate, CancelTraining, Event, Finished, NewModel, Send, SendTo, StartTraining,
+    Aggregate, CancelTraining, Event, Finished, Merge, NewModel, Send, SendTo, StartTraining,
 )
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.modest import ModestCore
@@ -45,6 +45,15 @@ class CoreNet:
             self.addr[a] = pk
             self.cores[pk] = ModestCore(cfg, pk, (a,), init, random.Random(seed * 1000 + i))
         self.full_view = full_view
+        self.part: dict[bytes, int] = {}   # partition(): messages between different parts are lost
+        self.merges: list[tuple[float, bytes, Merge]] = []
+
+    def partition(self, *groups: list[bytes]) -> None:
+        """Cut the network into `groups` (messages across are dropped); no groups: heal."""
+        self.part = {pk: g for g, pks in enumerate(groups) for pk in pks}
+
+    def _cut(self, a: bytes, b: bytes) -> bool:
+        return bool(self.part) and self.part.get(a, -1) != self.part.get(b, -1)
 
     def start(self, bootstrap: dict[bytes, list[str]] | None = None) -> None:
         addrs = list(self.addr)
@@ -67,9 +76,10 @@ class CoreNet:
         for a in actions:
             self.events.append((self.now, pk, a))
             if isinstance(a, Send):
-                self._push(self.now + self.latency, "msg", a.peer, (pk, a.msg))
+                if not self._cut(pk, a.peer):
+                    self._push(self.now + self.latency, "msg", a.peer, (pk, a.msg))
             elif isinstance(a, SendTo):
-                if a.address in self.addr:
+                if a.address in self.addr and not self._cut(pk, self.addr[a.address]):
                     self._push(self.now + self.latency, "msg", self.addr[a.address], (pk, a.msg))
             elif isinstance(a, StartTraining):
                 self.trainings.setdefault(pk, []).append(a.round)
@@ -79,6 +89,10 @@ class CoreNet:
                 self.aggregations.setdefault(a.round, []).append((pk, a.contributions))
                 model = hashlib.sha256(b"".join(m for _, m in a.contributions)).digest()
                 self._push(self.now + self.agg_time, "aggregated", pk, (a.round, model))
+            elif isinstance(a, Merge):
+                self.merges.append((self.now, pk, a))
+                model = hashlib.sha256(b"merge" + a.own + b"".join(m for _, m in a.contributions)).digest()
+                self._push(self.now + self.agg_time, "merged", pk, (a.round, model))
             elif isinstance(a, NewModel):
                 self.new_models.setdefault(pk, []).append((a.round, a.model))
             elif isinstance(a, Finished):
@@ -110,6 +124,8 @@ class CoreNet:
                 self._run(pk, c.training_done(t, *payload))
             elif kind == "aggregated":
                 self._run(pk, c.aggregation_done(t, *payload))
+            elif kind == "merged":
+                self._run(pk, c.merge_done(t, *payload))
         self.now = t_end
 
     def crash(self, pk: bytes) -> None:

@@ -58,6 +58,8 @@ class Liveness:
         self._returned: dict[bytes, int] = {}   # back after a real outage -> our R when it left (fork)
         self._part: tuple[int, int] | None = None   # (our part, the other) when the first one came back
         self._merging: tuple[int, bytes] | None = None   # (round, received model) while a merge runs
+        self._heal_round = 0         # our model's round when the first peer came back
+        self._merged_round = -1      # round of our last lineage merge (one merge per heal)
         self._reported_unreachable = 0
 
     def _retry_tick(self, now: float) -> None:
@@ -177,6 +179,7 @@ class Liveness:
                 ours = max(1, len([p for p in self.active(self.round)
                                    if p not in self._apart and p != pk]))
                 self._part = (ours, others)
+                self._heal_round = self.model_round
                 self._event(self.round, "partition_healing", peer=pk.hex()[:16], fork=apart[0],
                             apart_s=round(self.now - apart[1], 3), part=ours, other=others)
             self._returned[pk] = apart[0]
@@ -257,17 +260,19 @@ class Liveness:
         rounds of work done apart: merge our lineage into it (once per heal), then train from the
         merge. Weights: the work each part did since the fork (rounds x updates per round)."""
         fork = self._returned.get(sender)
-        if fork is None or self.model_round <= fork or self.model == model:
+        # peers that left before our last merge were part of that heal: no second merge for them
+        if fork is None or fork < self._merged_round or self._heal_round <= fork or self.model == model:
             return False
         ours, others = self._part or (1, 1)
         s = self.cfg.sample_size
-        w_own = (self.model_round - fork) * min(s, ours)
+        w_own = (self._heal_round - fork) * min(s, ours)
         w_other = max(1, k - fork) * min(s, others)
         target = w_own / (w_own + w_other)
         # every node of our part merges once, each as one of the round's s trainers
         beta = min(MERGE_BETA_MAX, target * min(s, ours + others) / ours)
         self._returned.clear()
         self._part = None
+        self._merged_round = k
         self._merging = (k, model)
         self._event(k, "merge", own=self.model.hex()[:16], own_round=self.model_round,
                     other=model.hex()[:16], other_round=k, sender=sender.hex()[:16], fork=fork,
