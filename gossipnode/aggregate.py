@@ -42,18 +42,20 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
     return to_model(res.state), info
 
 
-def run_merge(node: Node, round_: int, own: Model,
-              held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:
+def run_merge(node: Node, round_: int, own: Model, held: list[tuple[bytes, Model, bytes]],
+              beta: float | None = None) -> tuple[Model, dict[str, Any]]:
     """Gossip learning: beta * own + (1 - beta) * combine(received), then the correction stage.
 
     Each contribution's delta is ``received - own``: SybilWall's D-PSGD/gossip definition, so the
     history of peer j accumulates (received model of j - this node's own model) at every merge.
+    `beta`: the own model's weight (default --beta; a MoDeST lineage merge passes its work share).
     """
+    beta = node.cfg.beta if beta is None else beta
     own_state = to_state(own)
     contributions = [Contribution(node_id(pk), (st := to_state(m)), sub(st, own_state), round_)
                      for pk, m, _ in held]
-    res = node.pipeline.aggregate(contributions, None, own=own_state, beta=node.cfg.beta)
-    info = {"contributors": len(held), "beta": node.cfg.beta,
+    res = node.pipeline.aggregate(contributions, None, own=own_state, beta=beta)
+    info = {"contributors": len(held), "beta": beta,
             "weights": {p: round(w, 6) for p, w in res.weights.items()}, "zeroed": res.zeroed,
             "non_finite": len(res.non_finite)} | res.notes
     return to_model(res.state), info

@@ -19,7 +19,9 @@ from aiohttp import web
 from . import __version__, checkpoint, jsonout
 from .config import NodeConfig
 from .core import actions as act
-from .core.messages import Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Status
+from .core.messages import (
+    Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status,
+)
 from .core.gossip import GossipConfig
 from .core.gossip_peer import GossipPeerCore
 from .core.auth import pow_bits, solve_pow
@@ -50,6 +52,8 @@ PENDING_BASE_FRAMES = 16
 MODEL_REQUESTS_PER_PING = 2
 MODEL_REQUEST_BURST = 4
 MAX_BUCKETS = 4096
+LOGGED_EVENTS = ("stalled", "restart", "peers_unreachable", "partition_healing", "merge",
+                 "round_from_partition")
 
 
 def _nbytes(model: Model) -> int:
@@ -90,7 +94,8 @@ class Node:
             self.http = HttpTransport(
                 self.app, cfg.address + path_prefix, self.max_size, timeout=cfg.http_timeout,
                 path_prefix=path_prefix, budget=int(cfg.inbound_budget_mb * (1 << 20)) or self.max_size,
-                min_rate=cfg.http_min_rate_mb * (1 << 20))
+                min_rate=cfg.http_min_rate_mb * (1 << 20), local_host=cfg.host,
+                answer_timeout=min(cfg.http_timeout, max(1.0, cfg.ping_timeout)))
             self.http.on_reject = self._count_reject
             # --transport mqtt: REST is still served over HTTP, but peers are not told to use it
             if "http" in {t.strip() for t in cfg.transport.split(",")}:
@@ -396,8 +401,9 @@ class Node:
         role = {"training": "trainer", "aggregating": "aggregator"}.get(e.kind)
         if role and role not in r["roles"]:
             r["roles"].append(role)
-        # A stall check or restart is rare and worth seeing in the log; the rest is routine.
-        log.log(logging.INFO if e.kind in ("stalled", "restart") else logging.DEBUG,
+        # Stall checks, restarts and partitions (peers out of reach: one line per change of the
+        # count, not per ping) are rare and worth seeing in the log; the rest is routine.
+        log.log(logging.INFO if e.kind in LOGGED_EVENTS else logging.DEBUG,
                 "round %d %s %s", e.round, e.kind, e.detail)
 
     def _round(self, k: int) -> dict[str, Any]:
@@ -487,7 +493,7 @@ class Node:
             n = self._failing.get(address, 0)
             if n or len(self._failing) < MAX_BUCKETS:   # bounded: beyond it, repeats stay at INFO
                 self._failing[address] = n + 1
-            if n == 0:
+            if n == 0 and not isinstance(msg, Ping | Pong):   # peers out of reach: the core's event
                 log.info("send %s to %s failed: %s (repeats are logged at debug level until it works)",
                          type(msg).__name__, address, e)
             else:
@@ -783,17 +789,26 @@ class Node:
             self._execute(self.core.aggregation_done(self._now(), a.round, h))
 
     async def _merge(self, a: act.Merge) -> None:
-        """Gossip learning: merge received models into our own through the same pipeline."""
+        """Merge received models into our own through the same pipeline: gossip learning, and a
+        MoDeST lineage merge after a partition (`a.beta` set)."""
         from .aggregate import run_merge
         own = self.store.get(a.own) or self.store.get(self.current)
         held = [(pk, m, h) for pk, h in a.contributions if (m := self.store.get(h)) is not None]
-        if own is None or not held:
-            self._execute(self.core.merge_done(self._now(), a.round, a.own))
+        if own is None or not held:   # nothing to merge: go on with the received model (MoDeST)
+            keep = a.contributions[0][1] if a.beta is not None and held else a.own
+            self._execute(self.core.merge_done(self._now(), a.round, keep))
             return
         t0 = self._now()
-        result, info = await asyncio.to_thread(run_merge, self, a.round, own, held)
+        result, info = await asyncio.to_thread(run_merge, self, a.round, own, held, a.beta)
         h = self.store.put(result)
         r = self._round(a.round)
+        if a.beta is not None:   # MoDeST: a lineage merge after a partition (SPEC 15.5)
+            r["merge"] = info | {"seconds": round(self._now() - t0, 3)}
+            log.info("round %d: merged our lineage (weight %.3f) into the model from %s",
+                     a.round, a.beta, node_id(a.contributions[0][0]))
+            if not self._stopping:
+                self._execute(self.core.merge_done(self._now(), a.round, h))
+            return
         r["aggregation"] = info | {"seconds": round(self._now() - t0, 3)}
         self.last_aggregation = {"round": a.round} | r["aggregation"]
         self.rounds_aggregated += 1

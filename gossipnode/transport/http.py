@@ -10,6 +10,7 @@ the first request). Malformed HTTP is answered 400 by aiohttp and logged as one 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 from collections import Counter
@@ -64,11 +65,17 @@ class HttpTransport:
     schemes = ("http", "https")   # https:// peers: nodes with --tls-cert (system CAs, or SSL_CERT_FILE)
 
     def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 15.0,
-                 path_prefix: str = "", budget: int | None = None, min_rate: float = 1.0 * MIB) -> None:
+                 path_prefix: str = "", budget: int | None = None, min_rate: float = 1.0 * MIB,
+                 local_host: str | None = None, answer_timeout: float | None = None) -> None:
         """`timeout`: idle keep-alive and header time-out, the base of a body's read deadline, and
-        the client's wait for an answer; `min_rate` (bytes/s): the slowest body accepted (and the
-        rate client deadlines assume); `budget`: inbound bytes in flight (default: max_size)."""
+        the client's wait for an answer to a big frame; `answer_timeout` (default `timeout`): the
+        whole request for a small frame (a PING is worth nothing after the ping time-out);
+        `min_rate` (bytes/s): the slowest body accepted (and the rate client deadlines assume);
+        `budget`: inbound bytes in flight (default: max_size); `local_host`: outbound connections
+        leave from this address when it is a specific IP (the node's --host)."""
         self.address = address
+        self.local_addr = _local_addr(local_host)
+        self.answer_timeout = timeout if answer_timeout is None else answer_timeout
         self.max_size = max_size
         self.timeout = timeout
         self.min_rate = min_rate
@@ -86,7 +93,7 @@ class HttpTransport:
     async def start(self, handler: InboundHandler) -> None:
         self._handler = handler
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8),
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8, local_addr=self.local_addr),
         )
 
     def body_deadline(self, n: int) -> float:
@@ -173,10 +180,16 @@ class HttpTransport:
 
     # ---- sending ---------------------------------------------------------------------------
     def client_timeout(self, size: int) -> aiohttp.ClientTimeout:
-        """Connect in a few seconds; the answer within `timeout` of the body's end; the whole
-        request within 2 x timeout plus the frame's size at the minimum rate."""
+        """Sized for the frame (SPEC 15.5): a small one (PING, advert, small model) within
+        `answer_timeout` plus its size at the minimum rate, so that a peer behind a cut costs a
+        ping time-out, not 30 s on a hung connection; a big one connects in a few seconds, is
+        answered within `timeout` of the body's end, and done within 2 x timeout plus its size
+        at the minimum rate."""
+        if size <= SMALL_FRAME:
+            t = self.answer_timeout + size / self.min_rate
+            return aiohttp.ClientTimeout(total=t, sock_connect=min(5.0, t), sock_read=t)
         return aiohttp.ClientTimeout(total=2 * self.timeout + size / self.min_rate,
-                                     sock_connect=min(5.0, self.timeout), sock_read=2 * self.timeout)
+                                     sock_connect=min(5.0, self.timeout), sock_read=self.timeout)
 
     async def send(self, address: str, frame: bytes) -> None:
         if self._session is None:
@@ -206,6 +219,15 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _local_addr(host: str | None) -> tuple[str, int] | None:
+    """(host, 0) for a specific IP address; None for a wildcard or a name (let the OS pick)."""
+    try:
+        ip = ipaddress.ip_address((host or "").strip("[]"))
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else (str(ip), 0)
 
 
 def _retry_after(value: str | None) -> float:
