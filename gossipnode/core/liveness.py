@@ -166,6 +166,16 @@ class Liveness:
             b = 2 * self.cfg.ping_timeout
             self._probe[pk] = _Probe(self.now + b, b)
 
+    def peer_failed(self, now: float, peer: bytes) -> list:
+        """The runtime could not deliver a message to `peer` (time-out, refused): it is out of reach
+        now, and a model just sent there goes elsewhere at once, not after round_timeout."""
+        self.now = now
+        if peer != self.pk and peer in self.view and peer not in self.unreachable:
+            self._lost(peer)
+            for r in self.retries:
+                r.at = min(r.at, now)
+        return self._flush()
+
     def _heard(self, pk: bytes) -> None:
         """A signed message from a member: it is in reach. After a real outage (a probe went
         unanswered) its rounds since then may be a lineage of their own."""
