@@ -214,3 +214,21 @@ def test_default_correction_never_acts_on_shared_base_runs(small_data) -> None:
     ind = run_sim(cfg(protocol="gossip", nodes=4, rounds=3, gossip_interval=2.0, init="independent"),
                   data=small_data)
     assert ind["summary"]["vc_corrected"] > 0
+
+
+def test_partition_churn_cuts_and_heals_and_the_parts_merge(small_data) -> None:
+    """--churn partition:3/3:START:DURATION: both parts keep going while cut (tau 5 < the rounds
+    apart), and after the heal the core merges the lineages (SPEC 15.5)."""
+    steps = parse_churn("partition:3/3:40:120")
+    assert steps[0].kind == "partition" and steps[0].groups == (3, 3) and steps[0].every == 120
+    with pytest.raises(ValueError):
+        parse_churn("partition:3:40:120")
+    c = cfg(nodes=6, sample_size=3, rounds=None, duration=260.0, eval_every=20.0, ping_timeout=2.0,
+            inactivity_threshold=5, aggregation_timeout=6.0, round_timeout=15.0, churn="partition:3/3:40:120")
+    s = run_sim(c, data=small_data)["summary"]
+    p = s["partitions"][0]
+    assert s["partition_dropped"] > 0 and p["healed_at"] == 160.0
+    cut, healed = p["part_rounds_at_cut"], p["part_rounds_at_heal"]
+    assert len(healed) == 2 and all(h >= c + 10 for c, h in zip(cut, healed, strict=True)), p
+    assert s["protocol_events"].get("merge", 0) >= 1
+    assert s["active_nodes_end"] == 6

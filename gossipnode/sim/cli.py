@@ -34,7 +34,8 @@ _HELP: dict[str, str] = {
     "accept_quorum": "modest: adopt a model once this many aggregators sent its hash (--accept-quorum)",
     "sybil_aggregate": "modest: honest, or replace (a Sybil sampled to aggregate sends its own poisoned "
                        "model instead of the aggregate: what --accept-quorum defends against)",
-    "churn": "crash|leave|join:COUNT:EVERY:START:TIMES, comma-separated (paper: crash:5:60:300:16)",
+    "churn": "crash|leave|join:COUNT:EVERY:START:TIMES or partition:SIZES:START:DURATION (e.g. "
+             "partition:3/3:120:240), comma-separated (paper: crash:5:60:300:16)",
     "attack": "none, label-flip (or labelflip) or backdoor: the scenario's Sybils run this attack",
     "eval_attack": "also measure these attacks' rates without an attack (a no-attack baseline): "
                    "label-flip, backdoor or both, comma-separated",

@@ -116,19 +116,25 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class ChurnStep:
-    kind: str        # crash | leave | join
+    kind: str        # crash | leave | join | partition
     count: int
-    every: float
+    every: float     # partition: how long the cut lasts
     start: float
     times: int
+    groups: tuple[int, ...] = ()   # partition: part sizes in node order (the last takes the rest)
 
 
 def parse_churn(spec: str) -> list[ChurnStep]:
     """``crash:5:60:300:16`` = crash 5 nodes every 60 s from t = 300 s, 16 times (MoDeST's schedule).
-    ``leave:...`` leaves gracefully, ``join:...`` adds new nodes. Comma-separated."""
+    ``leave:...`` leaves gracefully, ``join:...`` adds new nodes. ``partition:3/3:120:240`` cuts
+    the nodes present into parts of 3 and 3 (node order; the last part takes the rest) at
+    t = 120 s for 240 s, then heals (messages across parts are lost). Comma-separated."""
     out = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         bits = part.split(":")
+        if bits[0] == "partition":
+            out.append(_parse_partition(part, bits))
+            continue
         if bits[0] not in ("crash", "leave", "join") or len(bits) != 5:
             raise ValueError(f"bad churn step {part!r}: want crash|leave|join:COUNT:EVERY:START:TIMES")
         try:
@@ -139,6 +145,19 @@ def parse_churn(spec: str) -> list[ChurnStep]:
             raise ValueError(f"bad churn step {part!r}")
         out.append(step)
     return out
+
+
+def _parse_partition(part: str, bits: list[str]) -> ChurnStep:
+    if len(bits) != 4:
+        raise ValueError(f"bad churn step {part!r}: want partition:SIZES:START:DURATION, e.g. partition:3/3:120:240")
+    try:
+        groups = tuple(int(g) for g in bits[1].split("/"))
+        start, duration = float(bits[2]), float(bits[3])
+    except ValueError:
+        raise ValueError(f"bad churn step {part!r}: numbers expected") from None
+    if len(groups) < 2 or min(groups) < 1 or start < 0 or duration <= 0:
+        raise ValueError(f"bad churn step {part!r}: at least two parts of >= 1 node, duration > 0")
+    return ChurnStep("partition", 0, duration, start, 1, groups)
 
 
 def parse_topology(spec: str) -> tuple[str, int]:

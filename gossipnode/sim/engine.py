@@ -145,6 +145,9 @@ class Engine:
         self.events: Counter[str] = Counter()
         self.models_rejected: Counter[str] = Counter()  # learn.sanity reasons, as the daemon counts them
         self.churn_counts: Counter[str] = Counter()
+        self.part_of: dict[int, int] = {}     # during a partition churn step: node -> its part
+        self.partitions: list[dict[str, Any]] = []
+        self.partition_dropped = 0
         self.trainings = 0
         self.aggregations = 0
         self._next_eval = 0
@@ -205,6 +208,9 @@ class Engine:
 
     def _deliver(self, dst: int, size: int, deliver: Callable, args: tuple, src: int,
                  on_fail: Callable | None) -> None:
+        if self.part_of and self.part_of.get(src, -1) != self.part_of.get(dst, -1):
+            self.partition_dropped += 1   # a cut drops silently (a firewall DROP: no reset)
+            return
         if not self.alive[dst]:
             self.dropped += 1
             if on_fail is not None and self.alive[src]:
@@ -383,8 +389,35 @@ class Engine:
     # ---- churn --------------------------------------------------------------------------------
     def _schedule_churn(self) -> None:
         for step in self.churn:
+            if step.kind == "partition":
+                self.at(step.start, self._partition, step.groups, step.every)
+                continue
             for k in range(step.times):
                 self.at(step.start + k * step.every, self._churn_step, step.kind, step.count)
+
+    def _partition(self, groups: tuple[int, ...], duration: float) -> None:
+        """Cut the nodes present (node order) into parts of `groups` sizes, heal after `duration`."""
+        present = [i for i in range(self.next_join) if self.alive[i]] + list(self.sybil_ids)
+        self.part_of, pos = {}, 0
+        for g, size in enumerate(groups):
+            last = g == len(groups) - 1
+            for i in present[pos: None if last else pos + size]:
+                self.part_of[i] = g
+            pos += size
+        self.partitions.append({"t": round(self.now, 3), "groups": list(groups), "duration": duration,
+                                "rounds_at_cut": self.rounds_done(), "part_rounds_at_cut": self.part_rounds()})
+        self.churn_counts["partition"] += 1
+        self.after(duration, self._heal)
+
+    def part_rounds(self) -> list[int]:
+        """Each part's newest round (protocols with a round estimate per node override this)."""
+        return []
+
+    def _heal(self) -> None:
+        self.partitions[-1]["part_rounds_at_heal"] = self.part_rounds()
+        self.part_of = {}
+        self.partitions[-1]["healed_at"] = round(self.now, 3)
+        self.churn_counts["heal"] += 1
 
     def _churn_step(self, kind: str, count: int) -> None:
         if kind == "join":
@@ -475,6 +508,8 @@ class Engine:
             "aggregations": self.aggregations,
             "model_bytes": self.sizes.model_bytes,
             "churn_events": dict(self.churn_counts),
+            **({"partitions": self.partitions, "partition_dropped": self.partition_dropped}
+               if self.partitions else {}),
             "protocol_events": dict(self.events),
             "models_rejected": dict(self.models_rejected),
             "sybils": self.n_sybils,

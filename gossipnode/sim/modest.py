@@ -10,6 +10,7 @@ from gossipnode.core.actions import (
     CancelTraining,
     Event,
     Finished,
+    Merge,
     NewModel,
     Send,
     SendTo,
@@ -127,13 +128,15 @@ class ModestSim(Engine):
             elif isinstance(a, Aggregate):
                 self.after(self.cfg.agg_time * len(a.contributions), self._aggregated, i, a.round,
                            a.contributions)
+            elif isinstance(a, Merge):   # a lineage merge after a partition heal (SPEC 15.5)
+                self.after(self.cfg.agg_time * 2, self._merged, i, a)
             elif isinstance(a, NewModel):
                 self.current[i] = a.model
                 if a.role == "aggregator" and i not in self._sybil_set:
                     self._round_model(i, a.round, a.model)
             elif isinstance(a, Event):
                 if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
-                              "verify_rank", "quorum_wait"):
+                              "verify_rank", "quorum_wait", "merge", "partition_healing", "round_from_partition"):
                     self.events[a.kind] += 1
                 elif a.kind == "rejected":
                     self.events["rejected_" + a.detail["reason"]] += 1
@@ -196,6 +199,13 @@ class ModestSim(Engine):
             h = self.poisoned(h)
         self._run(i, c.aggregation_done(self.now, k, h))
 
+    def _merged(self, i: int, a: Merge) -> None:
+        if not self.alive[i]:
+            return
+        contribs = [(self.index_of[pk], h) for pk, h in a.contributions]
+        h = self.aggregate(i, a.round, contribs, own=a.own, beta=a.beta)
+        self._run(i, self.cores[i].merge_done(self.now, a.round, h))
+
     def _round_model(self, i: int, k: int, h: bytes) -> None:
         if k > self.latest_round:
             self.latest_round = k
@@ -205,6 +215,13 @@ class ModestSim(Engine):
             self.latest_models.append(h)
 
     # ---- measurement ----------------------------------------------------------------------------
+    def part_rounds(self) -> list[int]:
+        parts: dict[int, int] = {}
+        for i, g in self.part_of.items():
+            if self.alive[i] and i in self.cores:
+                parts[g] = max(parts.get(g, 0), self.cores[i].round)
+        return [parts[g] for g in sorted(parts)]
+
     def rounds_done(self) -> int:
         """Completed train-and-aggregate rounds: the first aggregated model is that of round 2."""
         return max(0, self.latest_round - 1)
@@ -221,4 +238,7 @@ class ModestSim(Engine):
         for c in self.cores.values():
             keep.update(c.buffer.values())
             keep.update(r.model for r in c.retries)
+            keep.add(c.model)
+            if c._merging is not None:
+                keep.add(c._merging[1])
         return keep
