@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable
+from pathlib import Path
+
+from conftest import NodeProcess, free_ports
 
 
 class FaultProxy:
@@ -91,3 +94,21 @@ class Partitioner:
             asyncio.run_coroutine_threadsafe(p.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+def start_cluster(tmp: Path, n: int, base: int, args: list[str]) -> tuple[list[NodeProcess], Partitioner, list[str]]:
+    """n node processes on 127.0.0.<base+i>, each advertising its proxy (same address, another
+    port) and bootstrapping from the others' proxies; `url` is the node itself (REST status)."""
+    ports = free_ports(2 * n)
+    hosts = [f"127.0.0.{base + i}" for i in range(n)]
+    node_ports, proxy_ports = ports[:n], ports[n:]
+    part = Partitioner(zip(hosts, proxy_ports, node_ports, strict=True))
+    urls = [f"http://{h}:{p}" for h, p in zip(hosts, proxy_ports, strict=True)]
+    nodes = []
+    for i in range(n):
+        a = args + ["--host", hosts[i], "--advertise", urls[i], "--shard", f"{i}/{n}",
+                    "--peers", ",".join(u for j, u in enumerate(urls) if j != i)]
+        np_ = NodeProcess(node_ports[i], tmp / f"node-{i}", a, tmp / f"node-{i}.log")
+        np_.url = f"http://{hosts[i]}:{node_ports[i]}"
+        nodes.append(np_.start())
+    return nodes, part, hosts

@@ -7,31 +7,14 @@ import time
 
 import pytest
 
-from conftest import NodeProcess, free_ports, get_json, statuses, wait_for
-from fault_proxy import Partitioner
+from conftest import get_json, statuses, wait_for
+from fault_proxy import start_cluster
 
 pytestmark = pytest.mark.slow
 
 ARGS = ["--mnist1d-samples", "2000", "--bootstrap-wait", "2", "--ping-timeout", "1",
         "--aggregation-timeout", "4", "--round-timeout", "10", "--sample-size", "2",
         "--inactivity-threshold", "4", "--log-level", "info"]
-
-
-def start_cluster(tmp_path, n: int, base: int, args: list[str]) -> tuple[list[NodeProcess], Partitioner, list[str]]:
-    """n nodes on 127.0.0.<base+i>, each advertising its proxy (same address, another port)."""
-    ports = free_ports(2 * n)
-    hosts = [f"127.0.0.{base + i}" for i in range(n)]
-    node_ports, proxy_ports = ports[:n], ports[n:]
-    part = Partitioner(zip(hosts, proxy_ports, node_ports, strict=True))
-    urls = [f"http://{h}:{p}" for h, p in zip(hosts, proxy_ports, strict=True)]
-    nodes = []
-    for i in range(n):
-        a = args + ["--host", hosts[i], "--advertise", urls[i], "--shard", f"{i}/{n}",
-                    "--peers", ",".join(u for j, u in enumerate(urls) if j != i)]
-        np_ = NodeProcess(node_ports[i], tmp_path / f"node-{i}", a, tmp_path / f"node-{i}.log")
-        np_.url = f"http://{hosts[i]}:{node_ports[i]}"   # status straight from the node, not the proxy
-        nodes.append(np_.start())
-    return nodes, part, hosts
 
 
 def rounds_of(nodes) -> list[int]:
