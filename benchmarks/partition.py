@@ -48,8 +48,8 @@ def _acc(nodes, agg=max) -> float | None:
 def _one_network(nodes, spread: int) -> bool:
     st = _st(nodes)
     rs = [s["round"] for s in st]
-    return (len(st) == len(nodes) and all(s["peers_active"] == len(nodes) - 1 for s in st)
-            and max(rs) - min(rs) <= spread)
+    return (len(st) == len(nodes) and all(s["peers_active"] == len(nodes) - 1 and not s.get("peers_unreachable")
+                                          for s in st) and max(rs) - min(rs) <= spread)
 
 
 def run(name: str, sizes: list[int], cut_s: float, extra: list[str], base: int, warm: float = 30.0) -> dict:

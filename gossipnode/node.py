@@ -33,7 +33,7 @@ from .learn.attacks import canonical_attacks
 from .learn.sanity import NON_FINITE, check_model, non_finite
 from .learner import Learner, Model, to_state
 from .store import ModelStore
-from .transport.base import INBOUND_SOURCE, Transport, TransportError
+from .transport.base import INBOUND_SOURCE, Refused, Transport, TransportError
 from .transport.http import BUSY, HttpTransport, Runner
 from .wire.codec import decode, encode
 from .wire.replay import ReplayGuard, SeqCounter
@@ -498,7 +498,10 @@ class Node:
                          type(msg).__name__, address, e)
             else:
                 log.debug("send %s to %s failed: %s", type(msg).__name__, address, e)
-            if peer is not None and hasattr(self.core, "peer_failed"):
+            # MoDeST: only an HTTP request that got no answer says the peer is out of reach (a
+            # refusal is an answer; an MQTT failure is the broker link, not the peer).
+            peer_gone = not isinstance(self.core, ModestCore) or (t is self.http and not isinstance(e, Refused))
+            if peer is not None and hasattr(self.core, "peer_failed") and peer_gone:
                 self._execute(self.core.peer_failed(self._now(), peer))
             return
         self.bytes_sent += len(frame)
@@ -907,6 +910,7 @@ class Node:
             "role": c.role(),
             "peers_known": len(c.view) - 1,
             "peers_active": len(c.active(c.round)) - 1,
+            "peers_unreachable": len(getattr(c, "unreachable", ())),   # out of reach (SPEC 15.5)
             "model_hash": self.current.hex(),
             "rounds_trained": self.rounds_trained,
             "rounds_aggregated": self.rounds_aggregated,

@@ -44,7 +44,8 @@ def test_a_cut_longer_than_tau_keeps_both_parts_going_and_heals_with_a_merge(tmp
             if not all(st):
                 return False
             rs = [s["round"] for s in st]
-            return all(s["peers_active"] == 3 for s in st) and max(rs) - min(rs) <= 4
+            return (all(s["peers_active"] == 3 and s["peers_unreachable"] == 0 for s in st)
+                    and max(rs) - min(rs) <= 4)
         wait_for(one_network, 60, "one network again (all peers active, one round sequence)", nodes)
         healed_s = time.monotonic() - t_heal
         # the lineages were merged, and it shows in /v1/rounds

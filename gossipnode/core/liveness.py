@@ -61,6 +61,7 @@ class Liveness:
         self._heal_round = 0         # our model's round when the first peer came back
         self._merged_round = -1      # round of our last lineage merge (one merge per heal)
         self._reported_unreachable = 0
+        self._check_at: float | None = None   # aggregating: when to ping the trainers still missing
 
     def _retry_tick(self, now: float) -> None:
         """No sign of progress `round_timeout` after a model send: ping-walk again and re-send
@@ -256,6 +257,28 @@ class Liveness:
         if self._probe:
             ds.append(max(self._probe_at, min(p.next_at for p in self._probe.values())))
         return min(ds)
+
+    def _missing_tick(self, now: float) -> None:
+        """Aggregating, 2 x ping_timeout after the first update, with updates still missing: ping
+        the expected trainers that did not send (the first s of order(k-1) not known out of reach).
+        Those that do not answer are out of reach (a cut fell between them and us), so the
+        aggregation needs fewer updates and does not wait out aggregation_timeout for them."""
+        if self._check_at is None or now < self._check_at or self.completed_aggregation or not self.buffer:
+            return
+        self._check_at = None
+        k = self.agg_idx
+        expected = [p for p in self.order(k - 1) if p not in self.unreachable][: self.cfg.sample_size]
+        missing = [p for p in expected if p != self.pk and p not in self.buffer]
+        if not missing or len(self.buffer) >= self._needed(k):
+            return
+
+        def done(_reachable: list[bytes]) -> None:
+            if self.agg_idx == k and not self.completed_aggregation and self.buffer \
+                    and len(self.buffer) >= self._needed(k):
+                self._event(k, "aggregation_early", received=len(self.buffer), out_of_reach=len(self.unreachable))
+                self._aggregate()
+
+        self._walk(missing, len(missing), k, done, fresh=False)
 
     def _report_reach(self) -> None:
         n = len(self.unreachable)

@@ -179,6 +179,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self._reach_tick(now)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             self._bootstrap_tick(now)
+        self._missing_tick(now)
         if (self.agg_deadline is not None and now >= self.agg_deadline
                 and not self.completed_aggregation and self.buffer):
             self._event(self.agg_idx, "aggregation_timeout", received=len(self.buffer))
@@ -192,6 +193,8 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         ds = [d for d in (w.next_deadline() for w in self.walks) if d is not None]
         if self.agg_deadline is not None and not self.completed_aggregation and self.buffer:
             ds.append(self.agg_deadline)
+            if self._check_at is not None:
+                ds.append(self._check_at)
         ds.extend(r.at for r in self.retries)
         if self.pending:
             iv = self._probe_interval()
@@ -301,6 +304,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             self.buffer = {sender: model}
             self.completed_aggregation = False
             self.agg_deadline = self.now + self.cfg.aggregation_timeout
+            self._check_at = self.now + 2 * self.cfg.ping_timeout
             self._event(k, "aggregating", first=sender.hex()[:16])
         elif k == self.agg_idx and not self.completed_aggregation:
             if sender in self.buffer:
@@ -321,6 +325,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
     def _aggregate(self) -> None:
         self.completed_aggregation = True
         self.agg_deadline = None
+        self._check_at = None
         contributions = tuple(sorted(self.buffer.items()))
         self._event(self.agg_idx, "aggregate", contributors=len(contributions))
         self._out.append(Aggregate(self.agg_idx, contributions))

@@ -18,6 +18,10 @@ class TransportError(Exception):
     """A frame could not be delivered (peer unreachable, refused, timed out)."""
 
 
+class Refused(TransportError):
+    """The peer answered and refused the frame: it is reachable (not a sign of a partition)."""
+
+
 class Transport(Protocol):
     scheme: str  # the URL scheme this transport sends to, e.g. "http"
 

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .base import INBOUND_SOURCE, InboundHandler, TransportError
+from .base import INBOUND_SOURCE, InboundHandler, Refused, TransportError
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
@@ -212,7 +212,7 @@ class HttpTransport:
                 raise TransportError(f"{url}: {type(e).__name__}: {e}") from e
             # 503 (the receiver is busy): wait as asked, then try again until the deadline.
             if wait is None or loop.time() + wait >= deadline:
-                raise TransportError(f"{url}: HTTP {resp.status} {body}")
+                raise Refused(f"{url}: HTTP {resp.status} {body}")
             await asyncio.sleep(wait * random.uniform(1.0, 1.5))
 
     async def stop(self) -> None:
