@@ -3,7 +3,9 @@ address behind a fault-injecting proxy (tests/fault_proxy.py; no root, no nftabl
 a short 3/3 cut, a 3/3 and a 1/5 cut of --cut seconds (longer than tau rounds), and a 3/3 cut
 with a small tau (--inactivity-threshold 10). Prints a table: rounds per part, the pace of each
 part after the cut's first minute against the pace before, time from the heal to one network,
-accuracy before / at / one minute after the heal, merge events.
+accuracy before / at / one minute after the heal, merge events. On a small machine all nodes
+share the CPU: "parts together" (the sum of the parts' paces against the pace before) shows
+whether a part's pace is bounded by the protocol or by the CPU the other part uses.
 
     PYTHONPATH=$PWD python benchmarks/partition.py [--cut 240] [--short 20] [--scenarios a,b,c,d]
 """
@@ -110,12 +112,13 @@ def run(name: str, sizes: list[int], cut_s: float, extra: list[str], base: int, 
 
 def table(rows: list[dict]) -> str:
     out = ["| scenario | cut | rounds/s before | rounds per part at cut -> heal | pace after 1st min (x before) "
-           "| heal -> one network | acc before / at heal (parts) / +60 s | merges |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| parts together (x before) | heal -> one network | acc before / at heal (parts) / +60 s | merges |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         parts = ", ".join(f"{a} -> {b}" for a, b in zip(r["rounds_at_cut"], r["rounds_at_heal"], strict=True))
         out.append(f"| {r['scenario']} | {r['cut_s']:.0f} s | {r['pre_rate']} | {parts} | "
                    f"{' / '.join(map(str, r['pace_ratio']))} | "
+                   f"{round(sum(r['rate_after_first_minute']) / r['pre_rate'], 2) if r['pre_rate'] else '-'} | "
                    f"{'%s s' % r['heal_to_one_network_s'] if r['heal_to_one_network_s'] is not None else 'not in 120 s'} | "
                    f"{r['acc_before']} / {' , '.join(map(str, r['acc_at_heal_per_part']))} / {r['acc_60s_after']} | "
                    f"{r['merge_events']} |")
