@@ -116,10 +116,12 @@ def table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         parts = ", ".join(f"{a} -> {b}" for a, b in zip(r["rounds_at_cut"], r["rounds_at_heal"], strict=True))
+        h = r["heal_to_one_network_s"]
+        healed = f"{h} s" if h is not None else "not in 120 s"
         out.append(f"| {r['scenario']} | {r['cut_s']:.0f} s | {r['pre_rate']} | {parts} | "
                    f"{' / '.join(map(str, r['pace_ratio']))} | "
                    f"{round(sum(r['rate_after_first_minute']) / r['pre_rate'], 2) if r['pre_rate'] else '-'} | "
-                   f"{'%s s' % r['heal_to_one_network_s'] if r['heal_to_one_network_s'] is not None else 'not in 120 s'} | "
+                   f"{healed} | "
                    f"{r['acc_before']} / {' , '.join(map(str, r['acc_at_heal_per_part']))} / {r['acc_60s_after']} | "
                    f"{r['merge_events']} |")
     return "\n".join(out)

@@ -349,8 +349,8 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             on_done(reachable)
 
         # Peers known out of reach are skipped, not pinged on every walk (probes find them again).
-        w = PingWalk([p for p in candidates if p not in self.unreachable], count, self.cfg.ping_timeout, self.cfg.ping_interval,
-                     send_ping, done, reachable_now, self._new_nonce)
+        w = PingWalk([p for p in candidates if p not in self.unreachable], count, self.cfg.ping_timeout,
+                     self.cfg.ping_interval, send_ping, done, reachable_now, self._new_nonce)
         box.append(w)
         w.start(self.now)
         if not w.done:
