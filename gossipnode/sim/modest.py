@@ -17,7 +17,7 @@ from gossipnode.core.actions import (
 )
 from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.auth import DigestAuth
-from gossipnode.core.messages import ModelMsg, Status, ViewRecord
+from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
 
@@ -170,6 +170,10 @@ class ModestSim(Engine):
             self._schedule_tick(i)
 
     def _on_msg(self, j: int, i: int, msg: object) -> None:
+        if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
+                and (why := self.adoption_problem(j, msg.model, self.current[j])) is not None):
+            self.models_rejected[why] += 1   # as the daemon: counted, and the core never sees it
+            return
         self._run(j, self.cores[j].handle(self.now, self.pks[i], msg))
 
     def _trained(self, i: int, tok: int) -> None:
@@ -194,6 +198,8 @@ class ModestSim(Engine):
             # A legitimately sampled malicious aggregator: it sends the attacker's model (trained
             # from the round's aggregate), the same for every Sybil, instead of the aggregate.
             h = self.poisoned(h)
+        elif i in self._sybil_set and self.cfg.sybil_aggregate == "drop":
+            h = self.current[i]   # the round's updates are ignored: no progress this round
         self._run(i, c.aggregation_done(self.now, k, h))
 
     def _round_model(self, i: int, k: int, h: bytes) -> None:
