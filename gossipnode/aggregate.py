@@ -96,9 +96,11 @@ def self_check(node: Node, state: State, contributions: list[Contribution], base
     if kept:
         for name, p in (("screened", node.pipeline), ("unfiltered", unfiltered(node.pipeline))):
             with no_recording(p):
-                cand = p.aggregate(kept, base).state
-            if adoption_problem(probe(to_model(cand)), base_loss, margin) is None:
-                return cand, out | {"fallback": name}
+                res = p.aggregate(kept, base)
+            if not any(w > 0 for w in res.weights.values()):
+                continue   # the filter zeroed every kept update: its result is the base, no progress
+            if adoption_problem(probe(to_model(res.state)), base_loss, margin) is None:
+                return res.state, out | {"fallback": name}
     return {k: v.copy() for k, v in current.items()}, out | {"fallback": "current"}
 
 

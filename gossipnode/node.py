@@ -675,7 +675,13 @@ class Node:
         if (why := self._not_admissible(sender, msg)) is not None:
             return why   # valid bytes, but no authority: nothing of it is stored
         if msg.kind == ModelKind.AGGREGATED and (why := await self._worse_than_current(model)):
-            return self._count_reject(WORSE_MODEL, why)   # a (member) aggregator's garbage
+            reason = self._count_reject(WORSE_MODEL, why)   # a (member) aggregator's garbage
+            if self.current and self.cfg.accept_quorum == 1:
+                # The round goes on from the model we hold (SPEC section 15): a malicious
+                # aggregator wastes its round, it cannot stop honest trainers.
+                self._execute(self.core.handle(self._now(), sender, replace(
+                    msg, model=self.current, tensors=(), histories=())))
+            return reason
         if msg.histories and (why := self._merge_histories(sender, msg.histories)) is not None:
             return self._count_reject("bad_history", why)
         self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)
@@ -792,6 +798,9 @@ class Node:
             return
         t0 = self._now()
         result, info = await asyncio.to_thread(run_pipeline, self, a.round, held)
+        if "fallback" in info:
+            log.warning("round %d: the aggregate failed the self-check (%s); sent the %s result instead",
+                        a.round, info["self_check"], info["fallback"])
         h = self.store.put(result)
         self.rounds_aggregated += 1
         r = self._round(a.round)

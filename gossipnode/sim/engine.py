@@ -380,10 +380,10 @@ class Engine:
             p = self.pipeline(i)
             for name, pipe in (("screened", p), ("unfiltered", Pipeline(NoFilter(), p.combiner, p.corrector))):
                 with no_recording(pipe):
-                    cand = pipe.aggregate(kept, self.models[base_h]).state
-                if ok(cand):
+                    res = pipe.aggregate(kept, self.models[base_h])
+                if any(w > 0 for w in res.weights.values()) and ok(res.state):
                     self.fallbacks[name] += 1
-                    return cand
+                    return res.state
         self.fallbacks["current"] += 1
         return {k: v.copy() for k, v in self.models[current_h].items()}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from typing import Any
 
 from gossipnode.core.actions import (
@@ -20,6 +21,8 @@ from gossipnode.core.auth import DigestAuth
 from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
+
+from gossipnode.learn.sanity import WORSE_MODEL
 
 from .engine import Engine, pk_of
 
@@ -172,8 +175,11 @@ class ModestSim(Engine):
     def _on_msg(self, j: int, i: int, msg: object) -> None:
         if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
                 and (why := self.adoption_problem(j, msg.model, self.current[j])) is not None):
-            self.models_rejected[why] += 1   # as the daemon: counted, and the core never sees it
-            return
+            self.models_rejected[why] += 1   # as the daemon: counted, the model never used
+            if why == WORSE_MODEL and self.cfg.accept_quorum == 1:
+                msg = replace(msg, model=self.current[j])   # the round goes on from j's own model
+            else:
+                return
         self._run(j, self.cores[j].handle(self.now, self.pks[i], msg))
 
     def _trained(self, i: int, tok: int) -> None:
