@@ -105,7 +105,7 @@ def test_round_trip(msg: object) -> None:
     # the chunked writer produces exactly canonical msgpack
     outer = msgpack.unpackb(data)
     assert msgpack.packb(outer) == data
-    assert msgpack.packb(msgpack.unpackb(outer[6])) == outer[6]
+    assert msgpack.packb(msgpack.unpackb(outer[7])) == outer[7]
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:
@@ -132,20 +132,23 @@ def test_malformed_outer() -> None:
     good = frame()
     outer = msgpack.unpackb(good)
     for bad in (b"", b"\xc1", b"\x90", good[:-1], good + b"\x00", msgpack.packb(outer[:7]),
+                msgpack.packb(outer[:8]),
                 msgpack.packb(outer + [1]), msgpack.packb({"a": 1}), "text", None, 3):
         assert reason(bad) == "malformed", bad
     for i, junk in ((1, b"net"), (2, "5"), (3, b"x" * 31), (4, -1), (4, 2**63), (5, 12), (5, float("nan")),
-                    (6, "body"), (7, b"s" * 63)):
+                    (6, "cuts"), (6, [0]), (6, [2**20]), (6, [3, 2]), (6, [2, 2]), (7, "body"), (8, b"s" * 63)):
         mod = list(outer)
         mod[i] = junk
         assert reason(msgpack.packb(mod)) == "malformed", (i, junk)
 
 
 def test_unknown_version() -> None:
-    for v in (1, 3):   # version 1 (before signed membership records) is not spoken any more
+    # versions 1 (before signed membership records) and 2 (sha256 body and model hashes) are not
+    # spoken any more; a future version may change everything after the version field
+    for v in (1, 2, 4):
         assert reason(seal(ALICE, NET, MsgType.PING, 1, 0.0, [msgpack.packb([1, 2])], version=v)) == "unknown_version"
-    # a future version may change everything after the version field
-    assert reason(msgpack.packb([3, "anything"])) == "unknown_version"
+    assert reason(msgpack.packb([4, "anything"])) == "unknown_version"
+    assert reason(msgpack.packb([2, "v2 had 8 fields", 3, b"k" * 32, 1, 0.0, b"body", b"s" * 64])) == "unknown_version"
 
 
 def test_bad_signature_checked_before_network_and_body() -> None:
@@ -154,10 +157,13 @@ def test_bad_signature_checked_before_network_and_body() -> None:
     outer[3] = other.public_key  # claim another sender
     assert reason(msgpack.packb(outer)) == "bad_signature"
     outer = msgpack.unpackb(frame(net="elsewhere"))
-    outer[6] = b"\xc1garbage"  # wrong network AND garbage body, but the signature fails first
+    outer[7] = b"\xc1garbage"  # wrong network AND garbage body, but the signature fails first
     assert reason(msgpack.packb(outer)) == "bad_signature"
     outer = msgpack.unpackb(frame())
     outer[3] = b"\x00" * 32  # not a valid curve point
+    assert reason(msgpack.packb(outer)) == "bad_signature"
+    outer = msgpack.unpackb(frame())
+    outer[6] = [1]  # the same body cut into other segments: the signed body hash differs
     assert reason(msgpack.packb(outer)) == "bad_signature"
 
 
@@ -325,7 +331,7 @@ def test_fuzz_signed_bodies() -> None:
         code = rnd.randrange(1, 8)
         _only_wire_errors(seal(ALICE, NET, code, 1, 0.0, [msgpack.packb(_random_obj(rnd))]))
     for msg in MESSAGES:
-        body = msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[6]
+        body = msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[7]
         code = int(msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[2])
         for _ in range(150):
             b = bytearray(body)
