@@ -36,6 +36,7 @@ from gossipnode.wire.errors import (
 from gossipnode.wire.identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, Identity, verify
 from gossipnode.wire.reader import INT63, Reader
 from gossipnode.wire.replay import ReplayGuard, SeqCounter
+from gossipnode.wire.tensors import leaf_digest
 
 __all__ = [
     "BODY_DOMAIN",
@@ -125,7 +126,7 @@ def _segments(body: Sequence[bytes], leaves: Mapping[int, bytes | None]) -> tupl
                 segs.append((run_len, run.digest()))
                 run, run_len = blake3(), 0
             d = leaves[i]
-            segs.append((len(chunk), d if d is not None else blake3(chunk).digest()))
+            segs.append((len(chunk), d if d is not None else leaf_digest(chunk)))
         else:
             run.update(chunk)
             run_len += len(chunk)
@@ -287,7 +288,7 @@ def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | N
     for a, b in head.segments:
         d = hashed.get((a, b)) if hashed else None
         if d is None:
-            d = blake3(data[a:b]).digest()
+            d = leaf_digest(data[a:b])
         leaves[(a, b)] = d
         segs.append((b - a, d))
     digest = signing_digest(head.version, head.net, head.type_code, head.sender, head.seq, head.ts,
