@@ -9,6 +9,7 @@ from dataclasses import replace
 import msgpack
 import numpy as np
 import pytest
+from blake3 import blake3
 
 from gossipnode.core.messages import (
     Advertise,
@@ -39,6 +40,7 @@ from gossipnode.wire import (
     to_raw,
     verify,
 )
+from gossipnode.wire.codec import ReceiveBuffer, encode_frame
 
 NET = "testnet"
 MAX = 1 << 24
@@ -384,3 +386,111 @@ def test_replay_guard_is_atomic_across_threads() -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: reason(data, guard), range(64)))
     assert results.count("accept") == 1 and results.count("replay") == 63
+
+
+# ---------------------------------------------------------------- v3: segments, one hash per side
+
+def _big_model(n: int = 3, size: int = 5000) -> ModelData:
+    rng = np.random.default_rng(5)
+    ts = tuple(to_raw(f"t{i}", rng.standard_normal(size, dtype=np.float32)) for i in range(n))
+    ts += (to_raw("small", np.arange(3, dtype=np.int64)),)
+    return ModelData(model_hash(ts), ts)
+
+
+def test_encode_frame_references_tensor_buffers_and_joins_to_encode() -> None:
+    msg = _big_model()
+    f = encode_frame(ALICE, NET, 3, 1.0, msg)
+    assert bytes(f) == encode(ALICE, NET, 3, 1.0, msg) and len(f) == len(bytes(f))
+    for t in msg.tensors[:3]:
+        assert any(p is t.data for p in f.parts)   # scatter-gather: never copied into the frame
+    assert len(msgpack.unpackb(bytes(f))[6]) == 6   # cuts around each of the 3 large data bins
+
+
+def test_decoded_tensors_view_the_frame_and_carry_their_segment_digest() -> None:
+    msg = _big_model()
+    data = encode(ALICE, NET, 3, 1.0, msg)
+    env = decode(data, NET, MAX)
+    assert env.msg == msg
+    for t in env.msg.tensors:
+        assert isinstance(t.data, memoryview) and t.data.readonly and t.data.obj is data   # no copy
+    assert [t.digest is not None for t in env.msg.tensors] == [True, True, True, False]
+    assert all(t.digest == blake3(bytes(t.data)).digest() for t in env.msg.tensors[:3])
+    assert model_hash(env.msg.tensors) == msg.model
+
+
+def test_cuts_not_aligned_with_tensors_still_name_the_model_correctly() -> None:
+    """A sender may cut anywhere: the receiver hashes what it got; unaligned tensors are hashed
+    separately (a second pass only for them), never named by a digest of other bytes."""
+    msg = _big_model()
+    body = msgpack.unpackb(encode(ALICE, NET, 3, 1.0, msg))[7]
+    chunks = [body[:100], body[100:9000], body[9000:]]
+    env = decode(seal(ALICE, NET, MsgType.MODEL_DATA, 4, 1.0, chunks, leaves={1: None}), NET, MAX)
+    assert env.msg == msg and all(t.digest is None for t in env.msg.tensors)
+    assert model_hash(env.msg.tensors) == msg.model
+
+
+def test_too_many_cuts_are_malformed_and_a_sender_caps_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gossipnode.wire import codec
+    outer = msgpack.unpackb(frame())
+    outer[6] = list(range(1, codec.MAX_CUTS + 2))
+    assert reason(msgpack.packb(outer)) == "malformed"
+    monkeypatch.setattr(codec, "MAX_CUTS", 4)
+    msg = _big_model(5)
+    data = encode(ALICE, NET, 5, 1.0, msg)
+    assert len(msgpack.unpackb(data)[6]) <= 4
+    env = decode(data, NET, MAX)
+    assert env.msg == msg and model_hash(env.msg.tensors) == msg.model
+    assert [t.digest is not None for t in env.msg.tensors][:3] == [True, True, False]   # capped: the rest apart
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_frame_hasher_while_bytes_arrive_matches_decode(seed: int) -> None:
+    rnd = random.Random(seed)
+    for msg in [*MESSAGES, _big_model(), _big_model(5, 300_000)]:
+        data = encode(ALICE, NET, 7, 2.0, msg)
+        buf = ReceiveBuffer(len(data))
+        h = buf.hasher()
+        view = buf.view()
+        pos = 0
+        while pos < len(data):   # arbitrary chunk sizes, as a socket delivers them
+            k = min(len(data) - pos, rnd.choice([1, 7, 100, 4096, 65536, 300_000]))
+            view[pos:pos + k] = data[pos:pos + k]
+            pos += k
+            h.feed(pos)
+        view.release()
+        buf.done()
+        assert not h.failed
+        head = decode(data, NET, MAX)
+        env = decode(buf, NET, MAX)
+        assert env.msg == head.msg == msg
+        assert len(buf.hashed) == len(msgpack.unpackb(data)[6]) + 1   # every segment hashed on the way
+        if isinstance(msg, ModelData) and msg.tensors and msg.tensors[-1].name == "small":
+            assert model_hash(env.msg.tensors) == msg.model
+
+
+def test_frame_hasher_never_raises_and_decode_gives_the_reason() -> None:
+    good = frame()
+    bad_sig = good[:-1] + bytes([good[-1] ^ 1])
+    for data, want in [(b"\xc1" * 50, "malformed"), (good[:-3], "malformed"), (bad_sig, "bad_signature"),
+                       (seal(ALICE, NET, MsgType.PING, 1, 0.0, [b"\x93\x01\x02\xc0"], version=2), "unknown_version")]:
+        buf = ReceiveBuffer(len(data))
+        h = buf.hasher()
+        view = buf.view()
+        for i in range(len(data)):
+            view[i] = data[i]
+            h.feed(i + 1)
+        view.release()
+        buf.done()
+        assert reason(buf) == want
+
+
+def test_receive_buffer_large_is_a_populated_map() -> None:
+    msg = _big_model(2, 400_000)   # 3.2 MB: above POPULATE_MIN
+    data = encode(ALICE, NET, 8, 0.0, msg)
+    buf = ReceiveBuffer(len(data))
+    v = buf.view()
+    v[:] = data
+    v.release()
+    env = decode(buf, NET, MAX)   # no hasher: decode hashes the segments itself
+    assert env.msg == msg and bytes(buf) == data and model_hash(env.msg.tensors) == msg.model
+    assert not np.frombuffer(env.msg.tensors[0].data, np.float32).flags.writeable
