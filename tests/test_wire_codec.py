@@ -494,3 +494,26 @@ def test_receive_buffer_large_is_a_populated_map() -> None:
     env = decode(buf, NET, MAX)   # no hasher: decode hashes the segments itself
     assert env.msg == msg and bytes(buf) == data and model_hash(env.msg.tensors) == msg.model
     assert not np.frombuffer(env.msg.tensors[0].data, np.float32).flags.writeable
+
+
+def test_frame_hasher_parses_a_dribbled_head_only_log_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gossipnode.wire import codec
+    calls = [0]
+    real = codec._Head
+
+    def counting(*a: object) -> object:
+        calls[0] += 1
+        return real(*a)
+
+    monkeypatch.setattr(codec, "_Head", counting)
+    data = encode(ALICE, NET, 9, 0.0, _big_model())
+    buf = ReceiveBuffer(len(data))
+    h = buf.hasher()
+    view = buf.view()
+    for i in range(len(data)):   # one byte per chunk
+        view[i] = data[i]
+        h.feed(i + 1)
+    view.release()
+    buf.done()
+    assert calls[0] <= 4 and not h.failed
+    assert decode(buf, NET, MAX).msg == _big_model()

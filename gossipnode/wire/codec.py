@@ -368,7 +368,7 @@ class FrameHasher:
     while it is still in the CPU cache.
     """
 
-    __slots__ = ("_buf", "_hasher", "_i", "_pos", "_segments", "_total", "digests", "failed")
+    __slots__ = ("_buf", "_hasher", "_i", "_pos", "_retry_at", "_segments", "_total", "digests", "failed")
 
     def __init__(self, buf: bytearray | memoryview) -> None:
         self._buf = memoryview(buf).cast("B")
@@ -377,6 +377,7 @@ class FrameHasher:
         self._i = 0            # the segment being hashed
         self._pos = 0          # bytes of the frame hashed or skipped so far
         self._hasher = blake3()
+        self._retry_at = 64    # bytes needed before the head is first parsed
         self.digests: dict[tuple[int, int], bytes] = {}
         self.failed = False
 
@@ -385,6 +386,11 @@ class FrameHasher:
         if self.failed:
             return
         if self._segments is None:
+            # the head is parsed again only when the bytes present have doubled: a sender that
+            # dribbles its head byte by byte costs O(log) parses, not one per chunk
+            if filled < min(self._total, self._retry_at):
+                return
+            self._retry_at = 2 * filled
             try:
                 head = _Head(self._buf[:filled], self._total)
             except Exception:  # noqa: BLE001 - decode() rejects a bad head with its reason
