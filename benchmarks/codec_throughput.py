@@ -92,7 +92,7 @@ def main() -> None:
     # (np.copy's fresh 100 MB allocation page-faults, which made it vary 15-350 ms here)
     dst = np.frombuffer(received, np.uint8).copy()
     del received
-    for rep in range(args.repeat):
+    def repetition(rep: int) -> dict[str, tuple[float, float]]:
         ts = fresh(tensors)
         holder: list[object] = []
         enc = timed(lambda: holder.append(encode_frame(ident, "bench", 2 + rep, 0.0, make_msg(ts))))
@@ -115,12 +115,14 @@ def main() -> None:
             leaf_digest(buf)
             verify(ident.public_key, sig, digest)
 
-        floor = timed(crypto)
-        rows["encode (model_hash + encode_frame)"].append(enc)
-        rows["decode (+ verify + model_hash)"].append(dec)
-        rows["project: encode + decode"].append((enc[0] + dec[0], enc[1] + dec[1]))
-        rows["numpy copy of the frame (np.copyto)"].append(copy)
-        rows["crypto floor: blake3 x2 + sign + verify"].append(floor)
+        return {"encode (model_hash + encode_frame)": enc, "decode (+ verify + model_hash)": dec,
+                "project: encode + decode": (enc[0] + dec[0], enc[1] + dec[1]),
+                "numpy copy of the frame (np.copyto)": copy,
+                "crypto floor: blake3 x2 + sign + verify": timed(crypto)}
+
+    for rep in range(args.repeat):
+        for name, t in repetition(rep).items():
+            rows[name].append(t)
 
     mb = size / 1e6
     print(f"frame: {mb:.1f} MB, {len(tensors)} tensors + 100 view records, {args.repeat} repetitions "
@@ -131,8 +133,8 @@ def main() -> None:
     proj, copy = rows["project: encode + decode"], rows["numpy copy of the frame (np.copyto)"]
     floor = rows["crypto floor: blake3 x2 + sign + verify"]
     for k, label in ((0, "wall"), (1, "cpu")):
-        r = [p[k] / c[k] for p, c in zip(proj, copy)]
-        f = [p[k] / c[k] for p, c in zip(proj, floor)]
+        r = [p[k] / c[k] for p, c in zip(proj, copy, strict=True)]
+        f = [p[k] / c[k] for p, c in zip(proj, floor, strict=True)]
         print(f"  ratio project / numpy copy ({label}) {stats(r)}   goal <= {GOAL:.1f}x: "
               f"{'met' if statistics.median(r) <= GOAL else 'NOT met'} (median)")
         print(f"  ratio project / crypto floor ({label}) {stats(f)}")

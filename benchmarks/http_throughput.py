@@ -173,7 +173,7 @@ async def run(args: argparse.Namespace) -> None:
     raw = rows["raw baseline (faster of the two)"]
     for name in ("project end to end", "project transport only"):
         for k, label in ((0, "wall"), (1, "cpu")):
-            r = [b[k] / p[k] for b, p in zip(raw, rows[name])]
+            r = [b[k] / p[k] for b, p in zip(raw, rows[name], strict=True)]
             goal = (f"   goal >= {GOAL}: {'met' if statistics.median(r) >= GOAL else 'NOT met'} (median)"
                     if name == "project end to end" else "")
             print(f"  throughput ratio raw / {name} ({label}) {stats(r)}{goal}")

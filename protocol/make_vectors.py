@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import pairwise
 from dataclasses import fields, is_dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -146,7 +147,7 @@ def cuts_of(frame: bytes) -> list[int]:
 def segment_hash(body: bytes, cuts: list[int]) -> bytes:
     """SPEC §3 body_hash, transcribed: the body split at cuts, each segment's BLAKE3 framed."""
     bounds = [0, *cuts, len(body)]
-    segs = [(b - a, blake3(body[a:b]).digest()) for a, b in zip(bounds, bounds[1:])]
+    segs = [(b - a, blake3(body[a:b]).digest()) for a, b in pairwise(bounds)]
     return body_digest(segs)
 
 

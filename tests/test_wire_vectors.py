@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import pairwise
 import struct
 from dataclasses import fields, is_dataclass
 from enum import IntEnum
@@ -85,7 +86,7 @@ def spec_body_hash(body: bytes, cuts: list[int]) -> bytes:
     """SPEC §3 transcribed independently of the codec: BLAKE3 over the framed segment digests."""
     bounds = [0, *cuts, len(body)]
     out = b"gossipnode/v3 body\x00" + struct.pack(">I", len(bounds) - 1)
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in pairwise(bounds):
         out += struct.pack(">Q", b - a) + blake3(body[a:b]).digest()
     return blake3(out).digest()
 

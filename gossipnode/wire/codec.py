@@ -16,6 +16,7 @@ import hashlib
 import math
 import mmap
 import struct
+from itertools import pairwise
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -252,7 +253,7 @@ class _Head:
                 raise WireError(MALFORMED, f"cut {c} not increasing inside the body of {n} bytes")
             bounds.append(start + c)
         bounds.append(start + n)
-        self.segments = list(zip(bounds, bounds[1:]))
+        self.segments = list(pairwise(bounds))
         self.r = r
 
 
