@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import time
 
@@ -35,14 +34,6 @@ from gossipnode.wire import Identity, ReplayGuard, decode, model_hash, to_raw
 from gossipnode.wire.codec import encode_frame
 
 GOAL = 0.8
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def build_tensors(total_mb: float, rng: np.random.Generator) -> tuple[RawTensor, ...]:
@@ -59,11 +50,12 @@ def stats(xs: list[float]) -> str:
     return f"{min(xs):7.3f} {statistics.median(xs):7.3f} {max(xs):7.3f}"
 
 
-async def start_app(app: web.Application, port: int, transport: HttpTransport | None = None) -> web.AppRunner:
+async def start_app(app: web.Application, transport: HttpTransport | None = None) -> tuple[web.AppRunner, int]:
+    """Serve app on a free loopback port; returns the runner and the port."""
     runner = Runner(app, transport) if transport is not None else web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -74,7 +66,6 @@ async def run(args: argparse.Namespace) -> None:
     max_size = int(args.mb * 1e6) + (8 << 20)
 
     # raw aiohttp server
-    raw_port = free_port()
     raw_app = web.Application(client_max_size=max_size)
 
     async def raw_receive(request: web.Request) -> web.Response:
@@ -92,12 +83,11 @@ async def run(args: argparse.Namespace) -> None:
         return web.Response(status=202 if pos == n else 400)
 
     raw_app.router.add_post("/v1/messages", raw_receive)
-    raw_runner = await start_app(raw_app, raw_port)
+    raw_runner, raw_port = await start_app(raw_app)
 
     # the project's server: the node's HttpTransport receive path
-    port = free_port()
     app = web.Application(client_max_size=max_size)
-    server = HttpTransport(app, f"http://127.0.0.1:{port}", max_size=max_size, timeout=30.0)
+    server = HttpTransport(app, "http://127.0.0.1:0", max_size=max_size, timeout=30.0)
     mode = {"decode": True}
 
     async def handler(frame: bytearray, _reply: str | None) -> str | None:
@@ -108,7 +98,7 @@ async def run(args: argparse.Namespace) -> None:
         return None if h == env.msg.model else "hash_mismatch"
 
     await server.start(handler)
-    runner = await start_app(app, port, server)
+    runner, port = await start_app(app, server)
     client = HttpTransport(web.Application(), "http://127.0.0.1:1", max_size=max_size, timeout=30.0)
     await client.start(lambda f, r: None)  # type: ignore[arg-type,return-value]
     session = aiohttp.ClientSession()
