@@ -90,7 +90,8 @@ def main() -> None:
     digest = bytes(32)
     sig = ident.sign(digest)
     # the baseline copies into a preallocated, touched array: memory bandwidth without page faults
-    # (np.copy's fresh 100 MB allocation page-faults, which made it vary 15-350 ms here)
+    # (src.copy() into a fresh 100 MB array page-faults: it varied 13-295 ms of CPU here, too
+    # noisy to be a baseline)
     dst = np.frombuffer(received, np.uint8).copy()
     del received
     def repetition(rep: int) -> dict[str, tuple[float, float]]:
