@@ -484,12 +484,16 @@ def test_frame_hasher_never_raises_and_decode_gives_the_reason() -> None:
         assert reason(buf) == want
 
 
-def test_receive_buffer_large_is_a_populated_map() -> None:
+def test_receive_buffer_large_is_a_memory_map_populated_as_bytes_arrive() -> None:
     msg = _big_model(2, 400_000)   # 3.2 MB: above POPULATE_MIN
     data = encode(ALICE, NET, 8, 0.0, msg)
     buf = ReceiveBuffer(len(data))
     v = buf.view()
-    v[:] = data
+    for pos in range(0, len(data), 100_000):   # as a transport writes it: reserve, then copy
+        k = min(100_000, len(data) - pos)
+        buf.reserve(pos + k)
+        v[pos:pos + k] = data[pos:pos + k]
+    buf.reserve(len(data) + 10)   # beyond the end: harmless
     v.release()
     env = decode(buf, NET, MAX)   # no hasher: decode hashes the segments itself
     assert env.msg == msg and bytes(buf) == data and model_hash(env.msg.tensors) == msg.model

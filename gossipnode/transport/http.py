@@ -250,7 +250,8 @@ async def _read_into(content: aiohttp.StreamReader, buf: bytearray | ReceiveBuff
                      hasher: FrameHasher | None = None) -> int:
     """Copy the body into the preallocated buffer chunk by chunk, feeding the hasher each chunk
     while it is in cache; returns the bytes read."""
-    view = buf.view() if isinstance(buf, ReceiveBuffer) else memoryview(buf)
+    rb = buf if isinstance(buf, ReceiveBuffer) else None
+    view = rb.view() if rb is not None else memoryview(buf)
     n = len(view)
     pos = 0
     try:
@@ -259,6 +260,8 @@ async def _read_into(content: aiohttp.StreamReader, buf: bytearray | ReceiveBuff
             if not chunk:
                 break
             k = min(len(chunk), n - pos)
+            if rb is not None:
+                rb.reserve(pos + k)   # pages for what arrived (and a window ahead), not for the claim
             view[pos:pos + k] = chunk[:k] if k < len(chunk) else chunk
             pos += k
             if hasher is not None:
