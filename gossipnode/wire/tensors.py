@@ -9,7 +9,12 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
-from blake3 import blake3
+
+try:
+    from blake3 import blake3
+except ImportError as e:  # pragma: no cover - an environment set up before protocol version 3
+    raise ImportError("gossipnode needs the blake3 package (wire protocol v3 hashes with BLAKE3): "
+                      "rerun scripts/setup or `pip install blake3`") from e
 
 from gossipnode.core.messages import RawTensor
 
