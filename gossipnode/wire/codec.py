@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgpack
-from blake3 import blake3
 
 from gossipnode.core.messages import Message
 from gossipnode.wire.bodies import READERS, MsgType, Writer, bin_header, read_body, type_of, write_body
@@ -39,7 +38,7 @@ from gossipnode.wire.errors import (
 from gossipnode.wire.identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, Identity, verify
 from gossipnode.wire.reader import INT63, Reader
 from gossipnode.wire.replay import ReplayGuard, SeqCounter
-from gossipnode.wire.tensors import leaf_digest
+from gossipnode.wire.tensors import blake3, leaf_digest
 
 __all__ = [
     "BODY_DOMAIN",
