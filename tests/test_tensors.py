@@ -138,3 +138,14 @@ def test_shape_span_bounded_even_when_empty() -> None:
     assert tensor_problem("t", "<f4", (3, 4), 48) is None
     # numpy can view every shape that passes
     np.frombuffer(b"", np.float32).reshape((0, MAX_ELEMENTS))
+
+
+def test_checkpoint_named_by_the_v2_sha256_model_hash_still_loads(tmp_path) -> None:
+    from gossipnode import checkpoint
+    m = (to_raw("w", np.arange(6, dtype=np.float32).reshape(2, 3)), to_raw("n", np.array(3, np.int64)))
+    checkpoint.save(tmp_path, m, {"round": 4, "model": legacy_model_hash(m).hex()})   # written by a v2 node
+    loaded = checkpoint.load(tmp_path)
+    assert loaded is not None and loaded[0] == m
+    checkpoint.save(tmp_path, m, {"round": 5, "model": "00" * 32})   # a wrong name is still refused
+    (tmp_path / checkpoint.PREV_META_FILE).unlink()
+    assert checkpoint.load(tmp_path) is None
