@@ -22,8 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..wire.codec import Frame, FrameHasher, ReceiveBuffer
-from .base import INBOUND_SOURCE, InboundHandler, TransportError
-from .base import OutFrame  # noqa: I001 - a line of its own, so merges with the client-side edits stay clean
+from .base import INBOUND_SOURCE, InboundHandler, OutFrame, TransportError
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
