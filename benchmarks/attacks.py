@@ -222,7 +222,7 @@ def _pow(peer: bytes) -> int:
 def patch_body(frame: bytes, identity: Identity, patches: list[tuple[bytes, bytes]]) -> bytes:
     """Re-seal `frame` with byte replacements in its body (for values the writer refuses)."""
     env = msgpack.unpackb(frame, raw=False)
-    body = env[6]
+    body = env[-2]   # the body is the field before the signature (index 6 in v2, 7 in v3)
     for old, new in patches:
         if old not in body:
             raise ValueError("patch target not found in the body")

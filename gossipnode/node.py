@@ -33,7 +33,7 @@ from .learner import Learner, Model, to_state
 from .store import ModelStore
 from .transport.base import INBOUND_SOURCE, Transport, TransportError
 from .transport.http import BUSY, HttpTransport, Runner
-from .wire.codec import decode, encode
+from .wire.codec import decode, encode_frame
 from .wire.replay import ReplayGuard, SeqCounter
 from .wire.errors import WireError
 from .wire.identity import Identity, node_id
@@ -481,7 +481,8 @@ class Node:
             return
         size = sum(len(x.data) for x in getattr(msg, "tensors", ()))
         args = (self.identity, self.cfg.network_id, self.seq.next(), time.time(), msg)
-        frame = await asyncio.to_thread(encode, *args) if size > BIG else encode(*args)
+        # scatter-gather parts: tensor buffers are referenced, the frame is never joined for HTTP
+        frame = await asyncio.to_thread(encode_frame, *args) if size > BIG else encode_frame(*args)
         try:
             await t.send(address, frame)
         except TransportError as e:
