@@ -684,7 +684,11 @@ class Node:
             return self._count_reject(*bad)
         if (why := self._not_admissible(sender, msg)) is not None:
             return why   # valid bytes, but no authority: nothing of it is stored
-        if msg.kind == ModelKind.AGGREGATED and (why := await self._worse_than_current(model)):
+        # A lineage merge after a partition (SPEC 15.5) is exempt: the other part's model is worse
+        # on our data by construction (each part trained apart), and it is merged, not adopted.
+        merging = getattr(self.core, "would_merge", lambda *_: False)(sender, msg.round, msg.model)
+        if msg.kind == ModelKind.AGGREGATED and not merging and (
+                why := await self._worse_than_current(model)):
             reason = self._count_reject(WORSE_MODEL, why)   # a (member) aggregator's garbage
             if self.current and self.cfg.accept_quorum == 1:
                 # The round goes on from the model we hold (SPEC section 15): a malicious

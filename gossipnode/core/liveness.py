@@ -8,7 +8,7 @@ A mixin of ModestCore (modest.py); it shares the core's state and uses its `_wal
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .actions import Merge, NewModel, SendTo
 from .messages import ModelKind, ModelMsg, Ping, Status
@@ -41,6 +41,8 @@ class _Retry:
     model: bytes
     count: int
     tries: int = 0
+    peers: list[bytes] = field(default_factory=list)   # the peers the model went to
+    check_at: float | None = None   # ping them then: one out of reach means re-send now (SPEC 15.5)
 
 
 class Liveness:
@@ -71,6 +73,9 @@ class Liveness:
             seen = self.round if r.kind == ModelKind.AGGREGATED else self.train_idx
             if seen > r.round or (r.kind == ModelKind.TRAINED and seen >= r.round) or self.finished:
                 continue
+            if r.check_at is not None and now >= r.check_at:
+                r.check_at = None
+                self._check_sent(r)
             if now < r.at:
                 keep.append(r)
                 continue
@@ -96,6 +101,25 @@ class Liveness:
             # Really ping this time (no freshness shortcut), so crashed peers are skipped.
             self._walk(self.order(r.round), r.count, r.round, resend, fresh=False)
         self.retries = keep
+
+    def _sent(self, r: _Retry, peers: list[bytes]) -> None:
+        """The model of retry `r` went to `peers`: check on them after 2 x ping_timeout."""
+        r.peers = [p for p in peers if p != self.pk]
+        if r.peers:
+            r.check_at = self.now + 2 * self.cfg.ping_timeout
+
+    def _check_sent(self, r: _Retry) -> None:
+        """No progress 2 x ping_timeout after a model send: ping its receivers. One that does not
+        answer (a cut fell between us since it was heard from) makes the re-send go now, not
+        after round_timeout; receivers that answer are busy (aggregating, training): wait."""
+        def done(_reachable: list[bytes]) -> None:
+            if any(p in self.unreachable for p in r.peers):
+                r.at = min(r.at, self.now)
+
+        if any(p in self.unreachable for p in r.peers):
+            r.at = min(r.at, self.now)
+            return
+        self._walk(list(r.peers), len(r.peers), r.round, done, fresh=False)
 
     def _behind(self, pk: bytes, r: _Retry) -> bool:
         if pk != self.pk:
@@ -288,14 +312,22 @@ class Liveness:
                         peers=[p.hex()[:16] for p in list(self.unreachable)[:8]])
 
     # ---- lineage merge (SPEC 15.5) ---------------------------------------------------------------
+    def would_merge(self, sender: bytes, k: int, model: bytes) -> bool:
+        """Would an AGGREGATED(k) `model` from `sender` start a lineage merge (a query, no change)?"""
+        return k > self.train_idx and self._mergeable(sender, model)
+
+    def _mergeable(self, sender: bytes, model: bytes) -> bool:
+        fork = self._returned.get(sender)
+        return fork is not None and fork >= self._merged_round and self._heal_round > fork and self.model != model
+
     def _merge_instead(self, k: int, model: bytes, sender: bytes) -> bool:
         """An AGGREGATED(k) from a peer that came back from a partition, while our own model holds
         rounds of work done apart: merge our lineage into it (once per heal), then train from the
         merge. Weights: the work each part did since the fork (rounds x updates per round)."""
-        fork = self._returned.get(sender)
         # peers that left before our last merge were part of that heal: no second merge for them
-        if fork is None or fork < self._merged_round or self._heal_round <= fork or self.model == model:
+        if not self._mergeable(sender, model):
             return False
+        fork = self._returned[sender]
         ours, others = self._part or (1, 1)
         s = self.cfg.sample_size
         w_own = (self._heal_round - fork) * min(s, ours)

@@ -120,16 +120,17 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self.progress_at = now
         self._event(round_, "trained", model=model.hex()[:16])
         nxt = round_ + 1
+        retry = _Retry(now + self.cfg.round_timeout, nxt, ModelKind.TRAINED, model, self.cfg.aggregators)
 
         def send(aggs: list[bytes]) -> None:
             self._event(nxt, "send_trained", to=[a.hex()[:16] for a in aggs])
             for a in aggs:
                 self._send(a, ModelMsg(nxt, ModelKind.TRAINED, model, self.view.records()))
+            self._sent(retry, aggs)
             self._apply_pending()
 
         self._walk(self.order(nxt), self.cfg.aggregators, nxt, send)
-        self.retries.append(_Retry(now + self.cfg.round_timeout, nxt, ModelKind.TRAINED, model,
-                                   self.cfg.aggregators))
+        self.retries.append(retry)
         return self._flush()
 
     def training_failed(self, now: float, round_: int, reason: str) -> list[Action]:
@@ -151,6 +152,8 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         return self._flush()
 
     def _send_aggregated(self, round_: int, model: bytes) -> None:
+        retry = _Retry(self.now + self.cfg.round_timeout, round_, ModelKind.AGGREGATED, model, self.cfg.sample_size)
+
         def send(trainers: list[bytes]) -> None:
             if self.agg_idx > round_:
                 self._event(round_, "aggregation_stale")
@@ -158,12 +161,12 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             self._event(round_, "send_aggregated", to=[t.hex()[:16] for t in trainers])
             for t in trainers:
                 self._send(t, ModelMsg(round_, ModelKind.AGGREGATED, model, self.view.records()))
+            self._sent(retry, trainers)
             self._apply_pending()
             self._maybe_finish(round_)
 
         self._walk(self.order(round_), self.cfg.sample_size, round_, send)
-        self.retries.append(_Retry(self.now + self.cfg.round_timeout, round_, ModelKind.AGGREGATED, model,
-                                   self.cfg.sample_size))
+        self.retries.append(retry)
 
     def _adopted(self, round_: int, model: bytes) -> None:
         if round_ >= self.model_round:
@@ -196,6 +199,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             if self._check_at is not None:
                 ds.append(self._check_at)
         ds.extend(r.at for r in self.retries)
+        ds.extend(r.check_at for r in self.retries if r.check_at is not None)
         if self.pending:
             iv = self._probe_interval()
             ds.extend(min(j.first_sent + self.cfg.ping_timeout, j.last_sent + iv)
