@@ -231,3 +231,57 @@ def test_encoders_refuse_bad_input() -> None:
     with pytest.raises(ValueError):
         encode_topk("t", (4,), np.array([4]), np.ones(1))
     assert decode_values(encode_q8("t", np.zeros(5, np.float32), 2)).tolist() == [0] * 5
+
+
+# ---- golden vectors (protocol/vectors/compressed_delta.json, msg_model_delta_topk.json) -----------
+
+def _vec_tensor(d: dict) -> RawTensor:
+    return RawTensor(d["name"], d["dtype"], tuple(d["shape"]), bytes.fromhex(d["data"]))
+
+
+def _spec_decode(t: RawTensor) -> list[float]:
+    """Direct transcription of SPEC section 5.1, independent of wire/tensors.py."""
+    n = int(np.prod(t.shape))
+    if t.dtype == "<f4":
+        return list(struct.unpack(f"<{n}f", t.data))
+    if t.dtype == "<f2":
+        return [float(x) for x in np.frombuffer(t.data, "<f2")]
+    if t.dtype == "q8":
+        (block,) = struct.unpack_from("<I", t.data)
+        nb = -(-n // block)
+        scales = struct.unpack_from(f"<{nb}f", t.data, 4)
+        qs = struct.unpack_from(f"<{n}b", t.data, 4 + 4 * nb)
+        return [float(np.float32(q) * np.float32(scales[i // block])) for i, q in enumerate(qs)]
+    (k,) = struct.unpack_from("<I", t.data)
+    idx = struct.unpack_from(f"<{k}I", t.data, 4)
+    val = struct.unpack_from(f"<{k}f", t.data, 4 + 4 * k)
+    out = [0.0] * n
+    for i, v in zip(idx, val, strict=True):
+        out[i] = v
+    return out
+
+
+def test_compressed_delta_vectors() -> None:
+    import json
+    from pathlib import Path
+    v = json.loads((Path(__file__).resolve().parents[1] / "protocol/vectors/compressed_delta.json").read_text())
+    base = tuple(_vec_tensor(t) for t in v["base"])
+    assert {c["compress"] for c in v["cases"]} == {"f16", "int8", "topk"}
+    for case in v["cases"]:
+        delta = tuple(_vec_tensor(t) for t in case["delta"])
+        for t in delta:
+            if t.name in case["decoded"]:
+                assert _spec_decode(t) == pytest.approx(case["decoded"][t.name], abs=0)
+                assert decode_values(t).ravel().tolist() == case["decoded"][t.name]
+        rebuilt = apply_delta(base, delta)
+        assert [t.data.hex() for t in rebuilt] == [t["data"] for t in case["reconstructed"]]
+        assert model_hash(rebuilt).hex() == case["model_hash"]
+    kinds = {c["compress"]: [t["dtype"] for t in c["delta"]] for c in v["cases"]}
+    assert kinds["topk"][:2] == ["topk", "topk"] and kinds["int8"][:2] == ["q8", "q8"]
+    assert kinds["f16"][:2] == ["<f2", "<f2"]
+    assert len(v["invalid"]) >= 10
+    for bad in v["invalid"]:
+        t = _vec_tensor(bad["tensor"])
+        with pytest.raises(EncodingError) as e:
+            apply_delta((to_raw("fc.weight", np.zeros((2, 3), np.float32)),), (t,))
+        assert e.value.code == bad["code"]
