@@ -285,3 +285,15 @@ def test_compressed_delta_vectors() -> None:
         with pytest.raises(EncodingError) as e:
             apply_delta((to_raw("fc.weight", np.zeros((2, 3), np.float32)),), (t,))
         assert e.value.code == bad["code"]
+
+
+def test_wire_decode_rejects_impossible_lengths_as_malformed() -> None:
+    from gossipnode.wire import MsgType, seal
+    import msgpack
+    ident = Identity.from_seed(b"\x06" * 32)
+    for dtype, shape, data in ((Q8, [10], b"\x00" * 14), (TOPK, [3], b"\x00" * 7), (TOPK, [1], b"\x00" * 20)):
+        frame = seal(ident, "net", MsgType.MODEL_DATA, 5, 1.0,
+                     [msgpack.packb([b"\xab" * 32, [["t", dtype, shape, data]]])])
+        with pytest.raises(WireError) as e:
+            decode(frame, "net", 1 << 20)
+        assert e.value.reason == "malformed"
