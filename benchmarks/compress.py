@@ -39,9 +39,10 @@ def final_acc(series: list[dict], last: int = 3) -> float:
     return statistics.fmean(accs)
 
 
-def run(protocol: str, compress: str, args: argparse.Namespace, seed: int) -> dict:
+def run(label: str, compress: str, args: argparse.Namespace, seed: int) -> dict:
+    protocol, _, topology = label.partition("-")
     rounds = args.dpsgd_rounds if protocol == "dpsgd" else args.modest_rounds
-    cfg = SimConfig(protocol=protocol, nodes=args.nodes, rounds=rounds, seed=seed,
+    cfg = SimConfig(protocol=protocol, topology=topology or "exp", nodes=args.nodes, rounds=rounds, seed=seed,
                     mnist1d_samples=args.samples, sample_size=args.sample_size,
                     eval_every=args.eval_every, eval_nodes=min(8, args.nodes), eval_samples=args.eval_samples,
                     target=args.target, filter="none", correct="none", compress=compress)
@@ -50,7 +51,7 @@ def run(protocol: str, compress: str, args: argparse.Namespace, seed: int) -> di
     s = res["summary"]
     b, r = bytes_to(res["series"], args.target)
     model_kinds = ("model", "model_trained", "model_aggregated")
-    return {"protocol": protocol, "compress": compress, "seed": seed, "bytes_to_target": b, "round_to_target": r,
+    return {"protocol": label, "compress": compress, "seed": seed, "bytes_to_target": b, "round_to_target": r,
             "final_acc": final_acc(res["series"]), "bytes_total": s["bytes_total"],
             "model_msg_bytes": sum(s["message_bytes"].get(k, 0) for k in model_kinds),
             "trained_bytes": s["message_bytes"].get("model_trained", s["message_bytes"].get("model", 0)),
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-size", type=int, default=10)
     p.add_argument("--eval-every", type=float, default=5.0)
     p.add_argument("--eval-samples", type=int, default=1000)
-    p.add_argument("--protocols", default="dpsgd,modest")
+    p.add_argument("--protocols", default="dpsgd,modest",
+                   help="dpsgd (one-peer exponential graph), dpsgd-ring, dpsgd-regular:K, modest")
     p.add_argument("--compress", default=",".join(DEFAULT_COMPRESSORS))
     p.add_argument("--seeds", default="0", help="comma-separated seeds (one table block per seed)")
     p.add_argument("--reduced", action="store_true", help="CI size: 12 nodes, few rounds, low target")

@@ -44,8 +44,6 @@ from gossipnode.wire.tensors import (
     EncodingError,
     apply_delta,
     decode_values,
-    encode_q8,
-    encode_topk,
     make_delta,
     model_hash,
     to_raw,
