@@ -128,11 +128,11 @@ def golden_messages(ident: Identity) -> dict[str, Message]:
         "model_full": ModelMsg(42, ModelKind.TRAINED, model_hash(base), view(), None, base, ()),
         "model_delta": ModelMsg(43, ModelKind.AGGREGATED, delta_hash, view()[:1], model_hash(base), delta,
                                 (history,)),
+        "model_delta_topk": ModelMsg(44, ModelKind.TRAINED, compressed_deltas()["topk"][1], view()[:1],
+                                     model_hash(base), compressed_deltas()["topk"][0], ()),
         "model_request": ModelRequest(model_hash(base)),
         "model_data": ModelData(model_hash(base), base),
         "model_data_empty": ModelData(b"\xab" * 32, ()),
-        "model_delta_topk": ModelMsg(44, ModelKind.TRAINED, compressed_deltas()["topk"][1], view()[:1],
-                                     model_hash(base), compressed_deltas()["topk"][0], ()),
     }
 
 

@@ -36,13 +36,6 @@ _DIM_LIMIT = 1 << 63
 # sizes buffers from the shape), so it is malformed.
 MAX_ELEMENTS = 1 << 32
 
-class DeltaCompressor(Protocol):
-    """What make_delta needs of a compressor (learn/compress.py): float32 deltas by tensor name ->
-    wire tensors of the same names (dtype `<f4`, `<f2`, `q8` or `topk`)."""
-
-    def compress(self, deltas: Mapping[str, np.ndarray]) -> Mapping[str, RawTensor]: ...
-
-
 MODEL_HASH_DOMAIN = b"gossipnode/model/v1\x00"
 _U16, _U32, _U64BE = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 _U32LE = struct.Struct("<I")
@@ -235,6 +228,13 @@ def model_hash(tensors: Sequence[RawTensor]) -> bytes:
         h.update(b"".join(head))
         h.update(memoryview(t.data))
     return h.digest()
+
+
+class DeltaCompressor(Protocol):
+    """What make_delta needs of a compressor (learn/compress.py): float32 deltas by tensor name ->
+    wire tensors of the same names (dtype `<f4`, `<f2`, `q8` or `topk`)."""
+
+    def compress(self, deltas: Mapping[str, np.ndarray]) -> Mapping[str, RawTensor]: ...
 
 
 def make_delta(model: Sequence[RawTensor], base: Sequence[RawTensor],
