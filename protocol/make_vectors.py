@@ -128,8 +128,6 @@ def golden_messages(ident: Identity) -> dict[str, Message]:
         "model_full": ModelMsg(42, ModelKind.TRAINED, model_hash(base), view(), None, base, ()),
         "model_delta": ModelMsg(43, ModelKind.AGGREGATED, delta_hash, view()[:1], model_hash(base), delta,
                                 (history,)),
-        "model_delta_topk": ModelMsg(44, ModelKind.TRAINED, compressed_deltas()["topk"][1], view()[:1],
-                                     model_hash(base), compressed_deltas()["topk"][0], ()),
         "model_request": ModelRequest(model_hash(base)),
         "model_data": ModelData(model_hash(base), base),
         "model_data_empty": ModelData(b"\xab" * 32, ()),
@@ -365,6 +363,10 @@ def main() -> None:
         files[f"reject_{reason}.json"] = vec
     files["reject_malformed_shape.json"] = shape_rejections(ident)
     files["compressed_delta.json"] = compressed_vectors()
+    topk, topk_hash = compressed_deltas()["topk"]   # a TRAINED top-k delta (SPEC section 5.1)
+    files["msg_model_delta_topk.json"] = golden(
+        ident, "model_delta_topk",
+        ModelMsg(44, ModelKind.TRAINED, topk_hash, view()[:1], model_hash(sample_tensors()), topk, ()), SEQ + 100)
     for name, vec in hash_vectors().items():
         files[f"{name}.json"] = vec
     for old in OUT.glob("*.json"):
