@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json-out", default="")
     args = p.parse_args(argv)
     if args.reduced:
-        args.nodes, args.samples, args.dpsgd_rounds, args.modest_rounds = 12, 2000, 8, 10
-        args.sample_size, args.target, args.eval_samples = 4, 0.3, 300
+        args.nodes, args.samples, args.dpsgd_rounds, args.modest_rounds = 12, 3000, 12, 15
+        args.sample_size, args.target, args.eval_samples, args.eval_every = 4, 0.25, 300, 2.0
     comps = [c.strip() for c in args.compress.split(",") if c.strip()]
     if "none" not in comps:
         comps.insert(0, "none")
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {proto} {c} seed {seed}: {r['wall_s']} s wall, final {r['final_acc']:.3f}, "
                       f"to target {r['bytes_to_target']}", file=sys.stderr, flush=True)
     print(f"{args.nodes} nodes, MNIST-1D, cnn1d, target {args.target}, D-PSGD {args.dpsgd_rounds} rounds "
-          f"(one-peer exponential graph), MoDeST {args.modest_rounds} rounds (s={args.sample_size}); "
-          f"final acc = mean of the last 3 evaluations")
+          f"(dpsgd: one-peer exponential graph; dpsgd-ring: ring), MoDeST {args.modest_rounds} rounds "
+          f"(s={args.sample_size}); final acc = mean of the last 3 evaluations")
     print(table(rows, args.target))
     d0 = [r for r in rows if r["protocol"] == "dpsgd" and r["compress"] == "none" and r["bytes_to_target"]]
     for r in rows:
