@@ -221,6 +221,18 @@ def test_wire_size_checks_of_encodings() -> None:
     assert tensor_problem("t", TOPK, (10,), 4 + 7) is not None
 
 
+def test_non_finite_update_raises_and_keeps_the_residual() -> None:
+    c = Compressor("topk:0.5")
+    c.compress({"w": np.array([1.0, 2.0, 3.0, 4.0], np.float32)})
+    before = {k: v.copy() for k, v in c.residual.items()}
+    for spec in SPECS:
+        with pytest.raises(ValueError):
+            Compressor(spec).compress({"w": np.array([1.0, np.nan], np.float32)})
+    with pytest.raises(ValueError):
+        c.compress({"w": np.array([1.0, np.inf, 0.0, 0.0], np.float32)})
+    assert {k: v.tolist() for k, v in c.residual.items()} == {k: v.tolist() for k, v in before.items()}
+
+
 def test_encoders_refuse_bad_input() -> None:
     with pytest.raises(ValueError):
         encode_q8("t", np.ones(3), 0)

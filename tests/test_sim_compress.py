@@ -44,10 +44,15 @@ def test_modest_topk_learns_with_far_fewer_trained_bytes(small_data) -> None:
     assert s["message_bytes"]["model_aggregated"] > 0 and s["bytes_total"] == sum(s["message_bytes"].values())
 
 
+@pytest.fixture(scope="module")
+def dpsgd_plain(small_data) -> dict:
+    return run_sim(cfg(protocol="dpsgd", rounds=8), data=small_data)
+
+
 @pytest.mark.parametrize("compress", ["int8", "topk:0.1"])
-def test_dpsgd_compressed_learns(small_data, compress: str) -> None:
-    plain = run_sim(cfg(protocol="dpsgd", rounds=10), data=small_data)
-    r = run_sim(cfg(protocol="dpsgd", rounds=10, compress=compress), data=small_data)
+def test_dpsgd_compressed_learns(small_data, dpsgd_plain, compress: str) -> None:
+    plain = dpsgd_plain
+    r = run_sim(cfg(protocol="dpsgd", rounds=8, compress=compress), data=small_data)
     assert r["series"][-1]["acc_mean"] > r["series"][0]["acc_mean"] + 0.05
     assert r["summary"]["bytes_total"] < plain["summary"]["bytes_total"] / 3
 

@@ -50,7 +50,10 @@ class Compressor:
         return float(math.sqrt(sum(float(np.dot(r.ravel(), r.ravel())) for r in self.residual.values())))
 
     def compress(self, deltas: Mapping[str, np.ndarray]) -> dict[str, RawTensor]:
-        """Wire tensors for float32 updates ``deltas`` (name -> array); updates the residual."""
+        """Wire tensors for float32 updates ``deltas`` (name -> array); updates the residual.
+
+        Raises ValueError (and keeps the residual) for an update with a NaN or an infinity: a
+        diverged training is not silently made finite (the node's round fails, as without one)."""
         with self._lock:
             corrected: dict[str, np.ndarray] = {}
             for name, d in deltas.items():
@@ -58,8 +61,9 @@ class Compressor:
                 r = self.residual.get(name) if self.error_feedback else None
                 if r is not None and r.shape == v.shape:
                     v = v + r
-                corrected[name] = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) \
-                    if not np.isfinite(v).all() else v
+                if not np.isfinite(v).all():
+                    raise ValueError(f"tensor {name!r}: the update holds a NaN or an infinity")
+                corrected[name] = v
             encoded = self._encode(corrected)
             if self.error_feedback:
                 self.residual = {name: corrected[name] - decode_values(encoded[name]) for name in corrected}

@@ -89,7 +89,8 @@ class DPSGDSim(Engine):
     def _link_model(self, i: int, j: int) -> tuple[bytes, int]:
         """What node i sends to j, and its size. Uncompressed: the whole model. Compressed: a delta
         against j's copy of i's model (the reconstruction of what i last sent j; at first the shared
-        initial model), CHOCO-SGD style; j averages with that updated copy. What the compressor
+        initial model): CHOCO-SGD's public copies, without its consensus step; j averages with the
+        updated copy. What the compressor
         dropped stays in the next (model - copy), so this link's error feedback is its base: the
         compressor keeps no residual of its own (error_feedback=False)."""
         if not self.compressing:
@@ -99,6 +100,8 @@ class DPSGDSim(Engine):
             self.link_ref[(i, j)] = self.model[i]
             return self.model[i], self.sizes.full_model
         h = self.compress(i, self.model[i], ref, error_feedback=False)
+        if h not in self.tensor_bytes:   # not compressible (non-finite): sent whole
+            return h, self.sizes.full_model
         self.link_ref[(i, j)] = h
         return h, self.sizes.delta_frame + self.tensor_bytes[h]
 

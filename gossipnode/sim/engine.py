@@ -296,7 +296,10 @@ class Engine:
         model, base = self.models[h], self.models[base_h]
         floats = {k: v.astype(np.float32) - base[k].astype(np.float32)
                   for k, v in model.items() if np.issubdtype(v.dtype, np.floating)}
-        enc = self.compressor(i, error_feedback).compress(floats)
+        try:
+            enc = self.compressor(i, error_feedback).compress(floats)
+        except ValueError:   # a diverged (non-finite) update: sent whole, as without compression,
+            return h         # and refused by its receivers' sanity check
         recon: State = {}
         wire: list[RawTensor] = []
         for k, v in model.items():
