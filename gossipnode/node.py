@@ -618,7 +618,9 @@ class Node:
 
     def _fetch_timeout(self, size: int) -> float:
         """How long a frame waits for its base: two ping time-outs plus the base's transfer at
-        the minimum rate (the base is about as big as the delta)."""
+        the minimum rate (the base is a whole model of our architecture: at least as big as our
+        own, and as the delta; a compressed delta is much smaller than its base)."""
+        size = max(size, _nbytes(self.learner.initial))
         return 2 * self.cfg.ping_timeout + size / (self.cfg.http_min_rate_mb * (1 << 20))
 
     async def _fetch(self, pk: bytes, h: bytes, size: int = 0) -> Model | None:
