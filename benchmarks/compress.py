@@ -12,7 +12,7 @@ alone. Last line: the issue's other reading of the goal, D-PSGD (none) bytes / M
 
 Bytes are the simulator's byte accounting (every frame the real codec would produce: PING/PONG,
 views, models; compressed deltas at their encoded size). One seed per run (the simulator is
-deterministic for a seed): repetitions over seeds are left to `--seeds`.
+deterministic for a seed); `--seeds 0,1,2` repeats over seeds and adds min / median / max.
 """
 from __future__ import annotations
 
@@ -62,13 +62,15 @@ def table(rows: list[dict], target: float) -> str:
     out = [f"| protocol | compress | rounds to {target} | MB to {target} | bytes ratio vs none | "
            "final acc | vs none (points) | MB sent (all) | model-message MB |",
            "|---|---|---|---|---|---|---|---|---|"]
+    several = len({r["seed"] for r in rows}) > 1
     for r in rows:
+        label = f"{r['protocol']} (seed {r['seed']})" if several else r["protocol"]
         base = next(x for x in rows if x["protocol"] == r["protocol"] and x["compress"] == "none"
                     and x["seed"] == r["seed"])
         mb = f"{r['bytes_to_target'] / 1e6:.2f}" if r["bytes_to_target"] else "not reached"
         ratio = (f"{base['bytes_to_target'] / r['bytes_to_target']:.2f}x"
                  if r["bytes_to_target"] and base["bytes_to_target"] else "-")
-        out.append(f"| {r['protocol']} | {r['compress']} | {r['round_to_target'] or '-'} | {mb} | {ratio} | "
+        out.append(f"| {label} | {r['compress']} | {r['round_to_target'] or '-'} | {mb} | {ratio} | "
                    f"{r['final_acc']:.3f} | {100 * (r['final_acc'] - base['final_acc']):+.1f} | "
                    f"{r['bytes_total'] / 1e6:.2f} | {r['model_msg_bytes'] / 1e6:.2f} |")
     return "\n".join(out)
@@ -116,6 +118,24 @@ def main(argv: list[str] | None = None) -> int:
             if same:
                 print(f"D-PSGD (none) / MoDeST ({r['compress']}) bytes to {args.target}: "
                       f"{same['bytes_to_target'] / r['bytes_to_target']:.1f}x")
+    seeds = sorted({r["seed"] for r in rows})
+    if len(seeds) > 1:
+        print(f"\nOver seeds {seeds}: min / median / max")
+        print("| protocol | compress | bytes ratio vs none | final acc vs none (points) |\n|---|---|---|---|")
+        for proto in dict.fromkeys(r["protocol"] for r in rows):
+            for c in comps:
+                ratios, diffs = [], []
+                for s in seeds:
+                    r = next(x for x in rows if (x["protocol"], x["compress"], x["seed"]) == (proto, c, s))
+                    b = next(x for x in rows if (x["protocol"], x["compress"], x["seed"]) == (proto, "none", s))
+                    if r["bytes_to_target"] and b["bytes_to_target"]:
+                        ratios.append(b["bytes_to_target"] / r["bytes_to_target"])
+                    diffs.append(100 * (r["final_acc"] - b["final_acc"]))
+                rr = (f"{min(ratios):.2f}x / {statistics.median(ratios):.2f}x / {max(ratios):.2f}x"
+                      f"{'' if len(ratios) == len(seeds) else f' ({len(seeds) - len(ratios)} not reached)'}"
+                      if ratios else "not reached")
+                print(f"| {proto} | {c} | {rr} | {min(diffs):+.1f} / {statistics.median(diffs):+.1f} / "
+                      f"{max(diffs):+.1f} |")
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(rows, fh, indent=1)
