@@ -222,7 +222,7 @@ def _pow(peer: bytes) -> int:
 def patch_body(frame: bytes, identity: Identity, patches: list[tuple[bytes, bytes]]) -> bytes:
     """Re-seal `frame` with byte replacements in its body (for values the writer refuses)."""
     env = msgpack.unpackb(frame, raw=False)
-    body = env[6]
+    body = env[-2]   # the body is the field before the signature (index 6 in v2, 7 in v3)
     for old, new in patches:
         if old not in body:
             raise ValueError("patch target not found in the body")
@@ -346,7 +346,9 @@ class MemberHost:
         from gossipnode.config import load_config
         from gossipnode.node import Node
 
-        self.poison_aggregation = False
+        # "" (honest), "replace" (send a poisoned model as the round's aggregate) or "drop"
+        # (ignore every update: send the current model again, so the round makes no progress)
+        self.poison_aggregation = ""
         self.poisoned: set[bytes] = set()
         host = self
 
@@ -357,9 +359,11 @@ class MemberHost:
                 model = self.store.get(self.current)
                 if model is None:
                     return await super()._aggregate(a)
-                bad = collapse(model)
-                h = self.store.put(bad)
-                host.poisoned.add(h)
+                if host.poison_aggregation == "drop":
+                    h = self.current
+                else:
+                    h = self.store.put(collapse(model))
+                    host.poisoned.add(h)
                 self.rounds_aggregated += 1
                 self._execute(self.core.aggregation_done(self._now(), a.round, h))
 
@@ -829,8 +833,9 @@ def atk_aggregated(ahead: int) -> Callable[[Context], None]:
         s = ctx.signer(ctx.row.who)
         base = ctx.current_model()
         jobs = []
-        for fill in (float("nan"), 1e30, 0.0):
-            t = tensors_like(base, fill=fill)
+        # NaN, 1e30 and all-zero models, and a small-norm one (the output bias shifted) that
+        # only the adoption check can tell from an honest model
+        for t in [tensors_like(base, fill=f) for f in (float("nan"), 1e30, 0.0)] + [collapse(base)]:
             msg = model_msg(ctx.R + ahead, M.ModelKind.AGGREGATED, t)
             ctx.bad_hashes.add(msg.model)
             jobs += [(u, s.frame(msg)) for u in ctx.targets(s)]
@@ -1041,18 +1046,23 @@ def atk_connection(slow: bool, bound: float) -> Callable[[Context], None]:
     return run
 
 
-def atk_malicious_aggregator(ctx: Context) -> None:
-    assert ctx.cluster.member is not None
-    m = ctx.cluster.member
-    m.poison_aggregation = True
-    r0 = m.node.rounds_aggregated
-    try:
-        time.sleep(ctx.observe_s * 2)
-    finally:
-        m.poison_aggregation = False
-    ctx.bad_hashes |= m.poisoned
-    ctx.row.tried = m.node.rounds_aggregated - r0
-    ctx.row.notes.append(f"member aggregated {ctx.row.tried} round(s) with a poisoned model")
+def atk_malicious_aggregator(mode: str = "replace") -> Callable[[Context], None]:
+    """The member turns malicious whenever it is sampled as an aggregator (a legitimate role,
+    so role checks let its models through): "replace" sends a poisoned model, "drop" ignores
+    the round's updates."""
+    def run(ctx: Context) -> None:
+        assert ctx.cluster.member is not None
+        m = ctx.cluster.member
+        m.poison_aggregation = mode
+        r0 = m.node.rounds_aggregated
+        try:
+            time.sleep(ctx.observe_s * 2)
+        finally:
+            m.poison_aggregation = ""
+        ctx.bad_hashes |= m.poisoned
+        ctx.row.tried = m.node.rounds_aggregated - r0
+        ctx.row.notes.append(f"member aggregated {ctx.row.tried} round(s) ({mode})")
+    return run
 
 
 # ============================================================================== main
@@ -1062,9 +1072,9 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[Context], None], bool]]:
     p: list[tuple[str, str, Callable[[Context], None], bool]] = []
     whos = ("fresh", "member")
     for who in whos:
-        p.append(("AGGREGATED R+1 (NaN, 1e30, 0)", who, atk_aggregated(1), False))
+        p.append(("AGGREGATED R+1 (NaN, 1e30, 0, bias shift)", who, atk_aggregated(1), False))
     for who in ("fresh",) if quick else whos:
-        p.append(("AGGREGATED R+5 (NaN, 1e30, 0)", who, atk_aggregated(5), False))
+        p.append(("AGGREGATED R+5 (NaN, 1e30, 0, bias shift)", who, atk_aggregated(5), False))
     for who in whos:
         p.append(("TRAINED NaN (R..R+2)", who, atk_trained_nan, False))
         p.append(("LEAVE records for every peer", who, atk_leave_all, False))
@@ -1208,6 +1218,14 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.stop()
                 cluster, rate = fresh_cluster()
         if not args.only or "aggregator" in args.only:
+            for mode in ("replace", "drop"):   # default settings: quorum 1, the adoption check
+                row = run_attack(cluster, f"malicious aggregator ({mode}), defaults", "member",
+                                 atk_malicious_aggregator(mode), sink, quick, rate, background=True)
+                rows.append(row)
+                print(summary(row), flush=True)
+                if not row.ok:
+                    cluster.stop()
+                    cluster, rate = fresh_cluster()
             if quorum:
                 cluster.stop()
                 n_cluster += 1
@@ -1218,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
                 c.wait_ready(min_round=5, min_acc=0.5 if quick else 0.6, timeout=180)
                 q_rate = measure_rate(c, 3.0 if quick else 6.0)
                 row = run_attack(c, "malicious aggregator (--aggregators 3 --accept-quorum 2)", "member",
-                                 atk_malicious_aggregator, sink, quick, q_rate, background=True)
+                                 atk_malicious_aggregator(), sink, quick, q_rate, background=True)
                 row.notes.append(f"quorum cluster rate {q_rate:.1f}/s vs {rate:.1f}/s without")
             else:
                 row = Row("malicious aggregator", "member", notes=["skipped: no --accept-quorum in this build"])

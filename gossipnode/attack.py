@@ -45,7 +45,12 @@ class SharedTraining:
 
 
 def sybil_configs(cfg: NodeConfig) -> list[NodeConfig]:
-    return [replace(cfg, state_dir=str(Path(cfg.state_dir) / f"sybil-{i}")) for i in range(cfg.sybils)]
+    # adopt_margin 0: the Sybils take every round model, as the SybilWall evaluation's attacker
+    # does; judged on their flipped data the honest models would look worse and the Sybils would
+    # aggregate from their own poisoned model instead (the malicious-aggregator case, measured
+    # separately: benchmarks/attacks.py "malicious aggregator", gossipnode sim --sybil-aggregate).
+    return [replace(cfg, state_dir=str(Path(cfg.state_dir) / f"sybil-{i}"), adopt_margin=0.0)
+            for i in range(cfg.sybils)]
 
 
 class SybilHost:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .core.messages import RawTensor
-from .wire.tensors import from_raw, model_hash, to_raw
+from .wire.tensors import from_raw, legacy_model_hash, model_hash, to_raw
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ def _load_one(d: Path, meta_name: str) -> tuple[tuple[RawTensor, ...], dict[str,
     except Exception as e:  # zipfile/numpy errors of a truncated or garbled file
         raise CheckpointError(f"{file} is unreadable: {type(e).__name__}: {e}") from None
     want = meta.get("model")
-    if isinstance(want, str) and model_hash(model).hex() != want:
+    # a checkpoint written before protocol version 3 names its model by the sha256 model hash
+    if isinstance(want, str) and want not in (model_hash(model).hex(), legacy_model_hash(model).hex()):
         raise CheckpointError(f"{file} holds another model than {meta_name} names (torn checkpoint)")
     return model, meta
 

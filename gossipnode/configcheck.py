@@ -180,7 +180,7 @@ def check(cfg: Any, explicit: set[str]) -> None:
     for name in ("lr", "http_timeout", "http_min_rate_mb", "max_message_mb", "gossip_interval"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{flag(name)} must be > 0, got {getattr(cfg, name)}")
-    for name in ("momentum", "max_update_norm", "inbound_budget_mb", "mnist1d_samples", "rounds",
+    for name in ("momentum", "max_update_norm", "adopt_margin", "inbound_budget_mb", "mnist1d_samples", "rounds",
                  "bootstrap_wait", "bootstrap_timeout"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{flag(name)} must be >= 0, got {getattr(cfg, name)}")

@@ -22,6 +22,7 @@ from .learn.trainer import EvalResult, Trainer, TrainStats
 from .wire.tensors import from_raw, to_raw
 
 Model = tuple[RawTensor, ...]
+PROBE_SAMPLES = 512   # adoption check sample: enough for a stable mean loss, cheap to evaluate
 
 
 def to_model(state: State) -> Model:
@@ -85,6 +86,13 @@ class Learner:
 
     def evaluate(self, model: Model) -> EvalResult:
         return self.trainer.evaluate(to_state(model), self.dataset.x_test, self.dataset.y_test)
+
+    def probe_loss(self, model: Model) -> float:
+        """Mean loss of ``model`` on a fixed sample (at most PROBE_SAMPLES) of the local training
+        data: what the adoption check (learn.sanity.adoption_problem) compares."""
+        y = self.dataset.y
+        idx = np.linspace(0, len(y) - 1, min(PROBE_SAMPLES, len(y))).astype(np.int64) if len(y) else []
+        return self.trainer.probe_loss(to_state(model), self.dataset.x[idx], y[idx])
 
     def compatible(self, model: Model) -> str | None:
         """Why a received model cannot be used with our architecture (None if it can)."""

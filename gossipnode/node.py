@@ -8,7 +8,7 @@ import random
 import threading
 from functools import partial
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,12 @@ from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
 from .learn.attacks import canonical_attacks
 from .learn.compress import make_compressor
-from .learn.sanity import NON_FINITE, check_model, non_finite
+from .learn.sanity import NON_FINITE, WORSE_MODEL, AdoptionGate, check_model, non_finite
 from .learner import Learner, Model, to_state
 from .store import ModelStore
 from .transport.base import INBOUND_SOURCE, Transport, TransportError
 from .transport.http import BUSY, HttpTransport, Runner
-from .wire.codec import decode, encode
+from .wire.codec import decode, encode_frame
 from .wire.replay import ReplayGuard, SeqCounter
 from .wire.errors import WireError
 from .wire.identity import Identity, node_id
@@ -126,6 +126,9 @@ class Node:
         self._pending_frames = 0   # frames waiting for a base (bounded: PENDING_BASE_FRAMES)
         self._pending_bytes = 0    # their tensor bytes (bounded: max_size)
         self._request_tokens: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+        self._probe_losses: OrderedDict[bytes, float] = OrderedDict()   # model -> adoption-check loss
+        self.adoption = AdoptionGate(cfg.adopt_margin)
+        self.adopted: deque[bytes] = deque(maxlen=8)   # recent round models adopted (trusted bases)
         self._tasks: set[asyncio.Task] = set()
         self._evals: set[asyncio.Task] = set()
         self._train_cancel: threading.Event | None = None
@@ -480,7 +483,8 @@ class Node:
             return
         size = sum(len(x.data) for x in getattr(msg, "tensors", ()))
         args = (self.identity, self.cfg.network_id, self.seq.next(), time.time(), msg)
-        frame = await asyncio.to_thread(encode, *args) if size > BIG else encode(*args)
+        # scatter-gather parts: tensor buffers are referenced, the frame is never joined for HTTP
+        frame = await asyncio.to_thread(encode_frame, *args) if size > BIG else encode_frame(*args)
         try:
             await t.send(address, frame)
         except TransportError as e:
@@ -675,6 +679,14 @@ class Node:
             return self._count_reject(*bad)
         if (why := self._not_admissible(sender, msg)) is not None:
             return why   # valid bytes, but no authority: nothing of it is stored
+        if msg.kind == ModelKind.AGGREGATED and (why := await self._worse_than_current(model)):
+            reason = self._count_reject(WORSE_MODEL, why)   # a (member) aggregator's garbage
+            if self.current and self.cfg.accept_quorum == 1:
+                # The round goes on from the model we hold (SPEC section 15): a malicious
+                # aggregator wastes its round, it cannot stop honest trainers.
+                self._execute(self.core.handle(self._now(), sender, replace(
+                    msg, model=self.current, tensors=(), histories=())))
+            return reason
         if msg.histories and (why := self._merge_histories(sender, msg.histories)) is not None:
             return self._count_reject("bad_history", why)
         self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)
@@ -682,6 +694,21 @@ class Node:
             self._round(msg.round)["participants"].append(node_id(sender))
         self._execute(self.core.handle(self._now(), sender, replace(msg, tensors=(), histories=())))
         return None
+
+    async def _worse_than_current(self, model: Model) -> str | None:
+        """The adoption check (SPEC section 15): a round model from another node must not be
+        much worse on our own data than the model we hold. Role checks say who may send a round
+        model; this says the model is fit to replace ours, whoever sent it."""
+        probe = getattr(self.learner, "probe_loss", None)
+        cur = self.store.get(self.current) if self.current else None
+        if self.adoption.cap <= 0 or probe is None or cur is None:
+            return None
+        if (cur_loss := self._probe_losses.get(self.current)) is None:
+            cur_loss = await asyncio.to_thread(probe, cur)
+            self._probe_losses[self.current] = cur_loss
+            while len(self._probe_losses) > 4:
+                self._probe_losses.popitem(last=False)
+        return self.adoption.check(await asyncio.to_thread(probe, model), cur_loss)
 
     def _model_problem(self, model: Model, reference: Model | None) -> tuple[str, str] | None:
         ref = to_state(reference) if reference is not None else None
@@ -776,6 +803,9 @@ class Node:
             return
         t0 = self._now()
         result, info = await asyncio.to_thread(run_pipeline, self, a.round, held)
+        if "fallback" in info:
+            log.warning("round %d: the aggregate failed the self-check (%s); sent the %s result instead",
+                        a.round, info["self_check"], info["fallback"])
         h = self.store.put(result)
         self.rounds_aggregated += 1
         r = self._round(a.round)
@@ -811,6 +841,7 @@ class Node:
             self.store.unpin(self.current)
         self.store.pin(a.model)
         self.current = a.model
+        self.adopted.append(a.model)
         self.model_round = a.round
         self._round(a.round)
         prev = self.rounds.get(a.round - 1)

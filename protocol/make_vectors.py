@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import pairwise
 from dataclasses import fields, is_dataclass
 from enum import IntEnum
 from pathlib import Path
 
 import msgpack
 import numpy as np
+from blake3 import blake3
 
 from gossipnode.core.messages import (
     Advertise,
@@ -35,7 +37,7 @@ from gossipnode.core.messages import (
 )
 from gossipnode.core.auth import POW_DOMAIN, pow_bits, solve_pow
 from gossipnode.wire import Identity, MsgType, ReplayGuard, WireError, decode, encode, seal, signing_digest
-from gossipnode.wire.codec import VERSION
+from gossipnode.wire.codec import VERSION, body_digest
 from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_digest
 from gossipnode.learn.compress import Compressor
 from gossipnode.wire.tensors import (
@@ -60,8 +62,8 @@ MAX_SIZE = 1 << 20
 def to_json(v: object) -> object:
     """Message value -> JSON: bytes as lowercase hex, enums as ints, tuples as lists."""
     if is_dataclass(v):
-        return {f.name: to_json(getattr(v, f.name)) for f in fields(v)}
-    if isinstance(v, bytes):
+        return {f.name: to_json(getattr(v, f.name)) for f in fields(v) if f.compare}   # not caches
+    if isinstance(v, bytes | memoryview):
         return v.hex()
     if isinstance(v, IntEnum):
         return int(v)
@@ -92,6 +94,14 @@ def sample_tensors() -> tuple[RawTensor, ...]:
         to_raw("bn.num_batches_tracked", np.array(12345, dtype=np.int64)),
         to_raw("mask", np.array([True, False, True])),
         to_raw("codes", np.array([[0, 255]], dtype=np.uint8)),
+    )
+
+
+def segmented_tensors() -> tuple[RawTensor, ...]:
+    return (
+        to_raw("w", (np.arange(1024, dtype=np.float32) / 1024).reshape(32, 32)),
+        to_raw("b", np.array([0.5, -0.5], dtype=np.float32)),
+        to_raw("v", np.arange(2048, dtype=np.int16)),
     )
 
 
@@ -131,6 +141,8 @@ def golden_messages(ident: Identity) -> dict[str, Message]:
         "model_request": ModelRequest(model_hash(base)),
         "model_data": ModelData(model_hash(base), base),
         "model_data_empty": ModelData(b"\xab" * 32, ()),
+        # two tensors of >= 4096 bytes: each one's data is a segment of its own (SPEC §3 cuts)
+        "model_data_segments": ModelData(model_hash(segmented_tensors()), segmented_tensors()),
     }
 
 
@@ -157,14 +169,26 @@ def compressed_deltas() -> dict[str, tuple[tuple[RawTensor, ...], bytes]]:
 
 
 def body_of(frame: bytes) -> bytes:
+    return msgpack.unpackb(frame)[7]
+
+
+def cuts_of(frame: bytes) -> list[int]:
     return msgpack.unpackb(frame)[6]
+
+
+def segment_hash(body: bytes, cuts: list[int]) -> bytes:
+    """SPEC §3 body_hash, transcribed: the body split at cuts, each segment's BLAKE3 framed."""
+    bounds = [0, *cuts, len(body)]
+    segs = [(b - a, blake3(body[a:b]).digest()) for a, b in pairwise(bounds)]
+    return body_digest(segs)
 
 
 def golden(ident: Identity, name: str, msg: Message, seq: int) -> dict[str, object]:
     frame = encode(ident, NETWORK, seq, TS, msg)
-    body = body_of(frame)
+    body, cuts = body_of(frame), cuts_of(frame)
     env = decode(frame, NETWORK, MAX_SIZE)
     assert env.msg == msg
+    body_hash = segment_hash(body, cuts)
     return {
         "name": name,
         "type": env.type.name,
@@ -176,9 +200,10 @@ def golden(ident: Identity, name: str, msg: Message, seq: int) -> dict[str, obje
         "ts": TS,
         "message": to_json(msg),
         "body": body.hex(),
-        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "cuts": cuts,
+        "body_hash": body_hash.hex(),
         "signing_digest": signing_digest(VERSION, NETWORK, int(env.type), ident.public_key, seq, TS,
-                                         hashlib.sha256(body).digest()).hex(),
+                                         body_hash).hex(),
         "frame": frame.hex(),
     }
 
@@ -198,10 +223,8 @@ def rejections(ident: Identity) -> dict[str, dict[str, object]]:
         "too_large": [(encode(ident, NETWORK, SEQ, TS, ModelRequest(b"\x00" * 32)), "too_large")],
         "malformed": [(ok[:-1], "malformed"), (b"\xc1", "malformed"), (bad_body, "malformed"),
                       (v1_advert, "malformed"), (short_sig, "malformed")],
-        "unknown_version": [(seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=1),
-                             "unknown_version"),
-                            (seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=3),
-                             "unknown_version")],
+        "unknown_version": [(seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=v),
+                             "unknown_version") for v in (1, 2, 4)],
         "bad_signature": [(bytes(bad_sig), "bad_signature")],
         "wrong_network": [(encode(ident, "other", SEQ, TS, ping), "wrong_network")],
         "unknown_type": [(seal(ident, NETWORK, 99, SEQ, TS, [ping_body]), "unknown_type")],

@@ -68,13 +68,9 @@ def run(tmp_path, tag: str, pipeline: list[str], attack: bool) -> dict[str, floa
             p.kill()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open defect found at the end of the issue-9 session: on the final commit the defended run failed "
-    "2 of 4 fresh-clone runs (accuracy 0.0025 with flip rate 0.99, i.e. the Sybils' model took over; "
-    "and accuracy 0.42), passed 2 (0.906, 0.895); the cause is not yet found (see the closing note)"))
 def test_sybilwall_stops_label_flip_sybils(tmp_path) -> None:
     clean = run(tmp_path, "clean", [], attack=False)
-    undefended = run(tmp_path, "none", ["--filter", "none", "--correct", "none"], attack=True)
+    undefended = run(tmp_path, "none", ["--filter", "none", "--correct", "none", "--adopt-margin", "0"], attack=True)
     defended = run(tmp_path, "sybilwall", [], attack=True)
     # Measured (2 cores, 5 honest + 5 Sybils, s = 6; means over the evaluations of rounds 15-20),
     # three runs:
@@ -82,6 +78,9 @@ def test_sybilwall_stops_label_flip_sybils(tmp_path) -> None:
     #   none       accuracy 0.142 / 0.433 / 0.106, attack rate 0.692 / 0.567 / 0.500
     #   sybilwall  accuracy 0.876 / 0.890 / 0.887, attack rate 0.0004 / 0.000 / 0.000
     # A single end-of-run snapshot once read 0.72 for sybilwall (CI), hence the averaging.
+    # Takeovers (accuracy 0.0025, flip rate 0.99 in 2 of 4 runs) came from aggregators whose
+    # filter gave the Sybils' updates the weight, or measured updates against the Sybils' base:
+    # the aggregator self-check and trusted bases (SPEC 15) stop them; with them 0.894 / 0.002.
     # Undefended, the flip rate varies a lot from run to run (0.50-0.84 measured, once below 0.30),
     # so the attack is asked to do damage: a high flip rate or a large loss of accuracy.
     assert undefended["attack_rate"] >= 0.30 or undefended["accuracy"] <= clean["accuracy"] - 0.30, undefended

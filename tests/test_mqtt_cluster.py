@@ -63,10 +63,6 @@ def test_mqtt_only_cluster_learns_without_peers_flag(mosquitto, tmp_path, cleanu
     assert all(sum(s["messages_rejected"].values()) == 0 for s in st), st
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: with joins admitted only after a direct pong, HTTP-only and MQTT-only nodes sample only "
-    "peers they share a transport with; on the final commit one of three runs did not reach 0.60 on "
-    "every node within 120 s (the run finished --rounds 40 first). See the closing note."))
 def test_mixed_http_and_mqtt_cluster_learns(mosquitto, tmp_path, cleanup) -> None:
     # nodes 0, 1: HTTP only; 2, 3: MQTT only; 4: both (the bridge between the two groups)
     kinds = ["http", "http", "mqtt", "mqtt", "http,mqtt"]
@@ -79,7 +75,9 @@ def test_mixed_http_and_mqtt_cluster_learns(mosquitto, tmp_path, cleanup) -> Non
             a += ["--peers", ",".join(f"http://127.0.0.1:{ports[j]}" for j in (0, 1, 4) if j != i)]
         return a
 
-    nodes = _start(tmp_path, 5, args, FAST + ["--rounds", "40", "--inactivity-threshold", "6"])
+    # No --rounds bound: a node that finished its rounds stops learning before the bar is met
+    # (the flaky failure of a 40-round run); the wait below bounds the test, cleanup stops it.
+    nodes = _start(tmp_path, 5, args, FAST + ["--inactivity-threshold", "6"])
     cleanup.extend(nodes)
     for n in nodes:
         n.wait_up()

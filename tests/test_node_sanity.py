@@ -15,6 +15,8 @@ from gossipnode.config import NodeConfig
 from gossipnode.core.messages import ModelData, ModelKind, ModelMsg, Status
 from gossipnode.learn.sanity import (
     DEFAULT_MAX_UPDATE_NORM,
+    DEGENERATE_MODEL,
+    WORSE_MODEL,
     NON_FINITE,
     NORM_OUT_OF_RANGE,
     check_model,
@@ -98,14 +100,15 @@ async def test_receive_model_rejects_non_finite_and_blown_up_models(node: Node) 
     msg = ModelMsg(1, ModelKind.TRAINED, h, (), node.current, delta)
     assert await node._receive_model(peer, msg) == NON_FINITE
     # an AGGREGATED model (whole) blown up to 1e30, and one with +inf
-    for fn, reason in ((lambda a: np.full_like(a, 1e30), NORM_OUT_OF_RANGE),
+    for fn, reason in ((lambda a: np.full_like(a, 1e30), DEGENERATE_MODEL),
                        (lambda a: a * 1000, NORM_OUT_OF_RANGE),
                        (lambda a: np.full_like(a, np.inf), NON_FINITE)):
         bad = _scaled(current, fn)
         assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(bad), (),
                                                         None, bad)) == reason
     assert _snapshot(node) == before
-    assert node.rejected[NON_FINITE] == 2 and node.rejected[NORM_OUT_OF_RANGE] == 2
+    assert node.rejected[NON_FINITE] == 2 and node.rejected[NORM_OUT_OF_RANGE] == 1
+    assert node.rejected[DEGENERATE_MODEL] == 1
 
     # an honest-sized update from a member passes the check and is stored (the core may still
     # reject it by rank; a non-member's model is refused before it is stored: not_member)
@@ -119,6 +122,37 @@ async def test_receive_model_rejects_non_finite_and_blown_up_models(node: Node) 
     big = _scaled(current, lambda a: a * 1000)
     assert await node._receive_model(peer, ModelMsg(1, ModelKind.TRAINED, model_hash(big), (), None, big)) is None
     assert model_hash(big) in node.store
+
+
+async def test_adoption_check_refuses_a_members_worse_round_model(node: Node) -> None:
+    """A member may be a legitimate aggregator: its round model passes the role checks, so the
+    receiver checks the model itself on its own data (SPEC section 15, worse_model)."""
+    peer = Identity.generate().public_key
+    node.core.view.apply(peer, 0, 1, Status.JOIN, ("http://127.0.0.1:9",))
+    current = node.store.get(node.current)
+
+    def shifted(model, by: float):  # the output bias pushed towards class 0: finite, small norm
+        out = list(model)
+        a = from_raw(out[-1]).copy()
+        a[0] += by
+        out[-1] = to_raw(out[-1].name, a)
+        return tuple(out)
+
+    before = _snapshot(node)
+    bad = shifted(current, 20.0)
+    assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(bad), (), None, bad)) \
+        == WORSE_MODEL
+    assert node.rejected[WORSE_MODEL] == 1 and _snapshot(node) == before
+    zeros = _scaled(current, np.zeros_like)
+    assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(zeros), (), None,
+                                                    zeros)) == DEGENERATE_MODEL
+    # a model as good as ours passes (the core then checks the sender's rank)
+    near = shifted(current, 0.01)
+    assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(near), (), None,
+                                                    near)) is None
+    # --adopt-margin 0 turns the check off
+    node.adoption.cap = 0.0
+    assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(bad), (), None, bad)) is None
 
 
 async def test_model_data_non_finite_rejected(node: Node) -> None:
@@ -141,7 +175,7 @@ async def test_http_bad_models_from_a_stranger_never_change_the_model(node: Node
     acc0 = node.learner.evaluate(current).accuracy
     nan_trained = _scaled(current, lambda a: _nan_first(a + 0.01))
     delta, h1 = make_delta(nan_trained, current)
-    huge = _scaled(current, lambda a: np.full_like(a, 1e30))
+    huge = _scaled(current, lambda a: a * 1e6)
     frames = [(ModelMsg(1, ModelKind.TRAINED, h1, (), node.current, delta), NON_FINITE),
               (ModelMsg(2, ModelKind.AGGREGATED, model_hash(huge), (), None, huge), NORM_OUT_OF_RANGE)]
     async with aiohttp.ClientSession() as s:
@@ -188,7 +222,7 @@ def test_live_node_rejects_nan_and_huge_models(node_procs) -> None:
     stranger = Identity.generate()
     nan_trained = _scaled(current, lambda a: _nan_first(a + 0.01))
     delta, h1 = make_delta(nan_trained, current)
-    huge = _scaled(current, lambda a: np.full_like(a, 1e30))
+    huge = _scaled(current, lambda a: a * 1e6)
     bad_hashes = {h1.hex(), model_hash(huge).hex()}
     k = st["round"]
     for i, msg in enumerate([ModelMsg(k, ModelKind.TRAINED, h1, (), base_hash, delta),
@@ -225,10 +259,11 @@ def test_sim_aggregate_drops_insane_models() -> None:
                        for k, v in base.items()}, parent=base_h) for i in range(2)]
     nan = eng.put({k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in base.items()},
                   parent=base_h)
-    huge = eng.put({k: np.full_like(v, 1e30) if v.dtype.kind == "f" else v for k, v in base.items()},
-                   parent=base_h)
-    h = eng.aggregate(0, 1, [(0, honest[0]), (1, honest[1]), (2, nan), (3, huge)])
+    huge = eng.put({k: v * 1e6 if v.dtype.kind == "f" else v for k, v in base.items()}, parent=base_h)
+    zeros = eng.put({k: np.zeros_like(v) if v.dtype.kind == "f" else v for k, v in base.items()},
+                    parent=base_h)
+    h = eng.aggregate(0, 1, [(0, honest[0]), (1, honest[1]), (2, nan), (3, huge), (4, zeros)])
     out = eng.models[h]
     assert all(np.isfinite(v).all() for v in out.values() if v.dtype.kind == "f")
-    assert eng.models_rejected == {NON_FINITE: 1, NORM_OUT_OF_RANGE: 1}
+    assert eng.models_rejected == {NON_FINITE: 1, NORM_OUT_OF_RANGE: 1, DEGENERATE_MODEL: 1}
     assert update_ratio(out, base) < 1.0

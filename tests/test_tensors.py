@@ -6,9 +6,19 @@ import struct
 
 import numpy as np
 import pytest
+from blake3 import blake3
 
 from gossipnode.core.messages import RawTensor
-from gossipnode.wire.tensors import DTYPES, apply_delta, from_raw, make_delta, model_hash, to_raw
+from gossipnode.wire.tensors import (
+    DTYPES,
+    apply_delta,
+    from_raw,
+    leaf_of,
+    legacy_model_hash,
+    make_delta,
+    model_hash,
+    to_raw,
+)
 
 ALLOWED = [np.float32, np.float16, np.float64, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_]
 
@@ -46,15 +56,15 @@ def test_disallowed_dtypes(dt: object) -> None:
         to_raw("x", np.zeros(2, dtype=dt))
 
 
-def _reference_hash(tensors: list[RawTensor]) -> bytes:
-    """Direct transcription of SPEC.md "Model hash", built as one buffer."""
-    out = b"gossipnode/model/v1\x00" + struct.pack(">I", len(tensors))
+def _reference_hash(tensors: list[RawTensor], legacy: bool = False) -> bytes:
+    """Direct transcription of SPEC.md "Model hash", built as one buffer (legacy: versions 1-2)."""
+    out = (b"gossipnode/model/v1\x00" if legacy else b"gossipnode/model/v3\x00") + struct.pack(">I", len(tensors))
     for t in tensors:
         name = t.name.encode()
         out += struct.pack(">H", len(name)) + name + bytes([len(t.dtype)]) + t.dtype.encode()
         out += bytes([len(t.shape)]) + b"".join(struct.pack(">Q", d) for d in t.shape)
-        out += struct.pack(">Q", len(t.data)) + t.data
-    return hashlib.sha256(out).digest()
+        out += struct.pack(">Q", len(t.data)) + (t.data if legacy else blake3(t.data).digest())
+    return hashlib.sha256(out).digest() if legacy else blake3(out).digest()
 
 
 def test_model_hash_matches_spec_framing_and_is_sensitive() -> None:
@@ -76,6 +86,23 @@ def test_model_hash_matches_spec_framing_and_is_sensitive() -> None:
 def test_model_hash_large_model_incremental() -> None:
     big = [to_raw(f"l{i}", np.full(2_500_000, i, np.float32)) for i in range(4)]  # 40 MB
     assert model_hash(big) == _reference_hash(big)
+    assert legacy_model_hash(big) == _reference_hash(big, legacy=True)
+
+
+def test_leaf_digest_is_cached_only_for_immutable_data() -> None:
+    t = to_raw("x", np.arange(10, dtype=np.float32))
+    assert t.digest is None
+    assert leaf_of(t) == blake3(t.data).digest() == t.digest   # bytes: cached
+    from dataclasses import replace
+    u = replace(t, data=np.zeros(10, np.float32).tobytes())
+    assert u.digest is None and model_hash([u]) != model_hash([t])   # replace() never carries it over
+    assert u == RawTensor("x", "<f4", (10,), bytes(40))   # the cache is not part of equality
+    buf = bytearray(t.data)
+    w = RawTensor("x", "<f4", (10,), memoryview(buf))   # writable: never cached
+    leaf_of(w)
+    assert w.digest is None
+    buf[0] ^= 1
+    assert leaf_of(w) != leaf_of(t)
 
 
 def test_delta_round_trip_names_reconstructed_model() -> None:
@@ -111,3 +138,14 @@ def test_shape_span_bounded_even_when_empty() -> None:
     assert tensor_problem("t", "<f4", (3, 4), 48) is None
     # numpy can view every shape that passes
     np.frombuffer(b"", np.float32).reshape((0, MAX_ELEMENTS))
+
+
+def test_checkpoint_named_by_the_v2_sha256_model_hash_still_loads(tmp_path) -> None:
+    from gossipnode import checkpoint
+    m = (to_raw("w", np.arange(6, dtype=np.float32).reshape(2, 3)), to_raw("n", np.array(3, np.int64)))
+    checkpoint.save(tmp_path, m, {"round": 4, "model": legacy_model_hash(m).hex()})   # written by a v2 node
+    loaded = checkpoint.load(tmp_path)
+    assert loaded is not None and loaded[0] == m
+    checkpoint.save(tmp_path, m, {"round": 5, "model": "00" * 32})   # a wrong name is still refused
+    (tmp_path / checkpoint.PREV_META_FILE).unlink()
+    assert checkpoint.load(tmp_path) is None

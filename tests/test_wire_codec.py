@@ -9,6 +9,7 @@ from dataclasses import replace
 import msgpack
 import numpy as np
 import pytest
+from blake3 import blake3
 
 from gossipnode.core.messages import (
     Advertise,
@@ -39,6 +40,7 @@ from gossipnode.wire import (
     to_raw,
     verify,
 )
+from gossipnode.wire.codec import ReceiveBuffer, encode_frame
 
 NET = "testnet"
 MAX = 1 << 24
@@ -105,7 +107,7 @@ def test_round_trip(msg: object) -> None:
     # the chunked writer produces exactly canonical msgpack
     outer = msgpack.unpackb(data)
     assert msgpack.packb(outer) == data
-    assert msgpack.packb(msgpack.unpackb(outer[6])) == outer[6]
+    assert msgpack.packb(msgpack.unpackb(outer[7])) == outer[7]
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:
@@ -132,20 +134,23 @@ def test_malformed_outer() -> None:
     good = frame()
     outer = msgpack.unpackb(good)
     for bad in (b"", b"\xc1", b"\x90", good[:-1], good + b"\x00", msgpack.packb(outer[:7]),
+                msgpack.packb(outer[:8]),
                 msgpack.packb(outer + [1]), msgpack.packb({"a": 1}), "text", None, 3):
         assert reason(bad) == "malformed", bad
     for i, junk in ((1, b"net"), (2, "5"), (3, b"x" * 31), (4, -1), (4, 2**63), (5, 12), (5, float("nan")),
-                    (6, "body"), (7, b"s" * 63)):
+                    (6, "cuts"), (6, [0]), (6, [2**20]), (6, [3, 2]), (6, [2, 2]), (7, "body"), (8, b"s" * 63)):
         mod = list(outer)
         mod[i] = junk
         assert reason(msgpack.packb(mod)) == "malformed", (i, junk)
 
 
 def test_unknown_version() -> None:
-    for v in (1, 3):   # version 1 (before signed membership records) is not spoken any more
+    # versions 1 (before signed membership records) and 2 (sha256 body and model hashes) are not
+    # spoken any more; a future version may change everything after the version field
+    for v in (1, 2, 4):
         assert reason(seal(ALICE, NET, MsgType.PING, 1, 0.0, [msgpack.packb([1, 2])], version=v)) == "unknown_version"
-    # a future version may change everything after the version field
-    assert reason(msgpack.packb([3, "anything"])) == "unknown_version"
+    assert reason(msgpack.packb([4, "anything"])) == "unknown_version"
+    assert reason(msgpack.packb([2, "v2 had 8 fields", 3, b"k" * 32, 1, 0.0, b"body", b"s" * 64])) == "unknown_version"
 
 
 def test_bad_signature_checked_before_network_and_body() -> None:
@@ -154,10 +159,13 @@ def test_bad_signature_checked_before_network_and_body() -> None:
     outer[3] = other.public_key  # claim another sender
     assert reason(msgpack.packb(outer)) == "bad_signature"
     outer = msgpack.unpackb(frame(net="elsewhere"))
-    outer[6] = b"\xc1garbage"  # wrong network AND garbage body, but the signature fails first
+    outer[7] = b"\xc1garbage"  # wrong network AND garbage body, but the signature fails first
     assert reason(msgpack.packb(outer)) == "bad_signature"
     outer = msgpack.unpackb(frame())
     outer[3] = b"\x00" * 32  # not a valid curve point
+    assert reason(msgpack.packb(outer)) == "bad_signature"
+    outer = msgpack.unpackb(frame())
+    outer[6] = [1]  # the same body cut into other segments: the signed body hash differs
     assert reason(msgpack.packb(outer)) == "bad_signature"
 
 
@@ -325,7 +333,7 @@ def test_fuzz_signed_bodies() -> None:
         code = rnd.randrange(1, 8)
         _only_wire_errors(seal(ALICE, NET, code, 1, 0.0, [msgpack.packb(_random_obj(rnd))]))
     for msg in MESSAGES:
-        body = msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[6]
+        body = msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[7]
         code = int(msgpack.unpackb(encode(ALICE, NET, 1, 0.0, msg))[2])
         for _ in range(150):
             b = bytearray(body)
@@ -378,3 +386,138 @@ def test_replay_guard_is_atomic_across_threads() -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: reason(data, guard), range(64)))
     assert results.count("accept") == 1 and results.count("replay") == 63
+
+
+# ---------------------------------------------------------------- v3: segments, one hash per side
+
+def _big_model(n: int = 3, size: int = 5000) -> ModelData:
+    rng = np.random.default_rng(5)
+    ts = tuple(to_raw(f"t{i}", rng.standard_normal(size, dtype=np.float32)) for i in range(n))
+    ts += (to_raw("small", np.arange(3, dtype=np.int64)),)
+    return ModelData(model_hash(ts), ts)
+
+
+def test_encode_frame_references_tensor_buffers_and_joins_to_encode() -> None:
+    msg = _big_model()
+    f = encode_frame(ALICE, NET, 3, 1.0, msg)
+    assert bytes(f) == encode(ALICE, NET, 3, 1.0, msg) and len(f) == len(bytes(f))
+    for t in msg.tensors[:3]:
+        assert any(p is t.data for p in f.parts)   # scatter-gather: never copied into the frame
+    assert len(msgpack.unpackb(bytes(f))[6]) == 6   # cuts around each of the 3 large data bins
+
+
+def test_decoded_tensors_view_the_frame_and_carry_their_segment_digest() -> None:
+    msg = _big_model()
+    data = encode(ALICE, NET, 3, 1.0, msg)
+    env = decode(data, NET, MAX)
+    assert env.msg == msg
+    for t in env.msg.tensors:
+        assert isinstance(t.data, memoryview) and t.data.readonly and t.data.obj is data   # no copy
+    assert [t.digest is not None for t in env.msg.tensors] == [True, True, True, False]
+    assert all(t.digest == blake3(bytes(t.data)).digest() for t in env.msg.tensors[:3])
+    assert model_hash(env.msg.tensors) == msg.model
+
+
+def test_cuts_not_aligned_with_tensors_still_name_the_model_correctly() -> None:
+    """A sender may cut anywhere: the receiver hashes what it got; unaligned tensors are hashed
+    separately (a second pass only for them), never named by a digest of other bytes."""
+    msg = _big_model()
+    body = msgpack.unpackb(encode(ALICE, NET, 3, 1.0, msg))[7]
+    chunks = [body[:100], body[100:9000], body[9000:]]
+    env = decode(seal(ALICE, NET, MsgType.MODEL_DATA, 4, 1.0, chunks, leaves={1: None}), NET, MAX)
+    assert env.msg == msg and all(t.digest is None for t in env.msg.tensors)
+    assert model_hash(env.msg.tensors) == msg.model
+
+
+def test_too_many_cuts_are_malformed_and_a_sender_caps_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gossipnode.wire import codec
+    outer = msgpack.unpackb(frame())
+    outer[6] = list(range(1, codec.MAX_CUTS + 2))
+    assert reason(msgpack.packb(outer)) == "malformed"
+    monkeypatch.setattr(codec, "MAX_CUTS", 4)
+    msg = _big_model(5)
+    data = encode(ALICE, NET, 5, 1.0, msg)
+    assert len(msgpack.unpackb(data)[6]) <= 4
+    env = decode(data, NET, MAX)
+    assert [t.digest is not None for t in env.msg.tensors][:3] == [True, True, False]   # capped: the rest apart
+    assert env.msg == msg and model_hash(env.msg.tensors) == msg.model
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_frame_hasher_while_bytes_arrive_matches_decode(seed: int) -> None:
+    rnd = random.Random(seed)
+    for msg in [*MESSAGES, _big_model(), _big_model(5, 300_000)]:
+        data = encode(ALICE, NET, 7, 2.0, msg)
+        buf = ReceiveBuffer(len(data))
+        h = buf.hasher()
+        view = buf.view()
+        pos = 0
+        while pos < len(data):   # arbitrary chunk sizes, as a socket delivers them
+            k = min(len(data) - pos, rnd.choice([1, 7, 100, 4096, 65536, 300_000]))
+            view[pos:pos + k] = data[pos:pos + k]
+            pos += k
+            h.feed(pos)
+        view.release()
+        buf.done()
+        assert not h.failed
+        head = decode(data, NET, MAX)
+        env = decode(buf, NET, MAX)
+        assert env.msg == head.msg == msg
+        assert len(buf.hashed) == len(msgpack.unpackb(data)[6]) + 1   # every segment hashed on the way
+        if isinstance(msg, ModelData) and msg.tensors and msg.tensors[-1].name == "small":
+            assert model_hash(env.msg.tensors) == msg.model
+
+
+def test_frame_hasher_never_raises_and_decode_gives_the_reason() -> None:
+    good = frame()
+    bad_sig = good[:-1] + bytes([good[-1] ^ 1])
+    for data, want in [(b"\xc1" * 50, "malformed"), (good[:-3], "malformed"), (bad_sig, "bad_signature"),
+                       (seal(ALICE, NET, MsgType.PING, 1, 0.0, [b"\x93\x01\x02\xc0"], version=2), "unknown_version")]:
+        buf = ReceiveBuffer(len(data))
+        h = buf.hasher()
+        view = buf.view()
+        for i in range(len(data)):
+            view[i] = data[i]
+            h.feed(i + 1)
+        view.release()
+        buf.done()
+        assert reason(buf) == want
+
+
+def test_receive_buffer_large_is_a_memory_map_populated_as_bytes_arrive() -> None:
+    msg = _big_model(2, 400_000)   # 3.2 MB: above POPULATE_MIN
+    data = encode(ALICE, NET, 8, 0.0, msg)
+    buf = ReceiveBuffer(len(data))
+    v = buf.view()
+    for pos in range(0, len(data), 100_000):   # as a transport writes it: reserve, then copy
+        k = min(100_000, len(data) - pos)
+        buf.reserve(pos + k)
+        v[pos:pos + k] = data[pos:pos + k]
+    buf.reserve(len(data) + 10)   # beyond the end: harmless
+    v.release()
+    env = decode(buf, NET, MAX)   # no hasher: decode hashes the segments itself
+    assert env.msg == msg and bytes(buf) == data and model_hash(env.msg.tensors) == msg.model
+    assert not np.frombuffer(env.msg.tensors[0].data, np.float32).flags.writeable
+
+
+def test_frame_hasher_parses_a_dribbled_head_only_log_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gossipnode.wire import codec
+    calls = [0]
+    real = codec._Head
+
+    def counting(*a: object) -> object:
+        calls[0] += 1
+        return real(*a)
+
+    monkeypatch.setattr(codec, "_Head", counting)
+    data = encode(ALICE, NET, 9, 0.0, _big_model())
+    buf = ReceiveBuffer(len(data))
+    h = buf.hasher()
+    view = buf.view()
+    for i in range(len(data)):   # one byte per chunk
+        view[i] = data[i]
+        h.feed(i + 1)
+    view.release()
+    buf.done()
+    assert calls[0] <= 4 and not h.failed
+    assert decode(buf, NET, MAX).msg == _big_model()

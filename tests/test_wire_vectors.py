@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import pairwise
+import struct
 from dataclasses import fields, is_dataclass
 from enum import IntEnum
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 from gossipnode.core import messages as m
 from gossipnode.wire import Identity, ReplayGuard, WireError, decode, encode, signing_digest
@@ -17,6 +20,7 @@ from gossipnode.wire.tensors import apply_delta, model_hash
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
 V1 = VECTORS / "v1"   # the released version 1: kept, never regenerated, no longer spoken
+V2 = VECTORS / "v2"   # version 2 (sha256 body and model hashes): likewise
 MSG_CLASSES = {"ADVERTISE": m.Advertise, "VIEW": m.ViewShare, "PING": m.Ping, "PONG": m.Pong,
                "MODEL": m.ModelMsg, "MODEL_REQUEST": m.ModelRequest, "MODEL_DATA": m.ModelData}
 
@@ -68,14 +72,23 @@ def message(type_name: str, d: dict) -> m.Message:
 
 def as_json(v: object) -> object:
     if is_dataclass(v):
-        return {f.name: as_json(getattr(v, f.name)) for f in fields(v)}
-    if isinstance(v, bytes):
+        return {f.name: as_json(getattr(v, f.name)) for f in fields(v) if f.compare}   # not caches
+    if isinstance(v, bytes | memoryview):
         return v.hex()
     if isinstance(v, IntEnum):
         return int(v)
     if isinstance(v, tuple | list):
         return [as_json(x) for x in v]
     return v
+
+
+def spec_body_hash(body: bytes, cuts: list[int]) -> bytes:
+    """SPEC §3 transcribed independently of the codec: BLAKE3 over the framed segment digests."""
+    bounds = [0, *cuts, len(body)]
+    out = b"gossipnode/v3 body\x00" + struct.pack(">I", len(bounds) - 1)
+    for a, b in pairwise(bounds):
+        out += struct.pack(">Q", b - a) + blake3(body[a:b]).digest()
+    return blake3(out).digest()
 
 
 GOLDEN = sorted(p.name for p in VECTORS.glob("msg_*.json"))
@@ -97,9 +110,9 @@ def test_golden_encode_is_byte_exact(name: str) -> None:
     frame = encode(ident, v["network_id"], v["seq"], v["ts"], msg)
     assert frame.hex() == v["frame"]
     body = bytes.fromhex(v["body"])
-    assert hashlib.sha256(body).hexdigest() == v["body_sha256"]
+    assert spec_body_hash(body, v["cuts"]).hex() == v["body_hash"]
     assert signing_digest(VERSION, v["network_id"], v["type_code"], ident.public_key, v["seq"], v["ts"],
-                          hashlib.sha256(body).digest()).hex() == v["signing_digest"]
+                          bytes.fromhex(v["body_hash"])).hex() == v["signing_digest"]
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -172,9 +185,19 @@ def test_golden_view_records_are_signed_by_their_peers() -> None:
         assert recs and all(auth.verify(r) for r in recs)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in V1.glob("msg_*.json")))
-def test_v1_frames_are_rejected_as_unknown_version(name: str) -> None:
-    v = json.loads((V1 / name).read_text())
+@pytest.mark.parametrize("name", [f"{d.name}/{p.name}" for d in (V1, V2) for p in sorted(d.glob("msg_*.json"))])
+def test_old_version_frames_are_rejected_as_unknown_version(name: str) -> None:
+    v = json.loads((VECTORS / name).read_text())
     with pytest.raises(WireError) as err:
         decode(bytes.fromhex(v["frame"]), v["network_id"], 1 << 20, ReplayGuard())
     assert err.value.reason == "unknown_version"
+
+
+def test_segment_vector_names_tensors_without_a_second_pass() -> None:
+    """A tensor whose data is exactly one segment gets the segment's digest as its model-hash leaf."""
+    v = load("msg_model_data_segments.json")
+    assert len(v["cuts"]) >= 3
+    env = decode(bytes.fromhex(v["frame"]), v["network_id"], 1 << 20, ReplayGuard())
+    big = [t for t in env.msg.tensors if len(t.data) >= 4096]
+    assert len(big) == 2 and all(t.digest == blake3(t.data).digest() for t in big)
+    assert model_hash(env.msg.tensors).hex() == v["message"]["model"]

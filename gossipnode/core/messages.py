@@ -52,6 +52,10 @@ class RawTensor:
     dtype: str           # numpy dtype string, little-endian: "<f4", "<f2", "<f8", "<i8", "<i4", "|u1", "|b1"
     shape: tuple[int, ...]
     data: bytes
+    # Cache of the BLAKE3 leaf digest of `data` (protocol/SPEC.md §6), set only by wire/ code that
+    # computed it from these exact bytes. Not an init field, so dataclasses.replace() never
+    # carries a stale one over to new data; not compared, so equality is about content only.
+    digest: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

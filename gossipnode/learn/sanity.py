@@ -22,6 +22,11 @@ from .state import is_weight
 
 NON_FINITE = "non_finite"
 NORM_OUT_OF_RANGE = "norm_out_of_range"
+DEGENERATE_MODEL = "degenerate_model"
+WORSE_MODEL = "worse_model"
+# Default adoption margin (nats of mean cross-entropy on the receiver's own data, see
+# adoption_problem). Honest round-to-round rises measured in benchmarks/adoption_margin.py.
+DEFAULT_ADOPT_MARGIN = 1.0
 NORM_EPS = 1e-6
 # Default bound on ratio(). Honest ratios measured on MNIST-1D over 200 rounds
 # (benchmarks/update_norms.py 200; 20 nodes, s = 5, sybilwall + mean + vc): trained deltas
@@ -40,6 +45,73 @@ def non_finite(state: Mapping[str, np.ndarray]) -> str | None:
         if np.issubdtype(a.dtype, np.floating) and a.size and not np.isfinite(a).all():
             return name
     return None
+
+
+def degenerate(model: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray] | None) -> str | None:
+    """Name of the first weight matrix (2-D or more) that is constant in ``model`` but not in
+    ``reference``: SGD from a random start never yields one, while an all-zero (or all-equal)
+    model stops ReLU networks from learning for good, whatever its loss says."""
+    if reference is None:
+        return None
+    for name, arr in model.items():
+        a = np.asarray(arr)
+        r = reference.get(name)
+        if r is None or a.ndim < 2 or a.size < 2 or not is_weight(name, a):
+            continue
+        r = np.asarray(r)
+        if r.shape == a.shape and (a == a.flat[0]).all() and not (r == r.flat[0]).all():
+            return name
+    return None
+
+
+def adoption_problem(loss: float, current_loss: float, margin: float = DEFAULT_ADOPT_MARGIN) -> str | None:
+    """Why a received round model must not replace the current one, else None: it is worse by
+    more than ``margin`` nats, both losses being the mean cross-entropy on the same sample of
+    the receiver's own training data. ``margin <= 0`` turns the check off."""
+    if margin <= 0:
+        return None
+    if not np.isfinite(loss):
+        return f"loss {loss} on local data"
+    if np.isfinite(current_loss) and loss > current_loss + margin:
+        return f"loss {loss:.3f} on local data > current model's {current_loss:.3f} + margin {margin:.3g}"
+    return None
+
+
+class AdoptionGate:
+    """The adoption check with a margin that follows the network (SPEC section 15).
+
+    The margin is ``FACTOR`` times the largest loss rise among the last ``RECENT`` round models
+    this node accepted, at least ``FLOOR`` and at most ``cap`` (``--adopt-margin``). Honest rises
+    measured in the simulator (10 nodes, 100 rounds, defaults): iid at most 0.06 nats,
+    dirichlet:0.1 at most 0.74; an all-zero model costs ln(classes) = 2.3, a model with its output
+    bias shifted by 8 about +0.65 against a trained model. So an iid network refuses such a model
+    at the floor, while a non-iid one, whose honest models already swing that much, can only be
+    held to the cap. An attacker that is a legitimate aggregator can raise the margin by sending
+    models just under it, but never above the cap: the damage per adopted round is bounded, and
+    the next honest round model, being better, is accepted again.
+    """
+
+    FACTOR = 3.0
+    FLOOR = 0.25
+    RECENT = 16
+
+    def __init__(self, cap: float = DEFAULT_ADOPT_MARGIN) -> None:
+        self.cap = cap
+        self.rises: list[float] = []
+
+    @property
+    def margin(self) -> float:
+        recent = max(self.rises[-self.RECENT:], default=0.0)
+        return min(self.cap, max(self.FLOOR, self.FACTOR * recent))
+
+    def check(self, loss: float, current_loss: float) -> str | None:
+        if self.cap <= 0:
+            return None
+        why = adoption_problem(loss, current_loss, self.margin)
+        if why is None:
+            self.rises.append(max(0.0, loss - current_loss))
+            del self.rises[: -self.RECENT]
+        return why
 
 
 def update_ratio(model: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
@@ -73,7 +145,8 @@ def check_model(
 ) -> tuple[str, str] | None:
     """``(reason, detail)`` if ``model`` must not be used, else None.
 
-    ``non_finite``: a float tensor holds NaN or +-inf. ``norm_out_of_range``: with a finite
+    ``non_finite``: a float tensor holds NaN or +-inf. ``degenerate_model``: a weight matrix is
+    constant where the reference's is not (see ``degenerate``). ``norm_out_of_range``: with a finite
     ``reference`` and ``max_ratio > 0``, ``update_ratio(model, reference) > max_ratio``.
     ``max_ratio = 0`` turns the norm check off; a non-finite reference skips it (a node whose own
     model went bad still rejects non-finite input).
@@ -81,6 +154,8 @@ def check_model(
     bad = non_finite(model)
     if bad is not None:
         return NON_FINITE, f"tensor {bad!r} has non-finite values"
+    if (bad := degenerate(model, reference)) is not None:
+        return DEGENERATE_MODEL, f"weight tensor {bad!r} is constant"
     if reference is None or max_ratio <= 0 or non_finite(reference) is not None:
         return None
     ratio = update_ratio(model, reference)
@@ -90,7 +165,13 @@ def check_model(
 
 
 __all__ = [
+    "DEFAULT_ADOPT_MARGIN",
     "DEFAULT_MAX_UPDATE_NORM",
+    "DEGENERATE_MODEL",
+    "WORSE_MODEL",
+    "AdoptionGate",
+    "adoption_problem",
+    "degenerate",
     "NON_FINITE",
     "NORM_EPS",
     "NORM_OUT_OF_RANGE",

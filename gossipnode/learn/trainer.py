@@ -89,6 +89,9 @@ class Trainer:
             torch.set_num_threads(num_threads)
         self.device = resolve_device(device)
         self.model = model_factory().to(self.device)
+        self._factory = model_factory
+        self._probe: nn.Module | None = None   # a second module for probe_loss (own lock)
+        self._probe_lock = threading.Lock()
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.batch_size, self.local_epochs = batch_size, local_epochs
         self._rng = np.random.default_rng(seed)  # batch order; advances call by call
@@ -158,6 +161,21 @@ class Trainer:
                 xb = torch.as_tensor(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
                 preds.append(self.model(xb.to(self.device)).argmax(1).cpu())
             return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
+
+    @torch.no_grad()
+    def probe_loss(self, state: State, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean cross-entropy of ``state`` on (x, y), on a module of its own, so that checking a
+        received model never waits for a training run that holds the main module's lock."""
+        if len(y) == 0:
+            return 0.0
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = self._factory().to(self.device)
+            load_into(self._probe, state)
+            self._probe.eval()
+            xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+            yt = torch.as_tensor(np.ascontiguousarray(y, dtype=np.int64)).to(self.device)
+            return float(nn.functional.cross_entropy(self._probe(xt), yt))
 
     @torch.no_grad()
     def evaluate(self, state: State, x: np.ndarray, y: np.ndarray, batch_size: int = 2000) -> EvalResult:

@@ -32,8 +32,9 @@ _HELP: dict[str, str] = {
     "stall_timeout": "modest: the daemon's stall restart (< 0: off, as in the paper; 0: 3 x round timeout)",
     "role_slack": "modest: role-check tolerance, places behind the sample (the daemon's --role-slack)",
     "accept_quorum": "modest: adopt a model once this many aggregators sent its hash (--accept-quorum)",
-    "sybil_aggregate": "modest: honest, or replace (a Sybil sampled to aggregate sends its own poisoned "
-                       "model instead of the aggregate: what --accept-quorum defends against)",
+    "sybil_aggregate": "modest: honest; replace (a Sybil sampled to aggregate sends the attacker's "
+                       "model instead of the aggregate: what --accept-quorum and --adopt-margin defend "
+                       "against); drop (it ignores the round's updates and sends the current model)",
     "churn": "crash|leave|join:COUNT:EVERY:START:TIMES, comma-separated (paper: crash:5:60:300:16)",
     "attack": "none, label-flip (or labelflip) or backdoor: the scenario's Sybils run this attack",
     "eval_attack": "also measure these attacks' rates without an attack (a no-attack baseline): "

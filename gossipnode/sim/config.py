@@ -41,6 +41,7 @@ class SimConfig:
     vc_rho: float = 1.0
     vc_max_corr: float = 0.3
     max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
+    adopt_margin: float = 1.0         # modest: the daemon's adoption check (--adopt-margin); 0: off
     # MoDeST
     sample_size: int = 10
     aggregators: int = 1
@@ -69,7 +70,8 @@ class SimConfig:
     attack: str = "none"              # none | label-flip (or labelflip) | backdoor; stored canonical
     sybils: float = 0.0               # Sybil identities per honest node (phi)
     sybil_links: int = 2              # D-PSGD: honest neighbours of each Sybil identity
-    sybil_aggregate: str = "honest"   # modest: honest | replace (a Sybil sampled to aggregate sends its own model)
+    sybil_aggregate: str = "honest"   # modest: honest | replace (a Sybil aggregator sends the attacker's model)
+                                      # | drop (it ignores the updates: sends the current model again)
     # measurement
     eval_every: float = 0.0           # virtual seconds between evaluations (0: auto)
     eval_nodes: int = 20              # honest nodes evaluated per evaluation (gossip, dpsgd)
@@ -94,8 +96,10 @@ class SimConfig:
             raise ValueError("sybils (phi) must be >= 0")
         if self.sybils > 0 and self.attack == "none":
             raise ValueError("--sybils needs --attack label-flip or backdoor")
-        if self.sybil_aggregate not in ("honest", "replace"):
-            raise ValueError("sybil_aggregate must be honest or replace")
+        if self.sybil_aggregate not in ("honest", "replace", "drop"):
+            raise ValueError("sybil_aggregate must be honest, replace or drop")
+        if not self.adopt_margin >= 0:
+            raise ValueError("adopt_margin must be >= 0")
         parse_churn(self.churn)
         parse_topology(self.topology)
         object.__setattr__(self, "compress", str(parse_compress(self.compress)))

@@ -100,10 +100,10 @@ class DPSGDSim(Engine):
             self.link_ref[(i, j)] = self.model[i]
             return self.model[i], self.sizes.full_model
         h = self.compress(i, self.model[i], ref, error_feedback=False)
-        if h not in self.tensor_bytes:   # not compressible (non-finite): sent whole
+        if h not in self.delta_bytes:   # not compressible (non-finite): sent whole
             return h, self.sizes.full_model
         self.link_ref[(i, j)] = h
-        return h, self.sizes.delta_frame + self.tensor_bytes[h]
+        return h, self.delta_bytes[h]
 
     def _recv(self, j: int, i: int, r: int, h: bytes) -> None:
         if r < self.round[j]:

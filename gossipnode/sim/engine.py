@@ -29,7 +29,10 @@ from gossipnode.learn.compress import Compressor
 from gossipnode.compress_names import parse_compress
 from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
 from gossipnode.wire.tensors import decode_values, to_raw
-from gossipnode.learn.sanity import check_model
+from gossipnode.aggregate import no_recording
+from gossipnode.learn.aggregation.filters import NoFilter
+from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, adoption_problem, check_model,
+                                     degenerate)
 from gossipnode.learn.models import build_model
 from gossipnode.learn.state import State, state_from_module, sub
 from gossipnode.learn.trainer import Trainer
@@ -121,7 +124,7 @@ class Engine:
         # ---- update compression (the daemon's --compress, learn/compress.py) ----
         self.compress_spec = parse_compress(cfg.compress)
         self._compressors: dict[int, Compressor] = {}
-        self.tensor_bytes: dict[bytes, int] = {}   # model hash -> its delta's encoded tensor array size
+        self.delta_bytes: dict[bytes, int] = {}   # model hash -> its compressed delta frame's size, no view
         if cfg.eval_samples and cfg.eval_samples < len(ds.y_test):
             idx = np.sort(self.np_rng.permutation(len(ds.y_test))[: cfg.eval_samples])
             self.x_test, self.y_test = ds.x_test[idx], ds.y_test[idx]
@@ -136,6 +139,10 @@ class Engine:
         self._poison_data: ldata.Dataset | None = None
         self._poison_cache: dict[bytes, bytes] = {}
         self._pipelines: dict[int, Pipeline] = {}
+        self._probe_cache: dict[tuple[int, bytes], float] = {}
+        self._gates: dict[int, AdoptionGate] = {}
+        self.fallbacks: Counter[str] = Counter()   # aggregator self-check: unfiltered / current
+        self.adopt_rises: list[float] = []   # honest probe-loss rises the adoption check let through
         # ---- network and compute models ----
         n = self.n_total
         lat = draw(cfg.latency, (n, n), self.np_rng)
@@ -291,7 +298,7 @@ class Engine:
     def compress(self, i: int, h: bytes, base_h: bytes, error_feedback: bool = True) -> bytes:
         """Node i sends model h as a compressed delta against base_h, exactly as the daemon does
         (wire/tensors.make_delta with a compressor): returns the hash of the receiver's (and the
-        sender's) reconstruction, stored with parent base_h; its encoded size is in tensor_bytes.
+        sender's) reconstruction, stored with parent base_h; its frame size is in delta_bytes.
         With error feedback the node's residual (what the compressor dropped) joins its next update."""
         model, base = self.models[h], self.models[base_h]
         floats = {k: v.astype(np.float32) - base[k].astype(np.float32)
@@ -310,16 +317,50 @@ class Engine:
                 recon[k] = v
                 wire.append(to_raw(k, v))
         out = self.put(recon, parent=base_h)
-        self.tensor_bytes[out] = self.sizes.tensors_size(wire)
+        self.delta_bytes[out] = self.sizes.delta_frame(wire)
         return out
 
     def msg_size(self, msg: Any) -> int:
         """Frame size of a core's message; a TRAINED model sent compressed costs its encoding."""
         if isinstance(msg, ModelMsg) and msg.kind == ModelKind.TRAINED:
-            tb = self.tensor_bytes.get(msg.model)
+            tb = self.delta_bytes.get(msg.model)
             if tb is not None:
                 return self.sizes.compressed_model(msg, tb)
         return self.sizes.of(msg)
+
+    PROBE_SAMPLES = 512   # as the daemon's learner.PROBE_SAMPLES
+
+    def probe_loss(self, i: int, h: bytes) -> float:
+        key = (i, h)
+        loss = self._probe_cache.get(key)
+        if loss is None:
+            if len(self._probe_cache) > 20_000:
+                self._probe_cache.clear()
+            d = self.dataset_of(i)
+            idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
+            loss = self.trainer.probe_loss(self.models[h], d.x[idx], d.y[idx])
+            self._probe_cache[key] = loss
+        return loss
+
+    def adoption_problem(self, i: int, h: bytes, current: bytes) -> str | None:
+        """The daemon's receive-time checks of a round model (SPEC section 15) for honest node i
+        holding ``current``: degenerate_model, then the adoption check (worse_model). Every
+        honest loss rise that passes is kept in ``adopt_rises`` (what --adopt-margin must allow)."""
+        st, cur = self.models.get(h), self.models.get(current)
+        if st is None or cur is None or h == current:
+            return None
+        if degenerate(st, cur) is not None:
+            return DEGENERATE_MODEL
+        if self.cfg.adopt_margin <= 0:
+            return None
+        gate = self._gates.get(i)
+        if gate is None:
+            gate = self._gates[i] = AdoptionGate(self.cfg.adopt_margin)
+        new, old = self.probe_loss(i, h), self.probe_loss(i, current)
+        if gate.check(new, old) is not None:
+            return WORSE_MODEL
+        self.adopt_rises.append(new - old)
+        return None
 
     def pipeline(self, i: int) -> Pipeline:
         p = self._pipelines.get(i)
@@ -367,7 +408,36 @@ class Engine:
             m = self.models[h]
             contribs.append(Contribution(self.node_name(j), m, sub(m, base) if base is not None else m, round_))
         res = self.pipeline(i).aggregate(contribs, base, own=self.models[own] if own else None, beta=beta)
-        return self.put(res.state, parent=base_h if own is None else None)
+        state = res.state
+        if own is None and base_h is not None and i < self.n_honest_cap and self.cfg.adopt_margin > 0:
+            state = self.self_check(i, state, contribs, base_h, getattr(self, "current", {}).get(i, base_h))
+        return self.put(state, parent=base_h if own is None else None)
+
+    def self_check(self, i: int, state: State, contribs: list[Contribution], base_h: bytes,
+                   current_h: bytes) -> State:
+        """The daemon's aggregator self-check (gossipnode/aggregate.py self_check): a result much
+        worse than i's current model on i's own data gives way to the unfiltered pipeline, then
+        to the current model."""
+        margin = self._gates[i].margin if i in self._gates else AdoptionGate(self.cfg.adopt_margin).margin
+        base_loss = self.probe_loss(i, current_h)
+        d = self.dataset_of(i)
+        idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
+        if adoption_problem(self.trainer.probe_loss(state, d.x[idx], d.y[idx]), base_loss, margin) is None:
+            return state
+        def ok(st: State) -> bool:
+            return adoption_problem(self.trainer.probe_loss(st, d.x[idx], d.y[idx]), base_loss, margin) is None
+
+        kept = [c for c in contribs if ok(c.model)]
+        if kept:
+            p = self.pipeline(i)
+            for name, pipe in (("screened", p), ("unfiltered", Pipeline(NoFilter(), p.combiner, p.corrector))):
+                with no_recording(pipe):
+                    res = pipe.aggregate(kept, self.models[base_h])
+                if any(w > 0 for w in res.weights.values()) and ok(res.state):
+                    self.fallbacks[name] += 1
+                    return res.state
+        self.fallbacks["current"] += 1
+        return {k: v.copy() for k, v in self.models[current_h].items()}
 
     def evaluate(self, h: bytes) -> tuple[float, float, list[float]]:
         r = self._eval_cache.get(h)
@@ -431,7 +501,7 @@ class Engine:
             del self.models[h]
             self.parent.pop(h, None)
         self._poison_cache = {k: v for k, v in self._poison_cache.items() if k in self.models and v in self.models}
-        self.tensor_bytes = {k: v for k, v in self.tensor_bytes.items() if k in self.models}
+        self.delta_bytes = {k: v for k, v in self.delta_bytes.items() if k in self.models}
 
     # ---- churn --------------------------------------------------------------------------------
     def _schedule_churn(self) -> None:
@@ -531,6 +601,11 @@ class Engine:
             "churn_events": dict(self.churn_counts),
             "protocol_events": dict(self.events),
             "models_rejected": dict(self.models_rejected),
+            "aggregation_fallbacks": dict(self.fallbacks),
+            # honest round models' loss rise on the receiver's data, over all adoption checks
+            "adopt_rise": ({"checks": len(self.adopt_rises),
+                            "p99": float(np.quantile(self.adopt_rises, 0.99)),
+                            "max": float(max(self.adopt_rises))} if self.adopt_rises else None),
             "sybils": self.n_sybils,
             # weight tensors the default correction (vc) rescaled, over all nodes' merges
             "vc_corrected": sum(getattr(p.corrector, "corrected", 0) for p in self._pipelines.values()),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from typing import Any
 
 from gossipnode.core.actions import (
@@ -17,9 +18,11 @@ from gossipnode.core.actions import (
 )
 from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.auth import DigestAuth
-from gossipnode.core.messages import ModelMsg, Status, ViewRecord
+from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
+
+from gossipnode.learn.sanity import WORSE_MODEL
 
 from .engine import Engine, pk_of
 
@@ -170,6 +173,13 @@ class ModestSim(Engine):
             self._schedule_tick(i)
 
     def _on_msg(self, j: int, i: int, msg: object) -> None:
+        if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
+                and (why := self.adoption_problem(j, msg.model, self.current[j])) is not None):
+            self.models_rejected[why] += 1   # as the daemon: counted, the model never used
+            if why == WORSE_MODEL and self.cfg.accept_quorum == 1:
+                msg = replace(msg, model=self.current[j])   # the round goes on from j's own model
+            else:
+                return
         self._run(j, self.cores[j].handle(self.now, self.pks[i], msg))
 
     def _trained(self, i: int, tok: int) -> None:
@@ -197,6 +207,8 @@ class ModestSim(Engine):
             # A legitimately sampled malicious aggregator: it sends the attacker's model (trained
             # from the round's aggregate), the same for every Sybil, instead of the aggregate.
             h = self.poisoned(h)
+        elif i in self._sybil_set and self.cfg.sybil_aggregate == "drop":
+            h = self.current[i]   # the round's updates are ignored: no progress this round
         self._run(i, c.aggregation_done(self.now, k, h))
 
     def _round_model(self, i: int, k: int, h: bytes) -> None:

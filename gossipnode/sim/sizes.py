@@ -6,8 +6,6 @@ real model, so dtype/shape headers are included).
 """
 from __future__ import annotations
 
-import msgpack
-
 from gossipnode.core.messages import (
     Advertise,
     ModelKind,
@@ -52,19 +50,17 @@ class SizeModel:
         self.model_empty = empty
         self.full_model = full        # frame with the whole model, no view
         self.delta_model = delta      # frame with a delta (base hash set), no view
-        # a delta frame without its tensor array (compressed deltas: + tensors_size(...)); exact up
-        # to the 1-3 bytes by which the envelope's body bin header shrinks with the body
-        self.delta_frame = delta - self.tensors_size(model)
+        self._size = size
+        self._h = h
 
-    @staticmethod
-    def tensors_size(tensors) -> int:
-        """Encoded size of a tensor array [[name, dtype, shape, data], ...] (SPEC section 4)."""
-        return len(msgpack.packb([[t.name, t.dtype, list(t.shape), t.data] for t in tensors],
-                                 use_bin_type=True))
+    def delta_frame(self, tensors) -> int:
+        """Exact size of a TRAINED frame with these (compressed) delta tensors and no view: encoded
+        once per compressed update by the real codec (one signature, one hash of a small body)."""
+        return self._size(ModelMsg(1000, ModelKind.TRAINED, self._h, (), self._h, tuple(tensors)))
 
-    def compressed_model(self, msg: object, tensor_bytes: int) -> int:
-        """A MODEL frame (with its view) whose delta tensor array encodes to `tensor_bytes`."""
-        return self.delta_frame + tensor_bytes + self.view_record * len(msg.view)
+    def compressed_model(self, msg: object, frame_bytes: int) -> int:
+        """A MODEL frame with its view, whose frame without the view is `frame_bytes`."""
+        return frame_bytes + self.view_record * len(msg.view)
 
     def of(self, msg: object, with_tensors: bool = True) -> int:
         if isinstance(msg, Ping):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Any, Protocol
 from collections.abc import Awaitable, Callable
 
 # The network source of the frame being handled (e.g. the HTTP peer's IP), set by a transport
@@ -12,6 +12,15 @@ INBOUND_SOURCE: ContextVar[str | None] = ContextVar("gossipnode_inbound_source",
 # Called for every inbound frame: (frame bytes, reply-to hint or None) -> None.
 # The handler never raises; it counts and logs what it rejects.
 InboundHandler = Callable[[bytes, str | None], Awaitable[str | None]]
+
+
+# What send() takes: bytes, or a wire.codec.Frame (the encoded frame as scatter-gather parts,
+# len() = its size, bytes() = joined). A transport that needs one buffer calls as_bytes().
+OutFrame = Any
+
+
+def as_bytes(frame: OutFrame) -> bytes:
+    return frame if isinstance(frame, bytes) else bytes(frame)
 
 
 class TransportError(Exception):
@@ -26,6 +35,6 @@ class Transport(Protocol):
 
     async def start(self, handler: InboundHandler) -> None: ...
 
-    async def send(self, address: str, frame: bytes) -> None: ...
+    async def send(self, address: str, frame: OutFrame) -> None: ...
 
     async def stop(self) -> None: ...

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import aiohttp.payload
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .base import INBOUND_SOURCE, InboundHandler, TransportError
+from ..wire.codec import Frame, FrameHasher, ReceiveBuffer
+from .base import INBOUND_SOURCE, InboundHandler, OutFrame, TransportError
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
@@ -139,16 +141,19 @@ class HttpTransport:
         if not self.budget.take(n):  # the check above and this take see the same state (no await)
             return self._refuse(BUSY, 503, retry=True, close=True)
         try:
-            frame = bytearray(n)  # the one buffer this body ever occupies
+            frame = ReceiveBuffer(n)  # the one buffer this body ever occupies
             try:
                 async with asyncio.timeout(self.body_deadline(n)):
-                    got = await _read_into(request.content, frame)
+                    # hashed as it arrives, chunk by chunk while in cache: decode reuses the digests
+                    got = await _read_into(request.content, frame, frame.hasher())
             except TimeoutError:
                 self.stats["slow_closed"] += 1
                 self.on_reject("slow_body")
                 if request.transport is not None:
                     request.transport.close()
                 return web.json_response({"rejected": "slow_body"}, status=408)
+            finally:
+                frame.done()
             if got != n:
                 return web.json_response({"rejected": "malformed"}, status=400)
             assert self._handler is not None
@@ -178,7 +183,7 @@ class HttpTransport:
         return aiohttp.ClientTimeout(total=2 * self.timeout + size / self.min_rate,
                                      sock_connect=min(5.0, self.timeout), sock_read=2 * self.timeout)
 
-    async def send(self, address: str, frame: bytes) -> None:
+    async def send(self, address: str, frame: OutFrame) -> None:
         if self._session is None:
             raise TransportError("transport not started")
         url = address.rstrip("/") + MESSAGES_PATH
@@ -187,7 +192,9 @@ class HttpTransport:
         deadline = loop.time() + timeout.total
         while True:
             try:
-                async with self._session.post(url, data=frame, timeout=timeout,
+                # a Frame's parts are written one after the other (never joined); bytes as they are
+                data: Any = FramePayload(frame) if isinstance(frame, Frame) else frame
+                async with self._session.post(url, data=data, timeout=timeout,
                                               expect100=len(frame) > EXPECT_ABOVE, headers={
                                                   "Content-Type": CONTENT_TYPE, REPLY_TO: self.address,
                                               }) as resp:
@@ -215,18 +222,50 @@ def _retry_after(value: str | None) -> float:
         return float(RETRY_AFTER_S)
 
 
-async def _read_into(content: aiohttp.StreamReader, buf: bytearray) -> int:
-    """Copy the body into the preallocated buffer chunk by chunk; returns the bytes read."""
-    view = memoryview(buf)
+class FramePayload(aiohttp.payload.Payload):
+    """A request body written as the frame's parts, one transport write each: the tensor
+    buffers go to the socket from where they are (zero-copy on our side), never joined."""
+
+    def __init__(self, frame: Frame) -> None:
+        super().__init__(frame, content_type=CONTENT_TYPE)
+        self._size = len(frame)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer: Any) -> None:
+        for part in self._value.parts:
+            await writer.write(part)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        left = len(self._value) if content_length is None else content_length
+        for part in self._value.parts:
+            if left <= 0:
+                break
+            await writer.write(part if len(part) <= left else memoryview(part)[:left])
+            left -= len(part)
+
+
+async def _read_into(content: aiohttp.StreamReader, buf: bytearray | ReceiveBuffer,
+                     hasher: FrameHasher | None = None) -> int:
+    """Copy the body into the preallocated buffer chunk by chunk, feeding the hasher each chunk
+    while it is in cache; returns the bytes read."""
+    rb = buf if isinstance(buf, ReceiveBuffer) else None
+    view = rb.view() if rb is not None else memoryview(buf)
+    n = len(view)
     pos = 0
     try:
-        while pos < len(buf):
+        while pos < n:
             chunk = await content.readany()
             if not chunk:
                 break
-            k = min(len(chunk), len(buf) - pos)
+            k = min(len(chunk), n - pos)
+            if rb is not None:
+                rb.reserve(pos + k)   # pages for what arrived (and a window ahead), not for the claim
             view[pos:pos + k] = chunk[:k] if k < len(chunk) else chunk
             pos += k
+            if hasher is not None:
+                hasher.feed(pos)
     finally:
         view.release()
     return pos

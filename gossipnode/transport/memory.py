@@ -1,7 +1,7 @@
 """In-process transport: a hub of mailboxes, for tests and the simulator."""
 from __future__ import annotations
 
-from .base import InboundHandler, TransportError
+from .base import InboundHandler, OutFrame, TransportError, as_bytes
 
 
 class MemoryHub:
@@ -27,11 +27,11 @@ class MemoryTransport:
     async def start(self, handler: InboundHandler) -> None:
         self.hub.handlers[self.address] = handler
 
-    async def send(self, address: str, frame: bytes) -> None:
+    async def send(self, address: str, frame: OutFrame) -> None:
         h = self.hub.handlers.get(address)
         if h is None or address in self.hub.down:
             raise TransportError(f"{address} unreachable")
-        await h(frame, self.address)
+        await h(as_bytes(frame), self.address)
 
     async def stop(self) -> None:
         self.hub.handlers.pop(self.address, None)

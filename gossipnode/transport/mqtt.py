@@ -52,7 +52,7 @@ from paho.mqtt.properties import Properties
 
 from ..wire.identity import node_id as node_id_of
 from ..wire.identity import verify
-from .base import InboundHandler, TransportError
+from .base import InboundHandler, OutFrame, TransportError, as_bytes
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
@@ -715,14 +715,14 @@ class MqttTransport:
             raise TransportError(f"not an MQTT node address: {address!r}")
         return nid
 
-    async def send(self, address: str, frame: bytes) -> None:
+    async def send(self, address: str, frame: OutFrame) -> None:
         nid = self._target(address)
         if len(frame) > self.max_size:
             raise TransportError(f"{address}: frame of {len(frame)} bytes exceeds the limit")
         client = self._client
         if client is None or not self._connected.is_set():
             raise TransportError(f"{address}: not connected to the MQTT broker")
-        chunks = encode_chunks(frame, self.address, self.chunk_size)
+        chunks = encode_chunks(as_bytes(frame), self.address, self.chunk_size)
         topic = self.inbox_topic(nid)
         try:
             await asyncio.gather(*[client.publish(topic, c, qos=1, timeout=self.publish_timeout)

@@ -27,7 +27,7 @@ from gossipnode.core.messages import (
 )
 from gossipnode.wire.errors import MALFORMED, WireError
 from gossipnode.wire.reader import INT63, Reader
-from gossipnode.wire.tensors import MAX_NAME_BYTES, MAX_NDIM, tensor_problem
+from gossipnode.wire.tensors import MAX_NAME_BYTES, MAX_NDIM, leaf_of, tensor_problem
 
 
 class MsgType(IntEnum):
@@ -52,6 +52,7 @@ MAX_HISTORIES = 64            # per MODEL message
 MAX_TENSORS_PER_MESSAGE = 65536  # all lists of one message together (bounds memory per frame)
 _MAX_DTYPE_BYTES = 8
 _INLINE_BIN = 4096            # smaller bins are copied into the packer; larger ones are referenced
+LEAF_MIN = _INLINE_BIN        # referenced bins are their own frame segments (SPEC §3)
 
 _STATUS = tuple(Status)
 _KIND = tuple(ModelKind)
@@ -83,11 +84,15 @@ class Writer:
     """msgpack output as a list of chunks, so large tensor buffers are referenced, not copied.
 
     The chunks concatenate to exactly what msgpack.packb would produce for the same structure.
+    Every referenced payload (a bin of >= LEAF_MIN bytes) is one chunk of its own; `leaves()`
+    maps its chunk index to its leaf digest (None: not known yet), so the frame can make it a
+    segment of its own (SPEC §3) and reuse the digest the model hash already computed.
     """
 
     def __init__(self) -> None:
         self._p = msgpack.Packer(autoreset=False, use_bin_type=True)
         self._chunks: list[bytes] = []
+        self._leaves: dict[int, bytes | None] = {}
 
     def pack(self, obj: object) -> None:
         self._p.pack(obj)
@@ -95,12 +100,14 @@ class Writer:
     def array(self, n: int) -> None:
         self._p.pack_array_header(n)
 
-    def bin(self, data: bytes) -> None:
+    def bin(self, data: bytes, digest: bytes | None = None) -> None:
         if len(data) < _INLINE_BIN:
             self._p.pack(bytes(data) if type(data) is memoryview else data)
         else:
             self._flush()
-            self._chunks += [bin_header(len(data)), data]
+            self._chunks.append(bin_header(len(data)))
+            self._leaves[len(self._chunks)] = digest
+            self._chunks.append(data)
 
     def _flush(self) -> None:
         head = self._p.bytes()
@@ -111,6 +118,9 @@ class Writer:
     def chunks(self) -> list[bytes]:
         self._flush()
         return self._chunks
+
+    def leaves(self) -> dict[int, bytes | None]:
+        return self._leaves
 
 
 def _uint(v: object, what: str) -> int:
@@ -186,7 +196,7 @@ def _write_tensors(w: Writer, tensors: Sequence[RawTensor], budget: list[int]) -
         w.pack(t.name)
         w.pack(t.dtype)
         w.pack(list(t.shape))
-        w.bin(t.data)
+        w.bin(t.data, leaf_of(t) if len(t.data) >= _INLINE_BIN else None)
 
 
 def write_body(w: Writer, msg: Message) -> MsgType:
@@ -278,10 +288,13 @@ def _read_tensors(r: Reader, budget: list[int]) -> tuple[RawTensor, ...]:
         names.add(name)
         data = r.buf[start:end]
         if type(data) is not memoryview or not data.readonly:
-            data = bytes(data)  # the one copy of tensor data (a read-only frame buffer is viewed)
+            data = bytes(data)  # a copy only for a writable buffer (decode() views frames read-only)
         if dtype == "|b1" and bytes(data).translate(None, b"\x00\x01"):
             raise WireError(MALFORMED, f"tensor {name!r}: bool bytes must be 0 or 1")
-        out.append(RawTensor(name, dtype, shape, data))
+        t = RawTensor(name, dtype, shape, data)
+        if r.leaves and (d := r.leaves.get((start, end))) is not None:
+            object.__setattr__(t, "digest", d)   # computed by this receiver over these very bytes
+        out.append(t)
     return tuple(out)
 
 

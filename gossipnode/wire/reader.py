@@ -23,12 +23,15 @@ INT63 = 1 << 63
 class Reader:
     """Cursor over buf[pos:end]. Every method raises WireError(malformed) on a mismatch."""
 
-    __slots__ = ("buf", "end", "pos")
+    __slots__ = ("buf", "end", "leaves", "pos")
 
-    def __init__(self, buf: bytes | memoryview, pos: int = 0, end: int | None = None) -> None:
+    def __init__(self, buf: bytes | memoryview, pos: int = 0, end: int | None = None,
+                 leaves: dict[tuple[int, int], bytes] | None = None) -> None:
         self.buf = buf
         self.pos = pos
         self.end = len(buf) if end is None else end
+        # digests of frame segments by (start, end) in buf, computed by the receiver (codec)
+        self.leaves = leaves
 
     def _fail(self, what: str) -> WireError:
         return WireError(MALFORMED, f"{what} at offset {self.pos}")

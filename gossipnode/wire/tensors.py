@@ -11,6 +11,12 @@ from typing import Protocol
 
 import numpy as np
 
+try:
+    from blake3 import blake3
+except ImportError as e:  # pragma: no cover - an environment set up before protocol version 3
+    raise ImportError("gossipnode needs the blake3 package (wire protocol v3 hashes with BLAKE3): "
+                      "rerun scripts/setup or `pip install blake3`") from e
+
 from gossipnode.core.messages import RawTensor
 
 # numpy dtype.str of every dtype allowed on the wire, with its item size.
@@ -36,7 +42,9 @@ _DIM_LIMIT = 1 << 63
 # sizes buffers from the shape), so it is malformed.
 MAX_ELEMENTS = 1 << 32
 
-MODEL_HASH_DOMAIN = b"gossipnode/model/v1\x00"
+MODEL_HASH_DOMAIN = b"gossipnode/model/v3\x00"
+PARALLEL_HASH_MIN = 8 << 20   # buffers from this size are hashed by BLAKE3 on several threads
+LEGACY_MODEL_HASH_DOMAIN = b"gossipnode/model/v1\x00"   # versions 1 and 2 (sha256 over the data)
 _U16, _U32, _U64BE = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 _U32LE = struct.Struct("<I")
 
@@ -212,20 +220,58 @@ def from_raw(tensor: RawTensor) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=np.dtype(tensor.dtype)).reshape(tensor.shape)
 
 
-def model_hash(tensors: Sequence[RawTensor]) -> bytes:
-    """sha256 content address of a model; framing in protocol/SPEC.md "Model hash".
+def leaf_digest(data: bytes | memoryview) -> bytes:
+    """BLAKE3 of a tensor's data (or of any frame segment): the one pass over those bytes.
+    Large buffers are hashed on all cores (BLAKE3's tree: the same digest, less wall time)."""
+    if len(data) >= PARALLEL_HASH_MIN:
+        return blake3(data, max_threads=blake3.AUTO).digest()
+    return blake3(data).digest()
 
-    Data buffers are fed to the hash as views, never concatenated.
+
+def leaf_of(t: RawTensor) -> bytes:
+    """The leaf digest of t.data, computed at most once per tensor whose data cannot change.
+
+    The digest is cached on the tensor (RawTensor.digest: not an init field, not compared), so
+    the sender hashes a model's bytes once for its name and reuses that for every frame's
+    signature, and a receiver reuses the digest its decoder computed for the frame signature.
     """
-    h = hashlib.sha256()
-    h.update(MODEL_HASH_DOMAIN + _U32.pack(len(tensors)))
+    d = t.digest
+    if d is None:
+        data = t.data
+        d = leaf_digest(data)
+        if type(data) is bytes or (type(data) is memoryview and data.readonly):
+            object.__setattr__(t, "digest", d)   # a cache of a pure function of immutable bytes
+    return d
+
+
+def _tensor_head(t: RawTensor) -> bytes:
+    name = t.name.encode("utf-8")
+    dtype = t.dtype.encode("ascii")
+    head = [_U16.pack(len(name)), name, bytes((len(dtype),)), dtype, bytes((len(t.shape),))]
+    head += [_U64BE.pack(d) for d in t.shape]
+    head.append(_U64BE.pack(len(t.data)))
+    return b"".join(head)
+
+
+def model_hash(tensors: Sequence[RawTensor]) -> bytes:
+    """BLAKE3 content address of a model; framing in protocol/SPEC.md "Model hash".
+
+    Each tensor's data enters as its 32-byte leaf digest (leaf_of), so a model received in a
+    frame is named without a second pass over its bytes.
+    """
+    h = blake3(MODEL_HASH_DOMAIN + _U32.pack(len(tensors)))
     for t in tensors:
-        name = t.name.encode("utf-8")
-        dtype = t.dtype.encode("ascii")
-        head = [_U16.pack(len(name)), name, bytes((len(dtype),)), dtype, bytes((len(t.shape),))]
-        head += [_U64BE.pack(d) for d in t.shape]
-        head.append(_U64BE.pack(len(t.data)))
-        h.update(b"".join(head))
+        h.update(_tensor_head(t))
+        h.update(leaf_of(t))
+    return h.digest()
+
+
+def legacy_model_hash(tensors: Sequence[RawTensor]) -> bytes:
+    """The sha256 model hash of protocol versions 1 and 2 (checkpoints written by those nodes)."""
+    h = hashlib.sha256()
+    h.update(LEGACY_MODEL_HASH_DOMAIN + _U32.pack(len(tensors)))
+    for t in tensors:
+        h.update(_tensor_head(t))
         h.update(memoryview(t.data))
     return h.digest()
 
