@@ -427,6 +427,7 @@ TITLES = {
     "variance": "4. Variance correction: gossip learning with independent initialisation",
     "scale": "5. Scale: 1,000-node MoDeST",
     "vcmatrix": "6. The default pipeline never hurts: variance correction only where models are uncorrelated",
+    "compress": "7. Compressed updates with error feedback (`--compress`)",   # benchmarks/compress.py
 }
 
 
@@ -442,7 +443,7 @@ def report(out: Path) -> None:
         frag = out / f"{name}.md"
         lines += [f"## {title}", ""]
         lines += [frag.read_text() if frag.exists() else "_not run yet_", ""]
-        if frag.exists():
+        if frag.exists() and (out / f"{name}.png").exists():
             lines += [f"![{name}](results/{name}.png)", ""]
         notes = out / f"notes-{name}.md"
         if notes.exists():
