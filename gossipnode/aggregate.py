@@ -12,6 +12,7 @@ from .learn.sanity import adoption_problem
 from .learn.state import State, sub
 from .learner import Model, to_model, to_state
 from .wire.identity import node_id
+from .wire.tensors import decoded_delta
 
 if TYPE_CHECKING:
     from .node import Node
@@ -36,7 +37,7 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
     for pk, model, h in held:
         state = to_state(model)
         d = node.store.delta_of(h)
-        delta = to_state(d[1]) if d is not None and d[0] == base_hash else (
+        delta = to_state(decoded_delta(d[1])) if d is not None and d[0] == base_hash else (
             sub(state, base) if base is not None else state)
         contributions.append(Contribution(node_id(pk), state, delta, round_))
     res = node.pipeline.aggregate(contributions, base)

@@ -62,6 +62,7 @@ class NodeConfig:
     vc_max_corr: float = 0.3            # vc: no correction where the merged models correlate above this
     history_records: int = 1            # SybilWall history records piggy-backed per model message
     history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
+    compress: str = "none"              # trained deltas: none | f16 | int8 | topk:FRACTION (error feedback)
     # model sanity: reject a received model whose ||model - reference|| / ||reference|| exceeds this
     # (= learn.sanity.DEFAULT_MAX_UPDATE_NORM, not imported: config must not pull in torch)
     max_update_norm: float = 100.0      # 0: off (non-finite models are always rejected)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .attack_names import canonical_attacks
+from .compress_names import parse_compress
 
 # Kept in step with learn.models.BUILTIN_MODELS and the aggregation registry (a test checks);
 # listed here so that checking a configuration imports no torch.
@@ -158,6 +159,10 @@ def check(cfg: Any, explicit: set[str]) -> None:
     _one_of("correct", cfg.correct, CORRECTIONS)
     _one_of("protocol", cfg.protocol, ("modest", "gossip"))
     _one_of("history_dtype", cfg.history_dtype, ("f2", "f4"))
+    try:
+        parse_compress(cfg.compress)
+    except ValueError as e:
+        raise ConfigError(f"--compress: {e}") from None
     _one_of("log_level", cfg.log_level.lower(), LOG_LEVELS)
     _one_of("log_format", cfg.log_format, LOG_FORMATS)
     for name in ("attack", "eval_attack"):  # one spelling: label-flip (labelflip accepted) or backdoor

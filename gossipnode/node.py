@@ -30,6 +30,7 @@ from .events import EventHub
 from .learn.trainer import TrainingCancelled
 from .learn.aggregation import build_pipeline
 from .learn.attacks import canonical_attacks
+from .learn.compress import make_compressor
 from .learn.sanity import NON_FINITE, WORSE_MODEL, AdoptionGate, check_model, non_finite
 from .learner import Learner, Model, to_state
 from .store import ModelStore
@@ -40,7 +41,7 @@ from .wire.replay import ReplayGuard, SeqCounter
 from .wire.errors import WireError
 from .wire.identity import Identity, node_id
 from .wire.records import Ed25519RecordAuth
-from .wire.tensors import apply_delta, from_raw, make_delta, model_hash, to_raw
+from .wire.tensors import ENCODED_DTYPES, apply_delta, from_raw, make_delta, model_hash, to_raw
 
 log = logging.getLogger("gossipnode.node")
 BIG = 4 << 20  # models above this many bytes are hashed/encoded in a worker thread
@@ -79,6 +80,7 @@ class Node:
         self._owns_learner = learner is None
         self.learner = learner or Learner.create(cfg, init_seed=self._init_seed(cfg))
         self.store = ModelStore()
+        self.compressor = make_compressor(cfg.compress)   # None: float32 deltas (error feedback inside)
         self.pipeline = build_pipeline(cfg.filter, cfg.combine, cfg.correct, self_id=self.id,
                                        **cfg.pipeline_params())
         self.history_rng = np.random.default_rng(int.from_bytes(self.pk[8:16], "big"))
@@ -629,7 +631,9 @@ class Node:
 
     def _fetch_timeout(self, size: int) -> float:
         """How long a frame waits for its base: two ping time-outs plus the base's transfer at
-        the minimum rate (the base is about as big as the delta)."""
+        the minimum rate (the base is a whole model of our architecture: at least as big as our
+        own, and as the delta; a compressed delta is much smaller than its base)."""
+        size = max(size, _nbytes(self.learner.initial))
         return 2 * self.cfg.ping_timeout + size / (self.cfg.http_min_rate_mb * (1 << 20))
 
     async def _fetch(self, pk: bytes, h: bytes, size: int = 0) -> Model | None:
@@ -669,7 +673,7 @@ class Node:
             try:
                 model = apply_delta(base, msg.tensors)
             except ValueError as e:
-                return self._count_reject("bad_delta", str(e))
+                return self._count_reject(getattr(e, "reason", "bad_delta"), str(e))  # bad_encoding
         if (why := self.learner.compatible(model)) is not None:
             return self._count_reject("incompatible_model", why)
         h = await asyncio.to_thread(model_hash, model) if size > BIG else model_hash(model)
@@ -751,8 +755,8 @@ class Node:
             return None
         vecs = []
         for r in records:
-            if len(r.tensors) != 1 or r.distance < 1:
-                return "a history record must hold one tensor and distance >= 1"
+            if len(r.tensors) != 1 or r.distance < 1 or r.tensors[0].dtype in ENCODED_DTYPES:
+                return "a history record must hold one array tensor and distance >= 1"
             v = from_raw(r.tensors[0])
             if v.ndim != 1 or v.size != self.learner.history_size or v.dtype.kind != "f":
                 return f"history of shape {v.shape}, expected ({self.learner.history_size},)"
@@ -786,7 +790,7 @@ class Node:
         t0 = self._now()
         try:
             trained, stats = await self._torch(self.learner.train, base, cancel)
-            delta, h2 = await asyncio.to_thread(make_delta, trained, base)
+            delta, h2 = await asyncio.to_thread(make_delta, trained, base, self.compressor)
             model = await asyncio.to_thread(apply_delta, base, delta)
         except TrainingCancelled:
             return

@@ -39,7 +39,17 @@ from gossipnode.core.auth import POW_DOMAIN, pow_bits, solve_pow
 from gossipnode.wire import Identity, MsgType, ReplayGuard, WireError, decode, encode, seal, signing_digest
 from gossipnode.wire.codec import VERSION, body_digest
 from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_digest
-from gossipnode.wire.tensors import apply_delta, make_delta, model_hash, to_raw
+from gossipnode.learn.compress import Compressor
+from gossipnode.wire.tensors import (
+    Q8,
+    TOPK,
+    EncodingError,
+    apply_delta,
+    decode_values,
+    make_delta,
+    model_hash,
+    to_raw,
+)
 
 OUT = Path(__file__).resolve().parent / "vectors"
 SEED = b"\x01" * 32
@@ -134,6 +144,28 @@ def golden_messages(ident: Identity) -> dict[str, Message]:
         # two tensors of >= 4096 bytes: each one's data is a segment of its own (SPEC §3 cuts)
         "model_data_segments": ModelData(model_hash(segmented_tensors()), segmented_tensors()),
     }
+
+
+def compressed_base_model() -> tuple[tuple[RawTensor, ...], tuple[RawTensor, ...]]:
+    """A base and a trained model for the compressed-delta vectors (SPEC section 5.1)."""
+    base = sample_tensors()
+    w = np.array([[1.0, -2.5, 0.0], [0.5, 3.25, -0.125]], np.float32)
+    model = (to_raw("fc.weight", w + np.array([[0.5, -0.03125, 0.0], [0.0078125, -1.0, 0.25]], np.float32)),
+             to_raw("fc.bias", (np.frombuffer(base[1].data, "<f2") + np.float16(0.5)).astype(np.float16)),
+             base[2], base[3], base[4])
+    return base, model
+
+
+def compressed_deltas() -> dict[str, tuple[tuple[RawTensor, ...], bytes]]:
+    """(delta, model hash) of the sample model for each compressor (int8: blocks of 4, to show 2)."""
+    base, model = compressed_base_model()
+    out = {}
+    for name, spec in (("f16", "f16"), ("int8", "int8"), ("topk", "topk:0.375")):
+        c = Compressor(spec)
+        if name == "int8":
+            c.spec = type(c.spec)("int8", block=4)
+        out[name] = make_delta(model, base, c)
+    return out
 
 
 def body_of(frame: bytes) -> bytes:
@@ -296,6 +328,54 @@ def hash_vectors() -> dict[str, object]:
     }
 
 
+def compressed_vectors() -> dict[str, object]:
+    base, model = compressed_base_model()
+    cases = []
+    for name, (delta, h) in compressed_deltas().items():
+        cases.append({"compress": name, "delta": to_json(delta),
+                      "decoded": {t.name: decode_values(t).ravel().tolist() for t in delta if t.dtype in
+                                  ("<f4", "<f2", Q8, TOPK)},
+                      "reconstructed": to_json(apply_delta(base, delta)), "model_hash": h.hex()})
+
+    def raw(dtype: str, shape: tuple[int, ...], data: bytes) -> dict:
+        return to_json(RawTensor("fc.weight", dtype, shape, data))
+
+    u32 = lambda v: int(v).to_bytes(4, "little")  # noqa: E731
+    f32 = lambda *v: np.array(v, "<f4").tobytes()  # noqa: E731
+    q = lambda *v: np.array(v, np.int8).tobytes()  # noqa: E731
+    invalid = [
+        (raw(Q8, (2, 3), u32(0) + f32(1.0) + q(1, 2, 3, 4, 5, 6)), "block_size"),
+        (raw(Q8, (2, 3), u32(1 << 17) + f32(1.0) + q(1, 2, 3, 4, 5, 6)), "block_size"),
+        (raw(Q8, (2, 3), u32(2) + f32(1.0) + q(1, 2, 3, 4, 5, 6)), "block_size"),
+        (raw(Q8, (2, 3), u32(8) + f32(float("nan")) + q(1, 2, 3, 4, 5, 6)), "scale"),
+        (raw(Q8, (2, 3), u32(8) + f32(-1.0) + q(1, 2, 3, 4, 5, 6)), "scale"),
+        (raw(Q8, (2, 3), u32(8) + f32(1.0) + q(-128, 2, 3, 4, 5, 6)), "value"),
+        (raw(Q8, (2, 3), u32(8) + f32(1.0) + q(1, 2, 3, 4, 5)), "size"),
+        (raw(TOPK, (2, 3), u32(3) + u32(0) + u32(1) + f32(1.0, 2.0)), "k"),
+        (raw(TOPK, (2, 3), u32(2) + u32(1) + u32(1) + f32(1.0, 2.0)), "indices"),
+        (raw(TOPK, (2, 3), u32(2) + u32(4) + u32(1) + f32(1.0, 2.0)), "indices"),
+        (raw(TOPK, (2, 3), u32(1) + u32(6) + f32(1.0)), "indices"),
+        (raw(TOPK, (2, 3), u32(1) + u32(0) + f32(float("inf"))), "value"),
+        (raw(TOPK, (2, 3), u32(7) + b"".join(u32(i) for i in range(7)) + f32(*[1.0] * 7)), "size"),
+        (raw("<f2", (2, 3), np.array([1, 2, 3, 4, 5, np.inf], "<f2").tobytes()), "value"),
+    ]
+    for t, code in invalid:   # self-check before writing
+        try:
+            decode_values(RawTensor(t["name"], t["dtype"], tuple(t["shape"]), bytes.fromhex(t["data"])))
+            got = "accept"
+        except EncodingError as e:
+            got = e.code
+        assert got == code, (t, got, code)
+    return {
+        "rule": "SPEC section 5.1: model = model_hash(cast(float32(base) + decode(delta))); the base is "
+                "the first tensors of model_hash.json's sample",
+        "base": to_json(base), "trained": to_json(model), "cases": cases,
+        "invalid_note": "each tensor, as the delta of a float32 base of shape [2, 3], is rejected "
+                        "bad_encoding with this code",
+        "invalid": [{"tensor": t, "code": c} for t, c in invalid],
+    }
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     ident = Identity.from_seed(SEED)
@@ -305,6 +385,11 @@ def main() -> None:
     for reason, vec in rejections(ident).items():
         files[f"reject_{reason}.json"] = vec
     files["reject_malformed_shape.json"] = shape_rejections(ident)
+    files["compressed_delta.json"] = compressed_vectors()
+    topk, topk_hash = compressed_deltas()["topk"]   # a TRAINED top-k delta (SPEC section 5.1)
+    files["msg_model_delta_topk.json"] = golden(
+        ident, "model_delta_topk",
+        ModelMsg(44, ModelKind.TRAINED, topk_hash, view()[:1], model_hash(sample_tensors()), topk, ()), SEQ + 100)
     for name, vec in hash_vectors().items():
         files[f"{name}.json"] = vec
     for old in OUT.glob("*.json"):

@@ -427,8 +427,9 @@ TITLES = {
     "variance": "4. Variance correction: gossip learning with independent initialisation",
     "scale": "5. Scale: 1,000-node MoDeST",
     "vcmatrix": "6. The default pipeline never hurts: variance correction only where models are uncorrelated",
+    "compress": "7. Compressed updates with error feedback (`--compress`)",   # benchmarks/compress.py
     # measured with benchmarks/partition.py (real processes) and the simulator's partition churn
-    "partition": "7. Partitions: each part keeps its pace, the parts heal and merge",
+    "partition": "8. Partitions: each part keeps its pace, the parts heal and merge",
 }
 
 

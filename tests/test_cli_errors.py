@@ -76,6 +76,8 @@ FAST_CASES = {
     "mqtt-without-broker": (["--transport", "mqtt"], ["--broker", "mqtt://"]),
     "log-level": (["--log-level", "verbose"], ["--log-level", "debug, info"]),
     "log-format": (["--log-format", "xml"], ["--log-format", "json"]),
+    "compress-kind": (["--compress", "gzip"], ["--compress", "f16", "int8", "topk:FRACTION"]),
+    "compress-fraction": (["--compress", "topk:1.5"], ["--compress", "FRACTION <= 1", "1.5"]),
     "toml-type": (["--config", "type.toml"], ["key 'port'", "type.toml", "integer", "eighty"]),
     "toml-ture": (["--config", "ture.toml"], ["key 'independent-init'", "true or false", "ture"]),
     "toml-unknown-key": (["--config", "unknown.toml"], ["sample-sise", "unknown.toml"]),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from gossipnode.attack_names import canonical_attack, canonical_attacks
+from gossipnode.compress_names import parse_compress
 
 PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
 
@@ -57,6 +58,8 @@ class SimConfig:
     # D-PSGD
     topology: str = "exp"             # exp (one-peer exponential graph) | ring | regular:K
     dpsgd_timeout: float = 30.0       # wait this long for neighbours' models, then average what came
+    # update compression (the daemon's --compress): none | f16 | int8 | topk:FRACTION
+    compress: str = "none"
     # network and compute models
     latency: str = "uniform:0.01:0.1"       # seconds per link: const:X | uniform:A:B | lognormal:MU:SIGMA | FILE.npy
     bandwidth: str = "const:12500000"       # bytes/s per node (uplink = downlink): same syntax
@@ -99,6 +102,7 @@ class SimConfig:
             raise ValueError("adopt_margin must be >= 0")
         parse_churn(self.churn)
         parse_topology(self.topology)
+        object.__setattr__(self, "compress", str(parse_compress(self.compress)))
 
     @property
     def n_sybils(self) -> int:

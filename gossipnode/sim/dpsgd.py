@@ -53,6 +53,7 @@ class DPSGDSim(Engine):
         self.eval_ids = sorted(subset[: self.cfg.eval_nodes])
         self.min_round = 0
         self.gossip_histories = self.cfg.filter == "sybilwall"
+        self.link_ref: dict[tuple[int, int], bytes] = {}   # (i, j): j's copy of i's model (--compress)
 
     def out_nbrs(self, i: int, r: int) -> list[int]:
         if self.topo == "exp":
@@ -80,9 +81,29 @@ class DPSGDSim(Engine):
         self.trained[i] = True
         for j in self.out_nbrs(i, r):
             if j != i:
-                self.send(i, j, self.sizes.full_model, "model", self._recv, j, i, r, self.model[i])
+                h, size = self._link_model(i, j)
+                self.send(i, j, size, "model", self._recv, j, i, r, h)
         self.after(self.cfg.dpsgd_timeout, self._timeout, i, r)
         self._check(i, r)
+
+    def _link_model(self, i: int, j: int) -> tuple[bytes, int]:
+        """What node i sends to j, and its size. Uncompressed: the whole model. Compressed: a delta
+        against j's copy of i's model (the reconstruction of what i last sent j; at first the shared
+        initial model): CHOCO-SGD's public copies, without its consensus step; j averages with the
+        updated copy. What the compressor
+        dropped stays in the next (model - copy), so this link's error feedback is its base: the
+        compressor keeps no residual of its own (error_feedback=False)."""
+        if not self.compressing:
+            return self.model[i], self.sizes.full_model
+        ref = self.link_ref.get((i, j), self.initial if self.cfg.init == "same" else None)
+        if ref is None or ref not in self.models:
+            self.link_ref[(i, j)] = self.model[i]
+            return self.model[i], self.sizes.full_model
+        h = self.compress(i, self.model[i], ref, error_feedback=False)
+        if h not in self.delta_bytes:   # not compressible (non-finite): sent whole
+            return h, self.sizes.full_model
+        self.link_ref[(i, j)] = h
+        return h, self.delta_bytes[h]
 
     def _recv(self, j: int, i: int, r: int, h: bytes) -> None:
         if r < self.round[j]:
@@ -156,7 +177,7 @@ class DPSGDSim(Engine):
         return [self.model[i] for i in ids]
 
     def referenced(self) -> set[bytes]:
-        keep = set(self.model) | set(self.attacker.values())
+        keep = set(self.model) | set(self.attacker.values()) | set(self.link_ref.values())
         for box in self.inbox:
             for d in box.values():
                 keep.update(d.values())

@@ -25,6 +25,10 @@ from gossipnode.learn import attacks
 from gossipnode.learn import data as ldata
 from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
+from gossipnode.learn.compress import Compressor
+from gossipnode.compress_names import parse_compress
+from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
+from gossipnode.wire.tensors import decode_values, to_raw
 from gossipnode.aggregate import no_recording
 from gossipnode.learn.aggregation.filters import NoFilter
 from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, adoption_problem, check_model,
@@ -117,6 +121,10 @@ class Engine:
         self.initial = self.put(init)
         self._init_of: dict[int, bytes] = {}
         self.sizes = SizeModel(init)
+        # ---- update compression (the daemon's --compress, learn/compress.py) ----
+        self.compress_spec = parse_compress(cfg.compress)
+        self._compressors: dict[int, Compressor] = {}
+        self.delta_bytes: dict[bytes, int] = {}   # model hash -> its compressed delta frame's size, no view
         if cfg.eval_samples and cfg.eval_samples < len(ds.y_test):
             idx = np.sort(self.np_rng.permutation(len(ds.y_test))[: cfg.eval_samples])
             self.x_test, self.y_test = ds.x_test[idx], ds.y_test[idx]
@@ -281,6 +289,50 @@ class Engine:
             out = self.put(state, parent=h)
             self._poison_cache[h] = out
         return out
+
+    @property
+    def compressing(self) -> bool:
+        return self.compress_spec.kind != "none"
+
+    def compressor(self, i: int, error_feedback: bool = True) -> Compressor:
+        c = self._compressors.get(i)
+        if c is None:
+            c = Compressor(self.compress_spec, error_feedback)
+            self._compressors[i] = c
+        return c
+
+    def compress(self, i: int, h: bytes, base_h: bytes, error_feedback: bool = True) -> bytes:
+        """Node i sends model h as a compressed delta against base_h, exactly as the daemon does
+        (wire/tensors.make_delta with a compressor): returns the hash of the receiver's (and the
+        sender's) reconstruction, stored with parent base_h; its frame size is in delta_bytes.
+        With error feedback the node's residual (what the compressor dropped) joins its next update."""
+        model, base = self.models[h], self.models[base_h]
+        floats = {k: v.astype(np.float32) - base[k].astype(np.float32)
+                  for k, v in model.items() if np.issubdtype(v.dtype, np.floating)}
+        try:
+            enc = self.compressor(i, error_feedback).compress(floats)
+        except ValueError:   # a diverged (non-finite) update: sent whole, as without compression,
+            return h         # and refused by its receivers' sanity check
+        recon: State = {}
+        wire: list[RawTensor] = []
+        for k, v in model.items():
+            if k in enc:
+                recon[k] = (base[k].astype(np.float32) + decode_values(enc[k])).astype(v.dtype)
+                wire.append(enc[k])
+            else:   # integer buffers travel whole (SPEC section 7)
+                recon[k] = v
+                wire.append(to_raw(k, v))
+        out = self.put(recon, parent=base_h)
+        self.delta_bytes[out] = self.sizes.delta_frame(wire)
+        return out
+
+    def msg_size(self, msg: Any) -> int:
+        """Frame size of a core's message; a TRAINED model sent compressed costs its encoding."""
+        if isinstance(msg, ModelMsg) and msg.kind == ModelKind.TRAINED:
+            tb = self.delta_bytes.get(msg.model)
+            if tb is not None:
+                return self.sizes.compressed_model(msg, tb)
+        return self.sizes.of(msg)
 
     PROBE_SAMPLES = 512   # as the daemon's learner.PROBE_SAMPLES
 
@@ -455,6 +507,7 @@ class Engine:
             del self.models[h]
             self.parent.pop(h, None)
         self._poison_cache = {k: v for k, v in self._poison_cache.items() if k in self.models and v in self.models}
+        self.delta_bytes = {k: v for k, v in self.delta_bytes.items() if k in self.models}
 
     # ---- churn --------------------------------------------------------------------------------
     def _schedule_churn(self) -> None:
@@ -577,6 +630,7 @@ class Engine:
             "trainings": self.trainings,
             "aggregations": self.aggregations,
             "model_bytes": self.sizes.model_bytes,
+            "compress": str(self.compress_spec),
             "churn_events": dict(self.churn_counts),
             **({"partitions": self.partitions, "partition_dropped": self.partition_dropped}
                if self.partitions else {}),

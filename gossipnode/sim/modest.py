@@ -115,11 +115,11 @@ class ModestSim(Engine):
         for a in actions:
             if isinstance(a, Send):
                 j = self.index_of[a.peer]
-                self.send(i, j, self.sizes.of(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
+                self.send(i, j, self.msg_size(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
             elif isinstance(a, SendTo):
                 j = self.addr_index.get(a.address)
                 if j is not None:
-                    self.send(i, j, self.sizes.of(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
+                    self.send(i, j, self.msg_size(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
             elif isinstance(a, StartTraining):
                 tok = next(self._tokens)
                 self.training[i] = (tok, a.round, a.model)
@@ -192,6 +192,9 @@ class ModestSim(Engine):
         del self.training[i]
         _, k, h = job
         h2 = self.train(i, h)
+        if self.compressing and i not in self._sybil_set:
+            # the TRAINED delta travels compressed; every node (the trainer too) holds the reconstruction
+            h2 = self.compress(i, h2, h)
         self._run(i, self.cores[i].training_done(self.now, k, h2))
 
     def _aggregated(self, i: int, k: int, contributions: tuple[tuple[bytes, bytes], ...]) -> None:

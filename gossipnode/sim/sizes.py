@@ -50,6 +50,17 @@ class SizeModel:
         self.model_empty = empty
         self.full_model = full        # frame with the whole model, no view
         self.delta_model = delta      # frame with a delta (base hash set), no view
+        self._size = size
+        self._h = h
+
+    def delta_frame(self, tensors) -> int:
+        """Exact size of a TRAINED frame with these (compressed) delta tensors and no view: encoded
+        once per compressed update by the real codec (one signature, one hash of a small body)."""
+        return self._size(ModelMsg(1000, ModelKind.TRAINED, self._h, (), self._h, tuple(tensors)))
+
+    def compressed_model(self, msg: object, frame_bytes: int) -> int:
+        """A MODEL frame with its view, whose frame without the view is `frame_bytes`."""
+        return frame_bytes + self.view_record * len(msg.view)
 
     def of(self, msg: object, with_tensors: bool = True) -> int:
         if isinstance(msg, Ping):
