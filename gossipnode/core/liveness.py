@@ -43,6 +43,14 @@ class _Retry:
     tries: int = 0
     peers: list[bytes] = field(default_factory=list)   # the peers the model went to
     check_at: float | None = None   # ping them then: one out of reach means re-send now (SPEC 15.5)
+    early: bool = False   # an early re-send was granted (it does not count against max_retries)
+
+    def hurry(self, now: float) -> None:
+        """Re-send now, once per model send, without spending one of the max_retries."""
+        if not self.early:
+            self.early = True
+            self.at = min(self.at, now)
+            self.tries -= 1
 
 
 class Liveness:
@@ -103,9 +111,11 @@ class Liveness:
         self.retries = keep
 
     def _sent(self, r: _Retry, peers: list[bytes]) -> None:
-        """The model of retry `r` went to `peers`: check on them after 2 x ping_timeout."""
+        """The model of retry `r` went to `peers`: a TRAINED one's aggregators are checked on after
+        2 x ping_timeout. (Not an AGGREGATED one's trainers: measured, hurrying those re-sends
+        stalled the simulator's crash churn, tests/test_sim.py.)"""
         r.peers = [p for p in peers if p != self.pk]
-        if r.peers:
+        if r.peers and r.kind == ModelKind.TRAINED:
             r.check_at = self.now + 2 * self.cfg.ping_timeout
 
     def _check_sent(self, r: _Retry) -> None:
@@ -114,10 +124,10 @@ class Liveness:
         after round_timeout; receivers that answer are busy (aggregating, training): wait."""
         def done(_reachable: list[bytes]) -> None:
             if any(p in self.unreachable for p in r.peers):
-                r.at = min(r.at, self.now)
+                r.hurry(self.now)
 
         if any(p in self.unreachable for p in r.peers):
-            r.at = min(r.at, self.now)
+            r.hurry(self.now)
             return
         self._walk(list(r.peers), len(r.peers), r.round, done, fresh=False)
 
@@ -198,7 +208,8 @@ class Liveness:
         if peer != self.pk and peer in self.view and peer not in self.unreachable:
             self._lost(peer)
             for r in self.retries:
-                r.at = min(r.at, now)
+                if peer in r.peers:
+                    r.hurry(now)
         return self._flush()
 
     def _heard(self, pk: bytes) -> None:
