@@ -85,7 +85,7 @@ def self_check(node: Node, state: State, contributions: list[Contribution], base
     if probe is None or gate is None or current is None or gate.cap <= 0:
         return state, {}
     margin = gate.margin
-    base_loss = probe(to_model(current))
+    base_loss = gate.reference(probe(to_model(current)))
     loss = probe(to_model(state))
     if adoption_problem(loss, base_loss, margin) is None:
         return state, {}

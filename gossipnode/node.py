@@ -960,6 +960,9 @@ class Node:
             "messages_received": self.messages_received,
             "send_failures": self.send_failures,
             "messages_rejected": dict(self.rejected),
+            # the adoption check's margin now and the recent honest loss rises it follows
+            "adoption": {"margin": round(self.adoption.margin, 5),
+                         "recent_rises": [round(r, 4) for r in self.adoption.rises]},
             "uptime_s": round(time.time() - self._started_at, 3),
             "device": self.learner.device,
             "version": __version__,

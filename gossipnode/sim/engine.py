@@ -424,8 +424,9 @@ class Engine:
         """The daemon's aggregator self-check (gossipnode/aggregate.py self_check): a result much
         worse than i's current model on i's own data gives way to the unfiltered pipeline, then
         to the current model."""
-        margin = self._gates[i].margin if i in self._gates else AdoptionGate(self.cfg.adopt_margin).margin
-        base_loss = self.probe_loss(i, current_h)
+        gate = self._gates.get(i) or AdoptionGate(self.cfg.adopt_margin)
+        margin = gate.margin
+        base_loss = gate.reference(self.probe_loss(i, current_h))
         d = self.dataset_of(i)
         idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
         if adoption_problem(self.trainer.probe_loss(state, d.x[idx], d.y[idx]), base_loss, margin) is None:
