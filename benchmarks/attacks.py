@@ -361,8 +361,8 @@ class MemberHost:
                     return await super()._aggregate(a)
                 if host.poison_aggregation == "drop":
                     h = self.current
-                else:
-                    h = self.store.put(collapse(model))
+                else:   # a blatant poison; subtler ones, up to --adopt-margin worse, remain (SECURITY.md)
+                    h = self.store.put(collapse(model, 20.0))
                     host.poisoned.add(h)
                 self.rounds_aggregated += 1
                 self._execute(self.core.aggregation_done(self._now(), a.round, h))
@@ -835,7 +835,7 @@ def atk_aggregated(ahead: int) -> Callable[[Context], None]:
         jobs = []
         # NaN, 1e30 and all-zero models, and a small-norm one (the output bias shifted) that
         # only the adoption check can tell from an honest model
-        for t in [tensors_like(base, fill=f) for f in (float("nan"), 1e30, 0.0)] + [collapse(base)]:
+        for t in [tensors_like(base, fill=f) for f in (float("nan"), 1e30, 0.0)] + [collapse(base, 20.0)]:
             msg = model_msg(ctx.R + ahead, M.ModelKind.AGGREGATED, t)
             ctx.bad_hashes.add(msg.model)
             jobs += [(u, s.frame(msg)) for u in ctx.targets(s)]

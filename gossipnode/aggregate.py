@@ -22,8 +22,9 @@ def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]
     """Aggregate (pk, model, hash) contributions; returns the model and what the pipeline did.
 
     The common base is the model most contributions were trained from (normally the round's
-    aggregated model), preferring models this node adopted; updates are measured against it. So in MoDeST a SybilWall history of peer
-    j accumulates j's updates relative to each round's base (FoolsGold's sum of updates).
+    aggregated model), preferring models this node adopted; updates are measured against it. So
+    in MoDeST a SybilWall history of peer j accumulates j's updates relative to each round's base
+    (FoolsGold's sum of updates).
     """
     parents = Counter(p for p in (node.store.parent(h) for _, _, h in held) if p is not None)
     # Bases this node adopted come first: Sybils that outnumber the honest contributors must not

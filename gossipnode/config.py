@@ -68,7 +68,7 @@ class NodeConfig:
     max_update_norm: float = 100.0      # 0: off (non-finite models are always rejected)
     # adoption check: refuse a round model whose loss on local data exceeds the current model's
     # by more than this many nats (= learn.sanity.DEFAULT_ADOPT_MARGIN); 0: off
-    adopt_margin: float = 0.25
+    adopt_margin: float = 0.5
     # protocol
     protocol: str = "modest"            # modest, gossip
     gossip_interval: float = 5.0        # gossip: push the model to a random active peer this often

@@ -694,7 +694,7 @@ class Node:
         if msg.kind == ModelKind.AGGREGATED and not merging and (
                 why := await self._worse_than_current(model)):
             reason = self._count_reject(WORSE_MODEL, why)   # a (member) aggregator's garbage
-            if self.current and self.cfg.accept_quorum == 1:
+            if self.current and self.cfg.accept_quorum == 1 and msg.round <= self.core.round + 1:
                 # The round goes on from the model we hold (SPEC section 15): a malicious
                 # aggregator wastes its round, it cannot stop honest trainers.
                 self._execute(self.core.handle(self._now(), sender, replace(

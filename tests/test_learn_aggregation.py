@@ -398,3 +398,21 @@ def test_vc_gain_ramp_and_parameters() -> None:
     with pytest.raises(ValueError):
         VarianceCorrection(max_corr=0.0)
     assert build_pipeline("none", "mean", "vc-always").describe()["correct"]["name"] == "vc-always"
+
+
+def test_adoption_gate_refuses_worse_models_and_cannot_be_ratcheted() -> None:
+    from gossipnode.learn.sanity import AdoptionGate
+    g = AdoptionGate(0.5)
+    assert g.check(0.6, 0.2) is None                 # within the margin of the current model
+    # the next model is again 0.4 worse than the one it replaces, but 0.8 worse than the best
+    # of the last few: refused, so no sequence of acceptable steps walks the model down
+    assert g.check(1.0, 0.6) is not None
+    assert g.check(0.65, 0.6) is None                # within 0.5 of the best (0.2)
+    assert g.check(float("nan"), 0.6) is not None    # a model without a finite loss never passes
+    assert AdoptionGate(0.0).check(9.0, 0.1) is None  # 0: off
+    # the reference forgets: after RECENT better models the old best is gone
+    g = AdoptionGate(0.5)
+    g.check(0.1, 2.3)
+    for _ in range(AdoptionGate.RECENT):
+        g.check(0.5, 0.5)
+    assert g.reference(0.5) == 0.5

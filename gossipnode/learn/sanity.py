@@ -26,7 +26,7 @@ DEGENERATE_MODEL = "degenerate_model"
 WORSE_MODEL = "worse_model"
 # Default adoption margin: nats of mean cross-entropy on the receiver's own data (AdoptionGate).
 # Measured in benchmarks/adoption_check.py; SPEC section 15 has the numbers.
-DEFAULT_ADOPT_MARGIN = 0.25
+DEFAULT_ADOPT_MARGIN = 0.5
 NORM_EPS = 1e-6
 # Default bound on ratio(). Honest ratios measured on MNIST-1D over 200 rounds
 # (benchmarks/update_norms.py 200; 20 nodes, s = 5, sybilwall + mean + vc): trained deltas
@@ -110,6 +110,9 @@ class AdoptionGate:
         ref = self.reference(current_loss)
         why = adoption_problem(loss, ref, self.cap)
         if why is None:
+            # the model being replaced stays a reference too: that is what stops the ratchet
+            if np.isfinite(current_loss) and (not self.losses or self.losses[-1] != current_loss):
+                self.losses.append(current_loss)
             self.losses.append(loss)
             self.rises.append(loss - ref)
             del self.losses[: -self.RECENT], self.rises[: -self.RECENT]

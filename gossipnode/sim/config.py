@@ -41,7 +41,7 @@ class SimConfig:
     vc_rho: float = 1.0
     vc_max_corr: float = 0.3
     max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
-    adopt_margin: float = 0.25         # modest: the daemon's adoption check (--adopt-margin); 0: off
+    adopt_margin: float = 0.5         # modest: the daemon's adoption check (--adopt-margin); 0: off
     # MoDeST
     sample_size: int = 10
     aggregators: int = 1

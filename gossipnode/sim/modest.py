@@ -179,7 +179,7 @@ class ModestSim(Engine):
         if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
                 and (why := self.adoption_problem(j, msg.model, self.current[j])) is not None):
             self.models_rejected[why] += 1   # as the daemon: counted, the model never used
-            if why == WORSE_MODEL and self.cfg.accept_quorum == 1:
+            if why == WORSE_MODEL and self.cfg.accept_quorum == 1 and msg.round <= self.cores[j].round + 1:
                 msg = replace(msg, model=self.current[j])   # the round goes on from j's own model
             else:
                 return
