@@ -27,7 +27,11 @@ def test_five_nodes_learn_then_survive_crash_of_most(node_procs) -> None:
     st = statuses(nodes)
     assert all(s["peers_known"] == 4 for s in st)
     assert sum(s["rounds_aggregated"] for s in st) >= 3
-    assert all(sum(s["messages_rejected"].values()) == 0 for s in st)
+    # Honest nodes reject nothing but what honest timing explains: a round model refused by the
+    # adoption check (SPEC 15, worse_model) and hearsay rounds above the window after a probe
+    # (SPEC 4.1); anything else (bad signatures, role or sanity failures) is a bug.
+    rejected = [s["messages_rejected"] for s in st]
+    assert all(set(r) <= {"worse_model", "round_out_of_range"} for r in rejected), rejected
 
     # Crash three of five (60 %) with SIGKILL: no LEAVE is sent.
     for n in nodes[:3]:
@@ -63,6 +67,8 @@ def test_lone_survivor_restarts_rounds_after_round_one_sample_crashes(node_procs
             n.kill()
     wait_for(lambda: lone.status()["round"] >= 5, 120, "5 rounds on the lone survivor", [lone])
     s = lone.status()
-    assert s["rounds_trained"] >= 4 and s["rounds_aggregated"] >= 4
+    # at round 5 it trained 4 rounds and aggregated at least 3 (one aggregation may still be
+    # running, or have been taken early from a partial sample: SPEC 15.5)
+    assert s["rounds_trained"] >= 4 and s["rounds_aggregated"] >= 3, s
     events = [e["kind"] for r in get_json(lone.url + "/v1/rounds")["rounds"] for e in r["events"]]
     assert events.count("restart") == 1 and "stalled" in events
