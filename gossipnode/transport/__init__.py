@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..config import NodeConfig
+    from gossipnode.runtime.config import NodeConfig
     from .base import Transport
 
 

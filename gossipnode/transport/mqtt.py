@@ -55,7 +55,7 @@ from ..wire.identity import verify
 from .base import InboundHandler, OutFrame, TransportError, as_bytes
 
 if TYPE_CHECKING:
-    from ..config import NodeConfig
+    from gossipnode.runtime.config import NodeConfig
     from ..wire.identity import Identity
 
 log = logging.getLogger(__name__)

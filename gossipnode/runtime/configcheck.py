@@ -11,8 +11,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from .attack_names import canonical_attacks
-from .compress_names import parse_compress
+from gossipnode.learn.attack_names import canonical_attacks
+from gossipnode.learn.compress_names import parse_compress
 
 # Kept in step with learn.models.BUILTIN_MODELS and the aggregation registry (a test checks);
 # listed here so that checking a configuration imports no torch.
