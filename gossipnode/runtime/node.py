@@ -101,9 +101,11 @@ class Node:
             # --transport mqtt: REST is still served over HTTP, but peers are not told to use it
             if "http" in {t.strip() for t in cfg.transport.split(",")}:
                 self.transports.append(self.http)
-        if extra_transports is None:
-            from gossipnode.transport import extra_transports as configured
-            extra_transports = configured(cfg, self.id)
+        if extra_transports is None:   # HTTP is built above: it also serves REST
+            from gossipnode.transport import TransportOptions, build_transports
+            extra_transports = build_transports(cfg.transport, TransportOptions(
+                self.id, cfg.network_id, self.max_size, broker=cfg.broker, mqtt_username=cfg.mqtt_username,
+                mqtt_password=cfg.mqtt_password, mqtt_ca=cfg.mqtt_ca), skip=("http",))
         self.transports += extra_transports
         # ---- transport-level discovery (MQTT announces / last wills; issue 5) ----
         self._discovered_early: list[tuple[tuple[str, ...], bytes]] | None = []
