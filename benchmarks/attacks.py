@@ -394,7 +394,7 @@ class MemberHost:
         return asyncio.run_coroutine_threadsafe(self._seq(), self.loop).result(5)
 
     async def _seq(self) -> int:
-        return self.node.seq.next()
+        return self.node.outbox.seq.next()
 
     def signer(self) -> Signer:
         return Signer(self.node.identity, self.cfg.network_id, self.next_seq, "member")
@@ -1054,13 +1054,13 @@ def atk_malicious_aggregator(mode: str = "replace") -> Callable[[Context], None]
         assert ctx.cluster.member is not None
         m = ctx.cluster.member
         m.poison_aggregation = mode
-        r0 = m.node.rounds_aggregated
+        r0 = m.node.telemetry.rounds_aggregated
         try:
             time.sleep(ctx.observe_s * 2)
         finally:
             m.poison_aggregation = ""
         ctx.bad_hashes |= m.poisoned
-        ctx.row.tried = m.node.rounds_aggregated - r0
+        ctx.row.tried = m.node.telemetry.rounds_aggregated - r0
         ctx.row.notes.append(f"member aggregated {ctx.row.tried} round(s) ({mode})")
     return run
 

@@ -27,6 +27,7 @@ from conftest import ROOT, free_ports, get_json, wait_for
 
 from gossipnode.api.app import setup_routes
 from gossipnode.runtime.config import NodeConfig
+from gossipnode.runtime.telemetry import Telemetry
 
 STATIC = ROOT / "gossipnode" / "api" / "static"
 EVIL = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -90,7 +91,7 @@ class Dom(HTMLParser):
 
 
 # ---- a stand-in node behind the real routes ---------------------------------------------------
-def fake_node(token: str = "") -> SimpleNamespace:
+def fake_node(token: str = "") -> Telemetry:
     status = {
         "node_id": "ab" * 8 + EVIL, "public_key": "00" * 32, "network_id": "net" + EVIL,
         "address": "http://127.0.0.1:1", "addresses": ["http://127.0.0.1:1/" + EVIL],
@@ -110,9 +111,10 @@ def fake_node(token: str = "") -> SimpleNamespace:
     rounds = OrderedDict((k, {"round": k, "roles": ["trainer"] if k % 2 else [EVIL], "participants": [],
                               "accuracy": 0.1 + 0.06 * k, "loss": 2.0 - 0.12 * k, "started_at": 0.0,
                               "duration_s": 1.5, "events": []}) for k in range(1, 13))
-    return SimpleNamespace(cfg=NodeConfig(api_token=token), status=lambda: status, peers=lambda: peers,
-                           rounds=rounds, _started_at=time.time(), _stopping=False,
-                           store=SimpleNamespace(get=lambda h: None), current=b"\x11" * 32)
+    tel = Telemetry(NodeConfig(api_token=token).api_token)   # what the REST app reads
+    tel.parts, tel.peers, tel.current = [lambda: status], lambda: peers, lambda: b"\x11" * 32
+    tel.rounds.update(rounds)
+    return tel
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from gossipnode.runtime.config import NodeConfig
 from gossipnode.learn.dataset import load_dataset
 from gossipnode.core.messages import RawTensor
 from gossipnode.learn import data as ldata
@@ -35,7 +35,7 @@ def to_state(model: Model) -> State:
 
 @dataclass
 class Learner:
-    cfg: NodeConfig
+    cfg: Any   # the node's settings (runtime.config.NodeConfig: data, model and training fields)
     dataset: ldata.Dataset
     trainer: Trainer
     initial: Model
@@ -45,7 +45,7 @@ class Learner:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner"))
 
     @classmethod
-    def create(cls, cfg: NodeConfig, init_seed: int | None = None) -> Learner:
+    def create(cls, cfg: Any, init_seed: int | None = None) -> Learner:
         ds = load_dataset(cfg)
         seed = cfg.seed if init_seed is None else init_seed
 

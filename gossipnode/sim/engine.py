@@ -29,9 +29,8 @@ from gossipnode.learn.compress import Compressor
 from gossipnode.learn.compress_names import parse_compress
 from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
 from gossipnode.wire.tensors import decode_values, to_raw
-from gossipnode.runtime.aggregating import no_recording
-from gossipnode.learn.aggregation.filters import NoFilter
-from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, adoption_problem, check_model,
+from gossipnode.learn.aggregation.rounds import pick_base, self_check
+from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model,
                                      degenerate)
 from gossipnode.learn.models import build_model
 from gossipnode.learn.state import State, state_from_module, sub
@@ -394,7 +393,7 @@ class Engine:
         else:
             parents = Counter(self.parent.get(h) for _, h in contributions)
             parents.pop(None, None)
-            base_h = parents.most_common(1)[0][0] if parents else None
+            base_h = pick_base(parents)   # the daemon's rule (nodes here adopt only honest bases)
         base = self.models.get(base_h) if base_h is not None else None
         # The daemon's receive-time sanity check (learn.sanity): finite, and an update of bounded
         # size against its base (merges: against the own model). Models failing it are dropped.
@@ -421,30 +420,18 @@ class Engine:
 
     def self_check(self, i: int, state: State, contribs: list[Contribution], base_h: bytes,
                    current_h: bytes) -> State:
-        """The daemon's aggregator self-check (gossipnode/aggregate.py self_check): a result much
-        worse than i's current model on i's own data gives way to the unfiltered pipeline, then
-        to the current model."""
+        """The daemon's aggregator self-check (learn/aggregation/rounds.py, the same function):
+        a result much worse than i's current model on i's own data gives way to the screened,
+        then the unfiltered pipeline, then to the current model."""
         gate = self._gates.get(i) or AdoptionGate(self.cfg.adopt_margin)
-        margin = gate.margin
-        base_loss = gate.reference(self.probe_loss(i, current_h))
         d = self.dataset_of(i)
         idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
-        if adoption_problem(self.trainer.probe_loss(state, d.x[idx], d.y[idx]), base_loss, margin) is None:
-            return state
-        def ok(st: State) -> bool:
-            return adoption_problem(self.trainer.probe_loss(st, d.x[idx], d.y[idx]), base_loss, margin) is None
-
-        kept = [c for c in contribs if ok(c.model)]
-        if kept:
-            p = self.pipeline(i)
-            for name, pipe in (("screened", p), ("unfiltered", Pipeline(NoFilter(), p.combiner, p.corrector))):
-                with no_recording(pipe):
-                    res = pipe.aggregate(kept, self.models[base_h])
-                if any(w > 0 for w in res.weights.values()) and ok(res.state):
-                    self.fallbacks[name] += 1
-                    return res.state
-        self.fallbacks["current"] += 1
-        return {k: v.copy() for k, v in self.models[current_h].items()}
+        x, y = d.x[idx], d.y[idx]
+        out, info = self_check(self.pipeline(i), lambda st: self.trainer.probe_loss(st, x, y), gate, state,
+                               contribs, self.models[base_h], self.models[current_h])
+        if "fallback" in info:
+            self.fallbacks[info["fallback"]] += 1
+        return out
 
     def evaluate(self, h: bytes) -> tuple[float, float, list[float]]:
         r = self._eval_cache.get(h)

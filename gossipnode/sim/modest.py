@@ -10,7 +10,7 @@ from gossipnode.core.actions import Aggregate, Event, Merge, NewModel
 from gossipnode.core.driver import ActionDriver
 from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.auth import DigestAuth
-from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
+from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord, message_type
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
 
@@ -23,10 +23,7 @@ COUNTED_EVENTS = frozenset({"aggregation_timeout", "retry", "gave_up", "aggregat
                             "verify_rank", "quorum_wait", "merge", "partition_healing", "round_from_partition"})
 
 
-def msg_kind(msg: object) -> str:
-    if isinstance(msg, ModelMsg):
-        return f"model_{msg.kind.name.lower()}"
-    return type(msg).__name__.lower()
+msg_kind = message_type   # the daemon's per-type counts use the same names
 
 
 class ModestSim(Engine):
