@@ -20,7 +20,7 @@ from . import __version__, checkpoint, jsonout
 from .config import NodeConfig
 from .core import actions as act
 from .core.messages import (
-    Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status,
+    Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status, message_kind,
 )
 from .core.gossip import GossipConfig
 from .core.gossip_peer import GossipPeerCore
@@ -119,6 +119,7 @@ class Node:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.messages_sent = 0
+        self.sent_by_type: Counter[str] = Counter()   # message_kind -> messages sent
         self.messages_received = 0
         self.send_failures = 0
         self.rounds: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -512,6 +513,7 @@ class Node:
             return
         self.bytes_sent += len(frame)
         self.messages_sent += 1
+        self.sent_by_type[message_kind(msg)] += 1
         if self._failing and (n := self._failing.pop(address, 0)):
             log.info("sending to %s works again (after %d failures)", address, n)
         if isinstance(msg, ModelMsg):
@@ -957,6 +959,7 @@ class Node:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "messages_sent": self.messages_sent,
+            "messages_sent_by_type": dict(self.sent_by_type),
             "messages_received": self.messages_received,
             "send_failures": self.send_failures,
             "messages_rejected": dict(self.rejected),

@@ -141,3 +141,11 @@ class ModelData:
 
 
 Message = Advertise | ViewShare | Ping | Pong | ModelMsg | ModelRequest | ModelData
+
+
+def message_kind(msg: object) -> str:
+    """A message's type as counted by the daemon's status and the simulator: model_trained,
+    model_aggregated, model_gossip, ping, pong, advertise, viewshare, modelrequest, modeldata."""
+    if isinstance(msg, ModelMsg):
+        return f"model_{msg.kind.name.lower()}"
+    return type(msg).__name__.lower()

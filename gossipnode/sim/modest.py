@@ -19,7 +19,7 @@ from gossipnode.core.actions import (
 )
 from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.auth import DigestAuth
-from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
+from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord, message_kind
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
 
@@ -30,10 +30,7 @@ from .engine import Engine, pk_of
 BOOTSTRAP_PEERS = 3   # a joiner knows this many bootstrap addresses
 
 
-def msg_kind(msg: object) -> str:
-    if isinstance(msg, ModelMsg):
-        return f"model_{msg.kind.name.lower()}"
-    return type(msg).__name__.lower()
+msg_kind = message_kind   # one name per message type, shared with the daemon's status
 
 
 class ModestSim(Engine):
