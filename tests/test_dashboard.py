@@ -26,7 +26,7 @@ from aiohttp import web
 from conftest import ROOT, free_ports, get_json, wait_for
 
 from gossipnode.api.app import setup_routes
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 
 STATIC = ROOT / "gossipnode" / "api" / "static"
 EVIL = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -336,7 +336,7 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 
 
 def test_tls_and_token_flags_are_checked(tmp_path) -> None:
-    from gossipnode.config import load_config
+    from gossipnode.runtime.config import load_config
     (tmp_path / "pw").write_text("broker-secret\n")
     cfg = load_config(env={"GOSSIPNODE_MQTT_PASSWORD_FILE": str(tmp_path / "pw")})
     assert cfg.mqtt_password == "broker-secret"
@@ -351,8 +351,8 @@ def test_tls_and_token_flags_are_checked(tmp_path) -> None:
 
 
 async def test_node_serves_tls_and_token_and_status_cli_sends_it(tmp_path) -> None:
-    from gossipnode.config import load_config
-    from gossipnode.node import Node
+    from gossipnode.runtime.config import load_config
+    from gossipnode.runtime.node import Node
     cert, key = self_signed(tmp_path)
     (tmp_path / "token").write_text("tok-123\n")
     (port,) = free_ports(1)

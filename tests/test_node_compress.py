@@ -10,10 +10,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
 from gossipnode.learn.compress import Compressor
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
 from gossipnode.wire.tensors import TOPK, apply_delta, from_raw, make_delta, model_hash, to_raw

@@ -5,8 +5,8 @@ import asyncio
 import logging
 
 from conftest import free_ports
-from gossipnode.config import NodeConfig
-from gossipnode.node import Node
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.runtime.node import Node
 
 
 async def test_unreachable_bootstrap_peer_is_logged_once_at_info(tmp_path, caplog) -> None:

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import ModelData, ModelKind, ModelMsg, Status
 from gossipnode.learn.sanity import (
     DEFAULT_MAX_UPDATE_NORM,
@@ -22,7 +22,7 @@ from gossipnode.learn.sanity import (
     check_model,
     update_ratio,
 )
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
 from gossipnode.wire.tensors import from_raw, make_delta, model_hash, to_raw
@@ -63,7 +63,7 @@ def test_check_model_reasons_and_ratio() -> None:
     assert check_model(huge, None) is None  # no reference: finiteness only
     assert check_model({**ref, "w": ref["w"] * 50}, ref, max_ratio=100) is None
     assert NodeConfig().max_update_norm == DEFAULT_MAX_UPDATE_NORM
-    from gossipnode.config import load_config
+    from gossipnode.runtime.config import load_config
     from gossipnode.sim import SimConfig
     assert SimConfig().max_update_norm == DEFAULT_MAX_UPDATE_NORM
     assert load_config(env={"GOSSIPNODE_MAX_UPDATE_NORM": "0"}).max_update_norm == 0.0

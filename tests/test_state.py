@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import NodeProcess, free_ports
-from gossipnode import checkpoint, jsonout
-from gossipnode.config import NodeConfig
-from gossipnode.node import Node
+from gossipnode.runtime import checkpoint, jsonout
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.runtime.node import Node
 from gossipnode.wire.tensors import model_hash, to_raw
 
 pytestmark = pytest.mark.timeout(120)

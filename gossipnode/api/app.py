@@ -19,10 +19,10 @@ import msgpack
 from aiohttp import web
 
 from .. import __version__
-from ..jsonout import dumps
+from gossipnode.runtime.jsonout import dumps
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from gossipnode.runtime.node import Node
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 STATIC = Path(__file__).with_name("static")

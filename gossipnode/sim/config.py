@@ -5,8 +5,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from gossipnode.attack_names import canonical_attack, canonical_attacks
-from gossipnode.compress_names import parse_compress
+from gossipnode.learn.attack_names import canonical_attack, canonical_attacks
+from gossipnode.learn.compress_names import parse_compress
 
 PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
 

@@ -26,10 +26,10 @@ from gossipnode.learn import data as ldata
 from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
 from gossipnode.learn.compress import Compressor
-from gossipnode.compress_names import parse_compress
+from gossipnode.learn.compress_names import parse_compress
 from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
 from gossipnode.wire.tensors import decode_values, to_raw
-from gossipnode.aggregate import no_recording
+from gossipnode.runtime.aggregating import no_recording
 from gossipnode.learn.aggregation.filters import NoFilter
 from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, adoption_problem, check_model,
                                      degenerate)

@@ -6,17 +6,8 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from gossipnode.core.actions import (
-    Aggregate,
-    CancelTraining,
-    Event,
-    Finished,
-    Merge,
-    NewModel,
-    Send,
-    SendTo,
-    StartTraining,
-)
+from gossipnode.core.actions import Aggregate, Event, Merge, NewModel
+from gossipnode.core.driver import ActionDriver
 from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.auth import DigestAuth
 from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord, message_kind
@@ -28,6 +19,8 @@ from gossipnode.learn.sanity import WORSE_MODEL
 from .engine import Engine, pk_of
 
 BOOTSTRAP_PEERS = 3   # a joiner knows this many bootstrap addresses
+COUNTED_EVENTS = frozenset({"aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
+                            "verify_rank", "quorum_wait", "merge", "partition_healing", "round_from_partition"})
 
 
 msg_kind = message_kind   # one name per message type, shared with the daemon's status
@@ -55,6 +48,7 @@ class ModestSim(Engine):
         self.addr = [f"mem://{i}" for i in range(n)]
         self.addr_index = {a: i for i, a in enumerate(self.addr)}
         self.cores: dict[int, ModestCore] = {}
+        self.drivers: dict[int, ActionDriver] = {}
         self.tick_at: dict[int, float] = {}
         self._tokens = itertools.count(1)
         self.training: dict[int, tuple[int, int, bytes]] = {}
@@ -74,6 +68,7 @@ class ModestSim(Engine):
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
         c = ModestCore(self.mcfg, self.pks[i], (self.addr[i],), self.initial_of(i), rng, index=1)
         self.cores[i] = c
+        self.drivers[i] = ActionDriver(c, self._on_action(i), lambda: self.now)
         self.current[i] = self.initial_of(i)
         return c
 
@@ -89,7 +84,7 @@ class ModestSim(Engine):
             c = self._core(i)
             c.view.entries = dict(shared)
         for i in present:
-            self._run(i, self.cores[i].start(self.now, []))
+            self.drivers[i].start([])
         self.latest_models = [self.initial]
 
     def crash(self, i: int) -> None:
@@ -98,79 +93,74 @@ class ModestSim(Engine):
 
     def leave(self, i: int) -> None:
         if i in self.cores:
-            self._run(i, self.cores[i].leave(self.now))
+            self.drivers[i].leave()
         self.crash(i)
 
     def join(self, i: int) -> None:
-        c = self._core(i)
+        self._core(i)
         alive = [j for j in range(self.next_join - 1) if self.alive[j]]
         boot = self.rng.sample(alive, min(BOOTSTRAP_PEERS, len(alive)))
-        self._run(i, c.start(self.now, [self.addr[j] for j in boot]))
+        self.drivers[i].start([self.addr[j] for j in boot])
 
-    # ---- actions --------------------------------------------------------------------------------
-    def _run(self, i: int, actions: list) -> None:
-        for a in actions:
-            if isinstance(a, Send):
-                j = self.index_of[a.peer]
-                self.send(i, j, self.msg_size(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
-            elif isinstance(a, SendTo):
-                j = self.addr_index.get(a.address)
+    # ---- actions: node i's Host for the shared ActionDriver (core/driver.py) ---------------
+    def _on_action(self, i: int):
+        sim = self
+
+        class Host:
+            def send(self, peer: bytes, msg) -> None:
+                j = sim.index_of[peer]
+                sim.send(i, j, sim.msg_size(msg), msg_kind(msg), sim._on_msg, j, i, msg)
+
+            def send_to(self, address: str, msg) -> None:
+                j = sim.addr_index.get(address)
                 if j is not None:
-                    self.send(i, j, self.msg_size(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
-            elif isinstance(a, StartTraining):
-                tok = next(self._tokens)
-                self.training[i] = (tok, a.round, a.model)
-                if self.keep_logs:
-                    self.train_log.append((a.round, i))
-                self.after(self.train_time(i), self._trained, i, tok)
-            elif isinstance(a, CancelTraining):
-                self.training.pop(i, None)
-            elif isinstance(a, Aggregate):
-                self.after(self.cfg.agg_time * len(a.contributions), self._aggregated, i, a.round,
-                           a.contributions)
-            elif isinstance(a, Merge):   # a lineage merge after a partition heal (SPEC 15.5)
-                self.after(self.cfg.agg_time * 2, self._merged, i, a)
-            elif isinstance(a, NewModel):
-                self.current[i] = a.model
-                if a.role == "aggregator" and i not in self._sybil_set:
-                    self._round_model(i, a.round, a.model)
-            elif isinstance(a, Event):
-                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
-                              "verify_rank", "quorum_wait", "merge", "partition_healing", "round_from_partition"):
-                    self.events[a.kind] += 1
-                elif a.kind == "rejected":
-                    self.events["rejected_" + a.detail["reason"]] += 1
-            elif isinstance(a, Finished):
-                pass
-        self._schedule_tick(i)
+                    sim.send(i, j, sim.msg_size(msg), msg_kind(msg), sim._on_msg, j, i, msg)
 
-    def _schedule_tick(self, i: int) -> None:
-        d = self.cores[i].next_deadline()
-        if d is None:
-            return
-        cur = self.tick_at.get(i)
-        if cur is not None and cur <= d:
-            return
-        if d <= self.now:
-            # PingWalk.tick tests `now - last_sent >= interval` while next_deadline() returns
-            # `last_sent + interval`: float rounding can make a tick exactly at the deadline a
-            # no-op, which on a virtual clock would repeat forever. Wake a microsecond later.
-            d = self.now + 1e-6
-        self.tick_at[i] = d
-        self.at(d, self._tick, i, d)
+            def start_training(self, round_: int, model: bytes) -> None:
+                tok = next(sim._tokens)
+                sim.training[i] = (tok, round_, model)
+                if sim.keep_logs:
+                    sim.train_log.append((round_, i))
+                sim.after(sim.train_time(i), sim._trained, i, tok)
+
+            def cancel_training(self, round_: int) -> None:
+                sim.training.pop(i, None)
+
+            def aggregate(self, a: Aggregate) -> None:
+                sim.after(sim.cfg.agg_time * len(a.contributions), sim._aggregated, i, a.round, a.contributions)
+
+            def merge(self, a: Merge) -> None:   # a lineage merge after a partition heal (SPEC 15.5)
+                sim.after(sim.cfg.agg_time * 2, sim._merged, i, a)
+
+            def new_model(self, a: NewModel) -> None:
+                sim.current[i] = a.model
+                if a.role == "aggregator" and i not in sim._sybil_set:
+                    sim._round_model(i, a.round, a.model)
+
+            def finished(self, reason: str) -> None:
+                pass
+
+            def event(self, a: Event) -> None:
+                if a.kind in COUNTED_EVENTS:
+                    sim.events[a.kind] += 1
+                elif a.kind == "rejected":
+                    sim.events["rejected_" + a.detail["reason"]] += 1
+
+            def wake_at(self, t: float) -> None:
+                cur = sim.tick_at.get(i)
+                if cur is not None and cur <= t:
+                    return
+                sim.tick_at[i] = t
+                sim.at(t, sim._tick, i, t)
+
+        return Host()
 
     def _tick(self, i: int, d: float) -> None:
         if self.tick_at.get(i) != d:
             return
         del self.tick_at[i]
-        if not self.alive[i]:
-            return
-        c = self.cores[i]
-        dd = c.next_deadline()
-        if dd is not None and dd <= self.now + 1e-9:
-            self._run(i, c.tick(self.now))
-        else:
-            self._schedule_tick(i)
+        if self.alive[i]:
+            self.drivers[i].tick()
 
     def _on_msg(self, j: int, i: int, msg: object) -> None:
         if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
@@ -180,7 +170,7 @@ class ModestSim(Engine):
                 msg = replace(msg, model=self.current[j])   # the round goes on from j's own model
             else:
                 return
-        self._run(j, self.cores[j].handle(self.now, self.pks[i], msg))
+        self.drivers[j].handle(self.pks[i], msg)
 
     def _trained(self, i: int, tok: int) -> None:
         job = self.training.get(i)
@@ -192,7 +182,7 @@ class ModestSim(Engine):
         if self.compressing and i not in self._sybil_set:
             # the TRAINED delta travels compressed; every node (the trainer too) holds the reconstruction
             h2 = self.compress(i, h2, h)
-        self._run(i, self.cores[i].training_done(self.now, k, h2))
+        self.drivers[i].training_done(k, h2)
 
     def _aggregated(self, i: int, k: int, contributions: tuple[tuple[bytes, bytes], ...]) -> None:
         if not self.alive[i]:
@@ -209,14 +199,14 @@ class ModestSim(Engine):
             h = self.poisoned(h)
         elif i in self._sybil_set and self.cfg.sybil_aggregate == "drop":
             h = self.current[i]   # the round's updates are ignored: no progress this round
-        self._run(i, c.aggregation_done(self.now, k, h))
+        self.drivers[i].aggregation_done(k, h)
 
     def _merged(self, i: int, a: Merge) -> None:
         if not self.alive[i]:
             return
         contribs = [(self.index_of[pk], h) for pk, h in a.contributions]
         h = self.aggregate(i, a.round, contribs, own=a.own, beta=a.beta)
-        self._run(i, self.cores[i].merge_done(self.now, a.round, h))
+        self.drivers[i].merge_done(a.round, h)
 
     def _round_model(self, i: int, k: int, h: bytes) -> None:
         if k > self.latest_round:

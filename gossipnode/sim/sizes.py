@@ -17,7 +17,7 @@ from gossipnode.core.messages import (
     ViewShare,
 )
 from gossipnode.learn.state import State
-from gossipnode.learner import to_model
+from gossipnode.learn.learner import to_model
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
 

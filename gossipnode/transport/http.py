@@ -6,6 +6,8 @@ read or processed at once are bounded by an inbound budget (over it: 503 with Re
 a body must arrive within `timeout + length / min_rate` seconds, and idle or half-sent
 connections are closed after `timeout` (aiohttp's keep-alive timer, which also runs before
 the first request). Malformed HTTP is answered 400 by aiohttp and logged as one debug line.
+
+May import: aiohttp, the standard library, wire/ and transport/ (never config or the node).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..wire.codec import Frame, FrameHasher, ReceiveBuffer
-from .base import INBOUND_SOURCE, InboundHandler, OutFrame, Refused, TransportError
+from .base import INBOUND_SOURCE, InboundHandler, OutFrame, Refused, TransportError, TransportOptions
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
@@ -87,6 +89,13 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self.on_reject: Callable[[str], None] = lambda reason: None
         app.router.add_post(path_prefix + MESSAGES_PATH, self._receive, expect_handler=self._expect)
+
+    @classmethod
+    def from_options(cls, o: TransportOptions) -> HttpTransport:
+        """The registry's factory: on `o.app` (the node's REST app) or on an app of its own."""
+        return cls(o.app if o.app is not None else web.Application(), o.http_address, o.max_size,
+                   timeout=o.http_timeout, path_prefix=o.path_prefix, budget=o.inbound_budget,
+                   min_rate=o.min_rate, local_host=o.local_host, answer_timeout=o.answer_timeout)
 
     @property
     def addresses(self) -> tuple[str, ...]:

@@ -1,4 +1,7 @@
-"""In-process transport: a hub of mailboxes, for tests and the simulator."""
+"""In-process transport: a hub of mailboxes, for tests and the simulator.
+
+May import: the standard library and transport/.
+"""
 from __future__ import annotations
 
 from .base import InboundHandler, OutFrame, TransportError, as_bytes

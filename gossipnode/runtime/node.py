@@ -16,32 +16,32 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from . import __version__, checkpoint, jsonout
-from .config import NodeConfig
-from .core import actions as act
-from .core.messages import (
-    Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status, message_kind,
-)
-from .core.gossip import GossipConfig
-from .core.gossip_peer import GossipPeerCore
-from .core.auth import pow_bits, solve_pow
-from .core.modest import ModestCore
-from .events import EventHub
-from .learn.trainer import TrainingCancelled
-from .learn.aggregation import build_pipeline
-from .learn.attacks import canonical_attacks
-from .learn.compress import make_compressor
-from .learn.sanity import NON_FINITE, WORSE_MODEL, AdoptionGate, check_model, non_finite
-from .learner import Learner, Model, to_state
-from .store import ModelStore
-from .transport.base import INBOUND_SOURCE, Refused, Transport, TransportError
-from .transport.http import BUSY, HttpTransport, Runner
-from .wire.codec import decode, encode_frame
-from .wire.replay import ReplayGuard, SeqCounter
-from .wire.errors import WireError
-from .wire.identity import Identity, node_id
-from .wire.records import Ed25519RecordAuth
-from .wire.tensors import ENCODED_DTYPES, apply_delta, from_raw, make_delta, model_hash, to_raw
+from gossipnode import __version__
+from gossipnode.runtime import checkpoint, jsonout
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.core import actions as act
+from gossipnode.core.messages import Advertise, HistoryRecord, ModelData, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status
+from gossipnode.core.messages import message_kind
+from gossipnode.core.gossip import GossipConfig
+from gossipnode.core.gossip_peer import GossipPeerCore
+from gossipnode.core.auth import pow_bits, solve_pow
+from gossipnode.core.modest import ModestCore
+from gossipnode.runtime.events import EventHub
+from gossipnode.learn.trainer import TrainingCancelled
+from gossipnode.learn.aggregation import build_pipeline
+from gossipnode.learn.attacks import canonical_attacks
+from gossipnode.learn.compress import make_compressor
+from gossipnode.learn.sanity import NON_FINITE, WORSE_MODEL, AdoptionGate, check_model, non_finite
+from gossipnode.learn.learner import Learner, Model, to_state
+from gossipnode.runtime.store import ModelStore
+from gossipnode.transport.base import INBOUND_SOURCE, Refused, Transport, TransportError
+from gossipnode.transport.http import BUSY, HttpTransport, Runner
+from gossipnode.wire.codec import decode, encode_frame
+from gossipnode.wire.replay import ReplayGuard, SeqCounter
+from gossipnode.wire.errors import WireError
+from gossipnode.wire.identity import Identity, node_id
+from gossipnode.wire.records import Ed25519RecordAuth
+from gossipnode.wire.tensors import ENCODED_DTYPES, apply_delta, from_raw, make_delta, model_hash, to_raw
 
 log = logging.getLogger("gossipnode.node")
 BIG = 4 << 20  # models above this many bytes are hashed/encoded in a worker thread
@@ -102,9 +102,11 @@ class Node:
             # --transport mqtt: REST is still served over HTTP, but peers are not told to use it
             if "http" in {t.strip() for t in cfg.transport.split(",")}:
                 self.transports.append(self.http)
-        if extra_transports is None:
-            from .transport import extra_transports as configured
-            extra_transports = configured(cfg, self.id)
+        if extra_transports is None:   # HTTP is built above: it also serves REST
+            from gossipnode.transport import TransportOptions, build_transports
+            extra_transports = build_transports(cfg.transport, TransportOptions(
+                self.id, cfg.network_id, self.max_size, broker=cfg.broker, mqtt_username=cfg.mqtt_username,
+                mqtt_password=cfg.mqtt_password, mqtt_ca=cfg.mqtt_ca), skip=("http",))
         self.transports += extra_transports
         # ---- transport-level discovery (MQTT announces / last wills; issue 5) ----
         self._discovered_early: list[tuple[tuple[str, ...], bytes]] | None = []
@@ -224,7 +226,7 @@ class Node:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.serve_rest:
-            from .api.app import setup_routes  # the API imports node types; import late
+            from gossipnode.api.app import setup_routes  # the API imports node types; import late
             setup_routes(self.app, self)
         for t in self.transports:
             await t.start(self._on_frame)
@@ -810,7 +812,7 @@ class Node:
             self._execute(self.core.training_done(self._now(), k, h2))
 
     async def _aggregate(self, a: act.Aggregate) -> None:
-        from .aggregate import run_pipeline
+        from gossipnode.runtime.aggregating import run_pipeline
         models = [(pk, self.store.get(h), h) for pk, h in a.contributions]
         held = [(pk, m, h) for pk, m, h in models if m is not None]
         if not held:
@@ -834,7 +836,7 @@ class Node:
     async def _merge(self, a: act.Merge) -> None:
         """Merge received models into our own through the same pipeline: gossip learning, and a
         MoDeST lineage merge after a partition (`a.beta` set)."""
-        from .aggregate import run_merge
+        from gossipnode.runtime.aggregating import run_merge
         own = self.store.get(a.own) or self.store.get(self.current)
         held = [(pk, m, h) for pk, h in a.contributions if (m := self.store.get(h)) is not None]
         if own is None or not held:   # nothing to merge: go on with the received model (MoDeST)

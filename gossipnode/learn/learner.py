@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import NodeConfig
-from .dataset import load_dataset
-from .core.messages import RawTensor
-from .learn import data as ldata
-from .learn.models import build_model
-from .learn.attacks import attack_rate
-from .learn.state import State, flatten, state_from_module
-from .learn.trainer import EvalResult, Trainer, TrainStats
-from .wire.tensors import from_raw, to_raw
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.learn.dataset import load_dataset
+from gossipnode.core.messages import RawTensor
+from gossipnode.learn import data as ldata
+from gossipnode.learn.models import build_model
+from gossipnode.learn.attacks import attack_rate
+from gossipnode.learn.state import State, flatten, state_from_module
+from gossipnode.learn.trainer import EvalResult, Trainer, TrainStats
+from gossipnode.wire.tensors import from_raw, to_raw
 
 Model = tuple[RawTensor, ...]
 PROBE_SAMPLES = 512   # adoption check sample: enough for a stable mean loss, cheap to evaluate

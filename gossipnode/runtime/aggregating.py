@@ -5,17 +5,17 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .learn.aggregation import Contribution
-from .learn.aggregation.filters import NoFilter
-from .learn.aggregation.pipeline import Pipeline
-from .learn.sanity import adoption_problem
-from .learn.state import State, sub
-from .learner import Model, to_model, to_state
-from .wire.identity import node_id
-from .wire.tensors import decoded_delta
+from gossipnode.learn.aggregation import Contribution
+from gossipnode.learn.aggregation.filters import NoFilter
+from gossipnode.learn.aggregation.pipeline import Pipeline
+from gossipnode.learn.sanity import adoption_problem
+from gossipnode.learn.state import State, sub
+from gossipnode.learn.learner import Model, to_model, to_state
+from gossipnode.wire.identity import node_id
+from gossipnode.wire.tensors import decoded_delta
 
 if TYPE_CHECKING:
-    from .node import Node
+    from gossipnode.runtime.node import Node
 
 
 def run_pipeline(node: Node, round_: int, held: list[tuple[bytes, Model, bytes]]) -> tuple[Model, dict[str, Any]]:

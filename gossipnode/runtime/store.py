@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .core.messages import RawTensor
-from .wire.tensors import model_hash
+from gossipnode.core.messages import RawTensor
+from gossipnode.wire.tensors import model_hash
 
 Model = tuple[RawTensor, ...]
 
