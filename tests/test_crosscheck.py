@@ -83,7 +83,7 @@ class BootstrappingSim(ModestSim):
             self._core(i)
         for i in range(self.cfg.nodes):
             others = [a for j, a in enumerate(self.addr[: self.cfg.nodes]) if j != i]
-            self._run(i, self.cores[i].start(self.now, others))
+            self.drivers[i].start(others)
         self.latest_models = [self.initial]
 
 
