@@ -103,9 +103,19 @@ class HttpTransport:
 
     async def start(self, handler: InboundHandler) -> None:
         self._handler = handler
+        # Idle connections are dropped here well before the peer's server closes them (its keep-alive
+        # timer is its --http-timeout, by default the same as ours): a request written into a
+        # connection the server is closing at that instant fails (ServerDisconnected, reset), and
+        # the node takes a healthy peer for out of reach (peer_failed) and skips it in walks.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8, local_addr=self.local_addr),
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8, local_addr=self.local_addr,
+                                           keepalive_timeout=self.client_keepalive),
         )
+
+    @property
+    def client_keepalive(self) -> float:
+        """Seconds an idle outbound connection is reused: half the server-side idle time-out."""
+        return self.timeout / 2
 
     def body_deadline(self, n: int) -> float:
         """Seconds a body of n bytes may take to arrive (server side)."""
