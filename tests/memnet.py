@@ -82,14 +82,15 @@ class MemNet:
     more node (started by `start()` or, after it, by `start_node`)."""
 
     def __init__(self, tmp_path: Path, n: int = 0, *, network_id: str = "memnet",
-                 classes_per_node: int | None = None, seed: int = 0, separation: float = 1.0,
-                 **cfg: Any) -> None:
+                 classes: int = 4, classes_per_node: int | None = None, seed: int = 0,
+                 separation: float = 1.0, **cfg: Any) -> None:
         self.dir = Path(tmp_path)
         self.hub = MemoryHub()
         self.network_id = network_id
         self.cfg = FAST | cfg
         self.nodes: list[Node] = []
         self._n = n
+        self._classes = classes
         self._classes_per_node = classes_per_node
         self._seed = seed
         self._separation = separation
@@ -108,8 +109,8 @@ class MemNet:
     def config(self, i: int, **over: Any) -> NodeConfig:
         size = max(self._n, i + 1)
         if len(self._data) < size:
-            self._data = write_blobs(self.dir / "data", size, classes_per_node=self._classes_per_node,
-                                     separation=self._separation,
+            self._data = write_blobs(self.dir / "data", size, classes=self._classes,
+                                     classes_per_node=self._classes_per_node, separation=self._separation,
                                      seed=self._seed)
         peers = tuple(self.address(j) for j in range(size) if j != i)
         base = dict(state_dir=str(self.dir / self.name(i)), network_id=self.network_id,
@@ -138,11 +139,19 @@ class MemNet:
             self._started.add(i)
         return self.nodes[i]
 
+    async def stop_node(self, i: int, graceful: bool = False) -> None:
+        """Stop one node (the others go on); graceful: it sends its LEAVE adverts first."""
+        if i in self._started:
+            self._started.discard(i)
+            await self.nodes[i].stop(graceful=graceful)
+
     async def stop(self) -> None:
-        for i in sorted(self._started):
-            await self.nodes[i].stop(graceful=False)
-        self._started.clear()
+        """Cut every address first, so no frame is handled by a node that is stopping, then stop
+        the nodes (not gracefully: nothing to say to peers that stop too)."""
+        self.hub.down.update(self.hub.handlers)
         await self.hub.close()
+        for i in sorted(self._started):
+            await self.stop_node(i)
 
     async def __aenter__(self) -> MemNet:
         return await self.start()
@@ -223,13 +232,16 @@ class Puppet:
         return await self.hub.deliver(node.status()["addresses"][0], frame, self.address)
 
     async def join(self, node: Node, timeout: float = 5.0) -> None:
-        """JOIN advert; the node probes this address (answered by `_on_frame`) and adds us."""
+        """JOIN advert; the node probes this address (answered by `_on_frame`) and counts us a
+        member once we answered (in a running network its view takes us after its next model
+        send). The record claims round 0: once the network is past round tau (inactivity
+        threshold) the puppet is a member that is never sampled, so it stalls no round."""
         reason = await self.send(node, Advertise.of(self.record))
         assert reason is None, reason
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        while self.pk not in node.core.view:
-            assert loop.time() < end, f"puppet not in the view after {timeout} s"
+        while not node.core.is_member(self.pk):
+            assert loop.time() < end, f"puppet not a member after {timeout} s"
             await asyncio.sleep(0.01)
 
     async def leave(self, nodes: list[Node]) -> None:
