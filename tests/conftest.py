@@ -1,4 +1,11 @@
-"""Shared test helpers: free ports, node processes, in-process node clusters."""
+"""Shared test helpers: free ports, node processes; the unit / integration / slow markers.
+
+Markers are given by file (LAYERS below, or a `file::test` entry for one test of a mixed file),
+not in every file: `pytest -m unit` runs the in-process layer (no processes, no broker; sockets
+only where the unit under test is the HTTP transport or node on 127.0.0.1), `-m integration`
+the tests that need processes or a broker, `-m slow` the long ones (also marked in place with
+@pytest.mark.slow). A file not in LAYERS is unit, and a unit test that starts a process fails.
+For in-process networks of real nodes see memnet.py."""
 from __future__ import annotations
 
 import json
@@ -16,6 +23,77 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+# What is not unit, by file or `file::test` (the most specific entry wins). Reasons in comments.
+LAYERS: dict[str, tuple[str, ...]] = {
+    # command-line processes, real node processes
+    "test_cli_errors.py": ("integration",),          # `python -m gossipnode` with bad flags
+    "test_cli_stop.py": ("integration", "slow"),
+    "test_e2e_cli.py": ("integration",),
+    "test_export.py": ("integration",),              # `gossipnode export` as a process
+    "test_python_api.py": ("integration",),          # the README script and `import` as processes
+    "test_integration_attack.py": ("integration", "slow"),
+    "test_integration_gossip_vc.py": ("integration", "slow"),
+    "test_integration_http.py": ("integration", "slow"),
+    "test_integration_membership.py": ("integration", "slow"),
+    "test_partition_live.py": ("integration", "slow"),
+    "test_security_live.py": ("integration", "slow"),
+    "test_state.py::test_sigterm_with_unwritable_checkpoint_exits_fast_nonzero_with_one_line": ("integration", "slow"),
+    "test_state.py::test_sigterm_with_a_full_state_dir": ("integration", "slow"),
+    "test_node_sanity.py::test_live_node_rejects_nan_and_huge_models": ("integration", "slow"),
+    # docker-compose, Chromium, Mosquitto
+    "test_deploy.py": ("integration",),
+    "test_deploy.py::test_dockerfile_has_cpu_default_and_cuda_switch": ("unit",),
+    "test_deploy.py::test_dockerfile_pins_the_torch_of_scripts_setup": ("unit",),
+    "test_deploy.py::test_k8s_manifests_parse_and_are_consistent": ("unit",),
+    "test_deploy.py::test_k8s_one_place_sets_nodes_and_shards": ("unit",),
+    "test_deploy.py::test_k8s_pods_meet_the_restricted_pod_security_level": ("unit",),
+    "test_deploy.py::test_k8s_disruption_budgets_and_network_policies": ("unit",),
+    "test_deploy.py::test_deploy_readme_exists": ("unit",),
+    "test_dashboard.py": ("integration",),
+    "test_dashboard.py::test_dashboard_assets_ship_in_the_package_and_never_parse_markup": ("unit",),
+    "test_dashboard.py::test_openapi_documents_every_route_and_its_protection": ("unit",),
+    "test_mqtt_cluster.py": ("integration", "slow"),
+    "test_mqtt_hardening.py": ("integration",),
+    "test_mqtt_restart.py": ("integration",),
+    "test_mqtt_restart.py::test_will_counts_only_after_grace_of_connected_time_without_reannounce": ("unit",),
+    "test_mqtt_transport.py": ("integration",),
+    "test_mqtt_transport.py::test_records_are_validated_strictly": ("unit",),
+    "test_mqtt_transport.py::test_chunk_validation_and_bounded_reassembly": ("unit",),
+}
+LAYER_MARKS = ("unit", "integration", "slow")
+
+
+def _layers(item: pytest.Item) -> tuple[str, ...]:
+    name = item.path.name
+    func = getattr(item, "originalname", item.name)
+    own = {m.name for m in item.iter_markers() if m.name in LAYER_MARKS}
+    got = LAYERS.get(f"{name}::{func}", LAYERS.get(name, ("unit",)))
+    if own & {"slow", "integration"}:   # marked in place: never unit
+        got = tuple(m for m in got if m != "unit") or ("integration",)
+    return tuple(m for m in got if m not in own)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for m in _layers(item):
+            item.add_marker(m)
+
+
+@pytest.fixture(autouse=True)
+def _unit_starts_no_process(request, monkeypatch):
+    """A unit test that starts a process is in the wrong layer: it fails and says so."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} is marked unit but starts a process {args[:1]!r}: "
+                             "list it in LAYERS in tests/conftest.py")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    yield
 
 
 def free_ports(n: int) -> list[int]:
@@ -55,6 +133,19 @@ def wait_for(pred, timeout: float, what: str, nodes) -> float:
         time.sleep(0.5)
     logs = "\n\n".join(n.log()[-2000:] for n in nodes)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+
+
+async def until(pred, timeout: float, what: str, every: float = 0.02) -> float:
+    """Await `pred()` on the event loop (checked every `every` s): the seconds it took, or an
+    AssertionError naming `what`. For in-process tests, instead of a fixed sleep."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while not pred():
+        if loop.time() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(every)
+    return loop.time() - t0
 
 
 class NodeProcess:

@@ -57,7 +57,9 @@ def test_sim_reports_attack_rate_only_with_an_attack_or_a_baseline_request() -> 
     assert all(p["attack_rate"] is None for p in plain["series"])
     # a no-attack baseline of the same metric, asked for explicitly
     baseline = run_sim(base.__class__(**{**base.to_dict(), "eval_attack": "backdoor"}), data=data)
-    assert 0.0 <= baseline["summary"]["final_attack_rate"] <= 1.0
+    # without an attack the trigger does nothing (measured 0.0 for seeds 0-2)
+    assert baseline["summary"]["final_attack_rate"] == baseline["series"][-1]["attack_rate"]
+    assert baseline["summary"]["final_attack_rate"] < 0.1
     attacked = run_sim(SimConfig(**{**base.to_dict(), "protocol": "modest", "attack": "labelflip",
                                     "sybils": 0.5, "eval_attack": "backdoor"}), data=data)
     row = attacked["series"][-1]

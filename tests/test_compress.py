@@ -212,13 +212,14 @@ def test_encoded_tensors_only_as_deltas_of_float_tensors() -> None:
 
 def test_wire_size_checks_of_encodings() -> None:
     assert tensor_problem("t", Q8, (10,), 4 + 4 + 10) is None
-    assert tensor_problem("t", Q8, (10,), 4 + 10) is not None      # no scale for 10 values
-    assert tensor_problem("t", Q8, (10,), 4 + 44 + 10) is not None  # 11 scales > 10 values
+    # no scale for 10 values; 11 scales for 10 values
+    assert tensor_problem("t", Q8, (10,), 4 + 10) == "tensor 't': 14 bytes cannot be a q8 tensor of 10 values"
+    assert tensor_problem("t", Q8, (10,), 4 + 44 + 10) == "tensor 't': 58 bytes cannot be a q8 tensor of 10 values"
     assert tensor_problem("t", Q8, (0,), 4) is None
-    assert tensor_problem("t", Q8, (0,), 8) is not None
+    assert tensor_problem("t", Q8, (0,), 8) == "tensor 't': 8 bytes cannot be a q8 tensor of 0 values"
     assert tensor_problem("t", TOPK, (10,), 4 + 80) is None
-    assert tensor_problem("t", TOPK, (10,), 4 + 88) is not None
-    assert tensor_problem("t", TOPK, (10,), 4 + 7) is not None
+    assert tensor_problem("t", TOPK, (10,), 4 + 88) == "tensor 't': 92 bytes cannot be a topk tensor of 10 values"
+    assert tensor_problem("t", TOPK, (10,), 4 + 7) == "tensor 't': 11 bytes cannot be a topk tensor of 10 values"
 
 
 def test_non_finite_update_raises_and_keeps_the_residual() -> None:

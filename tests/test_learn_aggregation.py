@@ -406,9 +406,9 @@ def test_adoption_gate_refuses_worse_models_and_cannot_be_ratcheted() -> None:
     assert g.check(0.6, 0.2) is None                 # within the margin of the current model
     # the next model is again 0.4 worse than the one it replaces, but 0.8 worse than the best
     # of the last few: refused, so no sequence of acceptable steps walks the model down
-    assert g.check(1.0, 0.6) is not None
+    assert g.check(1.0, 0.6) == "loss 1.000 on local data > current model's 0.200 + margin 0.5"
     assert g.check(0.65, 0.6) is None                # within 0.5 of the best (0.2)
-    assert g.check(float("nan"), 0.6) is not None    # a model without a finite loss never passes
+    assert g.check(float("nan"), 0.6) == "loss nan on local data"   # no finite loss: never passes
     assert AdoptionGate(0.0).check(9.0, 0.1) is None  # 0: off
     # the reference forgets: after RECENT better models the old best is gone
     g = AdoptionGate(0.5)

@@ -106,9 +106,14 @@ def test_sybil_attack_scenarios_run(attack, small_data) -> None:
                     filter="sybilwall"), data=small_data)
     s = r["summary"]
     assert s["sybils"] == 5 and s["messages"]["model_sybil"] > 0 and s["messages"]["history"] > 0
-    assert 0.0 <= s["final_attack_rate"] <= 1.0
+    # the last round's rate; the attack shows, and SybilWall keeps it under half (measured
+    # 0.08 label-flip, 0.17 backdoor; seed 1: 0.18, 0.34)
+    assert s["final_attack_rate"] == r["series"][-1]["attack_rate"]
+    assert 0.0 < s["final_attack_rate"] < 0.5
     r = run_sim(cfg(nodes=10, rounds=3, attack=attack, sybils=1.0), data=small_data)   # MoDeST
-    assert r["summary"]["final_attack_rate"] is not None
+    # measured 0.01 label-flip, 0.25 backdoor (seed 1: 0.11, 0.01)
+    assert r["summary"]["final_attack_rate"] == r["series"][-1]["attack_rate"]
+    assert 0.0 <= r["summary"]["final_attack_rate"] < 0.5
 
 
 def test_gossip_with_independent_init_and_variance_correction(small_data) -> None:

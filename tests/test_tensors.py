@@ -130,9 +130,11 @@ def test_delta_round_trip_names_reconstructed_model() -> None:
 
 def test_shape_span_bounded_even_when_empty() -> None:
     from gossipnode.wire.tensors import MAX_ELEMENTS, tensor_problem
-    assert tensor_problem("t", "<f4", (0, 2**62, 2**62), 0) is not None
-    assert tensor_problem("t", "|u1", (0, MAX_ELEMENTS + 1), 0) is not None
-    assert tensor_problem("t", "|u1", (2**20,) * 32, 0) is not None  # no overflow, just rejected
+    too_many = f"spans more than {MAX_ELEMENTS} elements"
+    big = MAX_ELEMENTS + 1
+    assert tensor_problem("t", "<f4", (0, 2**62, 2**62), 0) == f"tensor 't': shape (0, {2**62}, {2**62}) {too_many}"
+    assert tensor_problem("t", "|u1", (0, big), 0) == f"tensor 't': shape (0, {big}) {too_many}"
+    assert tensor_problem("t", "|u1", (2**20,) * 32, 0).endswith(too_many)  # no overflow, just rejected
     assert tensor_problem("t", "|u1", (0, MAX_ELEMENTS), 0) is None   # exactly the bound: fine
     assert tensor_problem("t", "<f4", (0, 3, 4), 0) is None
     assert tensor_problem("t", "<f4", (3, 4), 48) is None
