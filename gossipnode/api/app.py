@@ -13,16 +13,31 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import msgpack
 from aiohttp import web
 
 from .. import __version__
-from gossipnode.runtime.jsonout import dumps
+from gossipnode.api.jsonout import dumps
 
-if TYPE_CHECKING:
-    from gossipnode.runtime.telemetry import Telemetry
+
+
+class Telemetry(Protocol):
+    """What the REST app reads (runtime.telemetry.Telemetry provides it; the app never sees the node)."""
+    api_token: str
+    stopping: bool
+    started_at: float
+    rounds: Mapping[int, dict[str, Any]]
+
+    def status(self) -> dict[str, Any]: ...
+
+    def peers(self) -> list[dict[str, Any]]: ...
+
+    def model(self, h: bytes) -> Any: ...
+
+    def current(self) -> bytes: ...
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 STATIC = Path(__file__).with_name("static")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from gossipnode.runtime import jsonout
+from gossipnode.api import jsonout
 from gossipnode.cli.entry import fetch_status
 from gossipnode.runtime.flags import NODE_FLAGS
 

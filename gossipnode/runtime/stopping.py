@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from . import jsonout
+from gossipnode.api import jsonout
 
 Node = Any   # runtime.node.Node passes itself (not imported: no cycle)
 
