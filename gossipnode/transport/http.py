@@ -24,7 +24,8 @@ import aiohttp.payload
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..wire.codec import Frame, FrameHasher, ReceiveBuffer
+from ..wire.codec import Frame
+from ..wire.stream import FrameHasher, ReceiveBuffer
 from .base import INBOUND_SOURCE, InboundHandler, OutFrame, Refused, TransportError, TransportOptions
 
 log = logging.getLogger(__name__)
