@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import NodeProcess, free_ports
-from gossipnode.runtime import checkpoint, jsonout
+from gossipnode.api import jsonout
+from gossipnode.runtime import checkpoint
 from gossipnode.runtime.config import NodeConfig
 from gossipnode.runtime.node import Node
 from gossipnode.wire.tensors import model_hash, to_raw
