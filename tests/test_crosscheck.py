@@ -49,9 +49,6 @@ PROTOCOL = {
     "inactivity_threshold": 50, "role_slack": 2, "accept_quorum": 1,
 }
 BOOTSTRAP_WAIT, BOOTSTRAP_TIMEOUT = 3.0, 300.0   # the daemon's flags; the simulator's cores get them too
-# Sent by the daemon only: the base fetch of a delta whose base the aggregator lacks (MODEL_REQUEST /
-# MODEL_DATA) is not in the simulator yet (issue 11, item 3). Once it is, empty this set.
-DAEMON_ONLY = {"modelrequest", "modeldata"}
 RUN_LIMIT_S = 150.0   # bounds a broken run only (measured on 2 cores: 12-16 s alone, 26-33 s with 3-4 at once)
 
 
@@ -195,5 +192,6 @@ def test_processes_and_simulator_agree_on_roles_and_message_types(tmp_path) -> N
     assert real_agg == sim_agg, why
     assert real_train == order_train and real_agg == order_agg
     assert all(len(real_train[k]) == s for k in real_train) and all(len(real_agg[k]) == a for k in range(2, ROUNDS + 1))
-    assert real_types - DAEMON_ONLY == sim_types
-    assert {"advertise", "viewshare", "ping", "pong", "model_trained", "model_aggregated"} <= sim_types
+    assert real_types == sim_types   # base fetch (modelrequest / modeldata) included
+    assert {"advertise", "viewshare", "ping", "pong", "model_trained", "model_aggregated",
+            "modelrequest", "modeldata"} <= sim_types

@@ -2,6 +2,7 @@
 that goes out, and records that come in validated and merged into the filter's store."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,9 @@ from gossipnode.wire.tensors import ENCODED_DTYPES, from_raw, to_raw
 
 class HistoryGossip:
     def __init__(self, pipeline: Any, self_id: str, records: int, dtype: str, history_size: int,
-                 seed: int) -> None:
+                 seed: int, name_of: Callable[[bytes], str] = node_id) -> None:
+        """`name_of`: a peer's name in the filter's history store (the daemon: its node id; the
+        simulator, which runs this same class, its own names)."""
         f = pipeline.filter
         self.store = getattr(f, "store", None) if getattr(f, "use_gossip", False) else None
         self.self_id = self_id
@@ -21,11 +24,12 @@ class HistoryGossip:
         self.dtype = np.float16 if dtype == "f2" else np.float32
         self.history_size = history_size
         self.rng = np.random.default_rng(seed)
-        self.pk_of: dict[str, bytes] = {}   # node id -> public key, of every peer heard of
+        self.name_of = name_of
+        self.pk_of: dict[str, bytes] = {}   # name -> public key, of every peer heard of
         self.bytes_sent = 0   # history bytes in model messages delivered (counted by the node)
 
     def heard(self, pk: bytes) -> None:
-        self.pk_of.setdefault(node_id(pk), pk)
+        self.pk_of.setdefault(self.name_of(pk), pk)
 
     def select(self, pk: bytes) -> tuple[HistoryRecord, ...]:
         """The records to piggy-back on a model message to `pk`."""
@@ -34,7 +38,7 @@ class HistoryGossip:
             return ()
         picked: dict[str, Any] = {}
         for _ in range(self.records):
-            for j, rec in store.select_records([node_id(pk)], self.self_id, self.rng).values():
+            for j, rec in store.select_records([self.name_of(pk)], self.self_id, self.rng).values():
                 if j in self.pk_of:
                     picked[j] = rec
         lim = float(np.finfo(self.dtype).max)
@@ -59,8 +63,8 @@ class HistoryGossip:
             if not np.isfinite(v).all():
                 return "history has non-finite values"
             vecs.append(v)
-        src = node_id(sender)
+        src = self.name_of(sender)
         for r, v in zip(records, vecs, strict=True):
             self.heard(r.peer)
-            store.merge_record(node_id(r.peer), r.round, r.distance, v, src)
+            store.merge_record(self.name_of(r.peer), r.round, r.distance, v, src)
         return None

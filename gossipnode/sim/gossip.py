@@ -1,6 +1,6 @@
 """Gossip learning in the simulator: every node runs the daemon's ``GossipPeerCore`` (gossip
 learning plus its membership: JOIN/LEAVE adverts, view shares, member-only merges), driven by the
-shared ``ActionDriver`` on the engine's clock."""
+shared ``ActionDriver`` on the engine's clock, with the daemon's SybilWall history gossip."""
 from __future__ import annotations
 
 import itertools
@@ -16,10 +16,11 @@ from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
 from gossipnode.core.view import Entry
 
 from .engine import Engine, pk_of
+from .exchange import SimExchange
 from .modest import BOOTSTRAP_PEERS, msg_kind
 
 
-class GossipSim(Engine):
+class GossipSim(SimExchange, Engine):
     name = "gossip"
 
     def setup(self) -> None:
@@ -41,6 +42,7 @@ class GossipSim(Engine):
         self.rng.shuffle(subset)
         self.eval_ids = sorted(subset[: cfg.eval_nodes])
         self.intervals = 0
+        self._init_exchange()
 
     def _core(self, i: int) -> GossipPeerCore:
         c = GossipPeerCore(self.gcfg, self.pks[i], (self.addr[i],), self.initial_of(i),
@@ -99,7 +101,7 @@ class GossipSim(Engine):
 
         class Host:
             def send(self, peer: bytes, msg) -> None:
-                deliver(sim.index_of[peer], msg)
+                deliver(sim.index_of[peer], sim.outgoing(i, peer, msg))   # + SybilWall histories
 
             def send_to(self, address: str, msg) -> None:
                 j = sim.addr_index.get(address)
@@ -151,6 +153,8 @@ class GossipSim(Engine):
             if isinstance(msg, ModelMsg):
                 self.attacker_ref = msg.model
             return
+        if isinstance(msg, ModelMsg) and (msg := self.take_histories(j, i, msg)) is None:
+            return   # bad_history: refused, as the daemon does
         self.drivers[j].handle(self.pks[i], msg)
 
     def _failed(self, i: int, j: int) -> None:

@@ -17,6 +17,7 @@ from gossipnode.core.view import Entry
 from gossipnode.learn.sanity import WORSE_MODEL
 
 from .engine import Engine, pk_of
+from .exchange import SimExchange
 
 BOOTSTRAP_PEERS = 3   # a joiner knows this many bootstrap addresses
 COUNTED_EVENTS = frozenset({"aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
@@ -26,7 +27,7 @@ COUNTED_EVENTS = frozenset({"aggregation_timeout", "retry", "gave_up", "aggregat
 msg_kind = message_type   # the daemon's per-type counts use the same names
 
 
-class ModestSim(Engine):
+class ModestSim(SimExchange, Engine):
     name = "modest"
 
     def setup(self) -> None:
@@ -59,6 +60,7 @@ class ModestSim(Engine):
         self.agg_log: list[dict[str, Any]] = []    # round, aggregator, contributors (cross-check tests)
         self.train_log: list[tuple[int, int]] = []  # (round, node)
         self.keep_logs = bool(cfg.extra.get("keep_logs", False))
+        self._init_exchange()
 
     def make_pk(self, i: int) -> bytes:
         return pk_of(self.cfg.seed, i)
@@ -70,6 +72,8 @@ class ModestSim(Engine):
         self.cores[i] = c
         self.drivers[i] = ActionDriver(c, self._on_action(i), lambda: self.now)
         self.current[i] = self.initial_of(i)
+        self.stores.pop(i, None)   # a (re)joining node starts with an empty store
+        self.adopt_held(i, None, self.current[i])
         return c
 
     def begin(self) -> None:
@@ -109,6 +113,7 @@ class ModestSim(Engine):
         class Host:
             def send(self, peer: bytes, msg) -> None:
                 j = sim.index_of[peer]
+                msg = sim.outgoing(i, peer, msg)   # + piggy-backed SybilWall histories
                 sim.send(i, j, sim.msg_size(msg), msg_kind(msg), sim._on_msg, j, i, msg)
 
             def send_to(self, address: str, msg) -> None:
@@ -133,6 +138,7 @@ class ModestSim(Engine):
                 sim.after(sim.cfg.agg_time * 2, sim._merged, i, a)
 
             def new_model(self, a: NewModel) -> None:
+                sim.adopt_held(i, sim.current.get(i), a.model)
                 sim.current[i] = a.model
                 if a.role == "aggregator" and i not in sim._sybil_set:
                     sim._round_model(i, a.round, a.model)
@@ -163,14 +169,25 @@ class ModestSim(Engine):
             self.drivers[i].tick()
 
     def _on_msg(self, j: int, i: int, msg: object) -> None:
-        if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
+        if isinstance(msg, ModelMsg):
+            self.incoming(j, i, msg, self._accept)   # base fetch first when j lacks the base
+        else:
+            self.drivers[j].handle(self.pks[i], msg)
+
+    def _accept(self, j: int, i: int, msg: ModelMsg) -> None:
+        """As the daemon's receive path after the bytes checked out: adoption check (round
+        models), histories, the model held, then the core."""
+        if (msg.kind == ModelKind.AGGREGATED and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
                 and (why := self.adoption_problem(j, msg.model, self.current[j])) is not None):
             self.models_rejected[why] += 1   # as the daemon: counted, the model never used
             if why == WORSE_MODEL and self.cfg.accept_quorum == 1 and msg.round <= self.cores[j].round + 1:
                 msg = replace(msg, model=self.current[j])   # the round goes on from j's own model
             else:
                 return
-        self.drivers[j].handle(self.pks[i], msg)
+        if (taken := self.take_histories(j, i, msg)) is None:
+            return
+        self.hold(j, taken.model)
+        self.drivers[j].handle(self.pks[i], taken)
 
     def _trained(self, i: int, tok: int) -> None:
         job = self.training.get(i)
@@ -182,6 +199,7 @@ class ModestSim(Engine):
         if self.compressing and i not in self._sybil_set:
             # the TRAINED delta travels compressed; every node (the trainer too) holds the reconstruction
             h2 = self.compress(i, h2, h)
+        self.hold(i, h2)
         self.drivers[i].training_done(k, h2)
 
     def _aggregated(self, i: int, k: int, contributions: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -199,6 +217,7 @@ class ModestSim(Engine):
             h = self.poisoned(h)
         elif i in self._sybil_set and self.cfg.sybil_aggregate == "drop":
             h = self.current[i]   # the round's updates are ignored: no progress this round
+        self.hold(i, h)
         self.drivers[i].aggregation_done(k, h)
 
     def _merged(self, i: int, a: Merge) -> None:
@@ -206,6 +225,7 @@ class ModestSim(Engine):
             return
         contribs = [(self.index_of[pk], h) for pk, h in a.contributions]
         h = self.aggregate(i, a.round, contribs, own=a.own, beta=a.beta)
+        self.hold(i, h)
         self.drivers[i].merge_done(a.round, h)
 
     def _round_model(self, i: int, k: int, h: bytes) -> None:
@@ -243,4 +263,7 @@ class ModestSim(Engine):
             keep.add(c.model)
             if c._merging is not None:
                 keep.add(c._merging[1])
+        for (_, base), waiting in self._waiting.items():
+            keep.add(base)
+            keep.update(m.model for _, m, _ in waiting)
         return keep
