@@ -89,6 +89,7 @@ class MemNet:
         self.network_id = network_id
         self.cfg = FAST | cfg
         self.nodes: list[Node] = []
+        self.evaluations: list[list[dict[str, Any]]] = []   # per node: its `evaluated` events
         self._n = n
         self._classes = classes
         self._classes_per_node = classes_per_node
@@ -121,7 +122,10 @@ class MemNet:
         i = len(self.nodes)
         node = Node(self.config(i, **over), extra_transports=[self.hub.transport(self.name(i))],
                     serve_http=False, serve_rest=False)
+        evals: list[dict[str, Any]] = []
+        node.events.subscribe(lambda e: evals.append(e) if e["kind"] == "evaluated" else None)
         self.nodes.append(node)
+        self.evaluations.append(evals)
         return node
 
     def puppet(self, name: str = "puppet") -> Puppet:
@@ -189,6 +193,10 @@ class MemNet:
             ev = n.status()["last_eval"]
             out.append(ev["accuracy"] if ev and ev["round"] >= 1 else None)
         return out
+
+    def best_accuracies(self) -> list[float]:
+        """Each node's best evaluation of a round model so far (0.0 before one)."""
+        return [max((e["accuracy"] for e in evals if e["round"] >= 1), default=0.0) for evals in self.evaluations]
 
     def all_know_each_other(self) -> bool:
         return all(n.status()["peers_known"] == len(self.nodes) - 1 for n in self.nodes)

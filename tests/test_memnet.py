@@ -13,8 +13,10 @@ from gossipnode.wire.tensors import from_raw, make_delta, model_hash, to_raw
 
 from memnet import MemNet, Node
 
-# Honest nodes reject nothing but what honest timing explains (see test_integration_http.py).
-HONEST_REJECTIONS = {"worse_model", "round_out_of_range"}
+# Honest nodes reject nothing but what honest timing explains (see test_integration_http.py),
+# and here, where rounds take about 50 ms, a base fetch (MODEL_REQUEST) beyond a peer's budget
+# of 2 per --ping-timeout (sized for rounds of seconds) is `rate_limited`.
+HONEST_REJECTIONS = {"worse_model", "round_out_of_range", "rate_limited"}
 # A node that stays in its bootstrap phase: no rounds, its store and core do not move.
 QUIET = dict(bootstrap_wait=600.0, bootstrap_timeout=600.0)
 
@@ -39,25 +41,26 @@ def _rejected(node: Node) -> dict[str, int]:
 
 
 async def test_six_nodes_learn_what_no_node_can_learn_alone(tmp_path) -> None:
-    # Each node holds 2 of the 4 classes; every node's test split has all 4.
-    net = MemNet(tmp_path, 6, sample_size=3, classes_per_node=2)
-    # Control: each node trained alone (5 epochs on its own shard) stays below 0.7 (measured
-    # 0.51-0.67), so the bar below is only met by combining the others' models.
+    # 6 classes; node i holds classes i and i+1 (mod 6): no two nodes hold the same pair (two
+    # that did would look like Sybils to SybilWall). Every node's test split has all 6.
+    net = MemNet(tmp_path, 6, sample_size=4, classes=6, classes_per_node=2)
+    # Control: each node trained alone (5 epochs on its own shard) stays below 0.5 (measured
+    # 0.34-0.42; chance 1/6), so the bar below is only met by combining the others' models.
     for node in net.nodes:
         alone = node.learner
         model = alone.initial
         for _ in range(5):
             model, _ = alone.train(model, threading.Event())
-        assert alone.evaluate(alone.initial).accuracy < 0.35   # chance is 0.25
-        assert alone.evaluate(model).accuracy < 0.7
+        assert alone.evaluate(alone.initial).accuracy < 0.25
+        assert alone.evaluate(model).accuracy < 0.5
     async with net:
         await net.until(net.all_know_each_other, 10, "all peers known")
+        # Measured: 0.9 on every node after 6-19 rounds (1-3 s); a few runs in 20 took 40.
+        await net.until(lambda: all(a >= 0.9 for a in net.best_accuracies()), 45,
+                        "an evaluation >= 0.9 on every node")
         await net.until(lambda: all(n.core.round >= 10 for n in net.nodes), 30, "10 rounds everywhere")
-        # Measured: 0.98-0.99 on every node by round 10 (logreg, separation 1.0).
-        await net.until(lambda: all(a is not None and a >= 0.9 for a in net.accuracies()), 30,
-                        "accuracy >= 0.9 on every node")
         st = [n.status() for n in net.nodes]
-    # every node trained (3 of 6 per round) and the rounds' aggregations add up
+    # every node trained (4 of 6 per round), and one aggregation per round since round 2
     assert all(s["rounds_trained"] >= 1 for s in st), net.summary()
     assert sum(s["rounds_aggregated"] for s in st) >= 9, net.summary()
     assert all(set(s["messages_rejected"]) <= HONEST_REJECTIONS for s in st), net.summary()
@@ -174,7 +177,8 @@ async def test_unsolicited_model_rejected(quiet) -> None:
 
 
 async def test_network_goes_on_after_a_member_sends_bad_models(tmp_path) -> None:
-    net = MemNet(tmp_path, 3, sample_size=2)
+    # every node in every sample: no honest base fetches, so each count below is the puppet's
+    net = MemNet(tmp_path, 3, sample_size=3)
     async with net:
         # past round tau: the puppet's round-0 record is not active, it is never sampled
         tau = net.nodes[0].cfg.inactivity_threshold
