@@ -149,6 +149,11 @@ class MemNet:
             self._started.discard(i)
             await self.nodes[i].stop(graceful=graceful)
 
+    async def crash(self, i: int) -> None:
+        """As a SIGKILL: unreachable at once (frames to and from it fail), no LEAVE, then stopped."""
+        self.hub.down.add(self.address(i))
+        await self.stop_node(i)
+
     async def stop(self) -> None:
         """Cut every address first, so no frame is handled by a node that is stopping, then stop
         the nodes (not gracefully: nothing to say to peers that stop too)."""
