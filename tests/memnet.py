@@ -17,6 +17,7 @@ This is the only test module that imports `Node` (the runtime may move; fix the 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -202,6 +203,15 @@ class MemNet:
     def best_accuracies(self) -> list[float]:
         """Each node's best evaluation of a round model so far (0.0 before one)."""
         return [max((e["accuracy"] for e in evals if e["round"] >= 1), default=0.0) for evals in self.evaluations]
+
+    def train_alone(self, i: int, epochs: int) -> tuple[float, float]:
+        """Node i's learner trained on its own shard only, `epochs` times from the initial model
+        (no network; blocking): test accuracy (before, after). A control for learning tests."""
+        learner = self.nodes[i].learner
+        model = learner.initial
+        for _ in range(epochs):
+            model, _ = learner.train(model, threading.Event())
+        return learner.evaluate(learner.initial).accuracy, learner.evaluate(model).accuracy
 
     def all_know_each_other(self) -> bool:
         return all(n.status()["peers_known"] == len(self.nodes) - 1 for n in self.nodes)
