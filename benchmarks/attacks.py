@@ -71,7 +71,7 @@ TAU = 4
 
 
 def node_flags() -> set[str]:
-    from gossipnode.cli import NODE_FLAGS
+    from gossipnode.runtime.flags import NODE_FLAGS
     return {f for f, *_ in NODE_FLAGS}
 
 
@@ -211,7 +211,7 @@ def advertise(signer: Identity, network_id: str, round_: int, index: int, status
 
 def _pow(peer: bytes) -> int:
     """A join proof-of-work nonce for `peer` if the nodes ask for one (the attacker pays it)."""
-    from gossipnode.config import NodeConfig
+    from gossipnode.runtime.config import NodeConfig
     bits = getattr(NodeConfig(), "join_pow", 0)
     if not bits:
         return 0
@@ -343,8 +343,8 @@ class MemberHost:
     aggregates (`poison_aggregation`)."""
 
     def __init__(self, port: int, state: Path, flags: dict[str, Any]) -> None:
-        from gossipnode.config import load_config
-        from gossipnode.node import Node
+        from gossipnode.runtime.config import load_config
+        from gossipnode.runtime.node import Node
 
         # "" (honest), "replace" (send a poisoned model as the round's aggregate) or "drop"
         # (ignore every update: send the current model again, so the round makes no progress)
@@ -394,7 +394,7 @@ class MemberHost:
         return asyncio.run_coroutine_threadsafe(self._seq(), self.loop).result(5)
 
     async def _seq(self) -> int:
-        return self.node.seq.next()
+        return self.node.outbox.seq.next()
 
     def signer(self) -> Signer:
         return Signer(self.node.identity, self.cfg.network_id, self.next_seq, "member")
@@ -496,7 +496,7 @@ class Cluster:
 
 
 def _flags_to_overrides(args: list[str]) -> dict[str, Any]:
-    from gossipnode.cli import NODE_FLAGS
+    from gossipnode.runtime.flags import NODE_FLAGS
     by_flag = {f: (name, typ) for f, name, typ, _ in NODE_FLAGS}
     out: dict[str, Any] = {}
     i = 0
@@ -933,7 +933,7 @@ def atk_flood(n: int) -> Callable[[Context], None]:
 
 def _view_cap() -> int:
     """The view size the honest nodes may grow to (their --max-view if they have one)."""
-    from gossipnode.config import NodeConfig
+    from gossipnode.runtime.config import NodeConfig
     for name in ("max_view", "view_cap", "max_peers", "view_size"):
         v = getattr(NodeConfig(), name, None)
         if isinstance(v, int) and v > 0:
@@ -1054,13 +1054,13 @@ def atk_malicious_aggregator(mode: str = "replace") -> Callable[[Context], None]
         assert ctx.cluster.member is not None
         m = ctx.cluster.member
         m.poison_aggregation = mode
-        r0 = m.node.rounds_aggregated
+        r0 = m.node.telemetry.rounds_aggregated
         try:
             time.sleep(ctx.observe_s * 2)
         finally:
             m.poison_aggregation = ""
         ctx.bad_hashes |= m.poisoned
-        ctx.row.tried = m.node.rounds_aggregated - r0
+        ctx.row.tried = m.node.telemetry.rounds_aggregated - r0
         ctx.row.notes.append(f"member aggregated {ctx.row.tried} round(s) ({mode})")
     return run
 

@@ -39,7 +39,7 @@ async def restart(broker: Broker, nodes: int = 4, outage: float = 3.0, trials: i
     try:
         for t in ts:
             await t.start(_handler)
-        await _until(lambda: all(len(t.peer_sessions) == nodes - 1 for t in ts), 10)
+        await _until(lambda: all(len(t.peers.peer_sessions) == nodes - 1 for t in ts), 10)
         for _ in range(trials):
             before = [t.stats["connects"] for t in ts]
             broker.stop()
@@ -50,8 +50,8 @@ async def restart(broker: Broker, nodes: int = 4, outage: float = 3.0, trials: i
             await _until(lambda b=before: all(t.stats["connects"] > c for t, c in zip(ts, b, strict=True)), 15)
             reconnect += [t.last_connect - t_back for t in ts if t.last_connect is not None]
             # everyone re-announced (new sessions), and the held wills were dropped
-            await _until(lambda: all(not t.held_wills for t in ts), 10)
-        await asyncio.sleep(max(t.will_grace for t in ts) + 0.5)   # anything still held would count now
+            await _until(lambda: all(not t.peers.held_wills for t in ts), 10)
+        await asyncio.sleep(max(t.peers.will_grace for t in ts) + 0.5)   # anything still held would count now
         held = sum(t.stats["wills_held"] for t in ts)
         withdrawn = sum(t.stats["wills_withdrawn"] for t in ts)
     finally:

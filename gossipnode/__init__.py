@@ -12,9 +12,9 @@ __all__ = ["Node", "NodeConfig", "load_config", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "Node":
-        from .node import Node
+        from gossipnode.runtime.node import Node
         return Node
     if name in ("NodeConfig", "load_config"):
-        from . import config
+        from gossipnode.runtime import config
         return getattr(config, name)
     raise AttributeError(f"module 'gossipnode' has no attribute {name!r}")

@@ -1,3 +1,3 @@
 import sys
-from .cli import main
+from gossipnode.cli.entry import main
 sys.exit(main())

@@ -9,9 +9,8 @@ import heapq
 import itertools
 import random
 
-from gossipnode.core.actions import (
-    Aggregate, CancelTraining, Event, Finished, Merge, NewModel, Send, SendTo, StartTraining,
-)
+from gossipnode.core.actions import Aggregate, Event, Merge, NewModel
+from gossipnode.core.driver import ActionDriver
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.modest import ModestCore
 
@@ -47,6 +46,7 @@ class CoreNet:
         self.full_view = full_view
         self.part: dict[bytes, int] = {}   # partition(): messages between different parts are lost
         self.merges: list[tuple[float, bytes, Merge]] = []
+        self.drivers: dict[bytes, ActionDriver] = {}
 
     def partition(self, *groups: list[bytes]) -> None:
         """Cut the network into `groups` (messages across are dropped); no groups: heal."""
@@ -72,39 +72,16 @@ class CoreNet:
     def _push(self, t: float, kind: str, pk: bytes, payload) -> None:
         heapq.heappush(self.q, (t, next(self.seq), kind, pk, payload))
 
+    def _driver(self, pk: bytes) -> ActionDriver:
+        d = self.drivers.get(pk)
+        if d is None:
+            d = self.drivers[pk] = ActionDriver(self.cores[pk], _Host(self, pk), lambda: self.now,
+                                                observe=lambda a: self.events.append((self.now, pk, a)))
+        return d
+
     def _run(self, pk: bytes, actions) -> None:
-        for a in actions:
-            self.events.append((self.now, pk, a))
-            if isinstance(a, Send):
-                if not self._cut(pk, a.peer):
-                    self._push(self.now + self.latency, "msg", a.peer, (pk, a.msg))
-            elif isinstance(a, SendTo):
-                if a.address in self.addr and not self._cut(pk, self.addr[a.address]):
-                    self._push(self.now + self.latency, "msg", self.addr[a.address], (pk, a.msg))
-            elif isinstance(a, StartTraining):
-                self.trainings.setdefault(pk, []).append(a.round)
-                model = hashlib.sha256(pk + a.model + a.round.to_bytes(8, "big")).digest()
-                self._push(self.now + self.train_time, "trained", pk, (a.round, model))
-            elif isinstance(a, Aggregate):
-                self.aggregations.setdefault(a.round, []).append((pk, a.contributions))
-                model = hashlib.sha256(b"".join(m for _, m in a.contributions)).digest()
-                self._push(self.now + self.agg_time, "aggregated", pk, (a.round, model))
-            elif isinstance(a, Merge):
-                self.merges.append((self.now, pk, a))
-                model = hashlib.sha256(b"merge" + a.own + b"".join(m for _, m in a.contributions)).digest()
-                self._push(self.now + self.agg_time, "merged", pk, (a.round, model))
-            elif isinstance(a, NewModel):
-                self.new_models.setdefault(pk, []).append((a.round, a.model))
-            elif isinstance(a, Finished):
-                # As the daemon does: leave gracefully (LEAVE adverts), then stop.
-                self.finished.add(pk)
-                self._run(pk, self.cores[pk].leave(self.now))
-                self.down.add(pk)
-            elif isinstance(a, (CancelTraining, Event)):
-                pass
-        d = self.cores[pk].next_deadline()
-        if d is not None:
-            self._push(max(d, self.now), "tick", pk, None)
+        """Carry out a core's actions through the shared ActionDriver (core/driver.py)."""
+        self._driver(pk).run(actions)
 
     def run_until(self, t_end: float) -> None:
         while self.q and self.q[0][0] <= t_end:
@@ -117,9 +94,7 @@ class CoreNet:
                 sender, msg = payload
                 self._run(pk, c.handle(t, sender, msg))
             elif kind == "tick":
-                d = c.next_deadline()
-                if d is not None and d <= t + 1e-9:
-                    self._run(pk, c.tick(t))
+                self._driver(pk).tick()
             elif kind == "trained":
                 self._run(pk, c.training_done(t, *payload))
             elif kind == "aggregated":
@@ -133,3 +108,57 @@ class CoreNet:
 
     def max_round(self) -> int:
         return max(c.round for pk, c in self.cores.items() if pk not in self.down)
+
+
+class _Host:
+    """How the harness carries out one node's actions: zero I/O, fixed virtual delays, fake hashes."""
+
+    def __init__(self, net: CoreNet, pk: bytes) -> None:
+        self.net, self.pk = net, pk
+
+    def send(self, peer: bytes, msg) -> None:
+        net = self.net
+        if not net._cut(self.pk, peer):
+            net._push(net.now + net.latency, "msg", peer, (self.pk, msg))
+
+    def send_to(self, address: str, msg) -> None:
+        net = self.net
+        if address in net.addr and not net._cut(self.pk, net.addr[address]):
+            net._push(net.now + net.latency, "msg", net.addr[address], (self.pk, msg))
+
+    def start_training(self, round_: int, model: bytes) -> None:
+        net = self.net
+        net.trainings.setdefault(self.pk, []).append(round_)
+        h = hashlib.sha256(self.pk + model + round_.to_bytes(8, "big")).digest()
+        net._push(net.now + net.train_time, "trained", self.pk, (round_, h))
+
+    def cancel_training(self, round_: int) -> None:
+        pass
+
+    def aggregate(self, a: Aggregate) -> None:
+        net = self.net
+        net.aggregations.setdefault(a.round, []).append((self.pk, a.contributions))
+        h = hashlib.sha256(b"".join(m for _, m in a.contributions)).digest()
+        net._push(net.now + net.agg_time, "aggregated", self.pk, (a.round, h))
+
+    def merge(self, a: Merge) -> None:
+        net = self.net
+        net.merges.append((net.now, self.pk, a))
+        h = hashlib.sha256(b"merge" + a.own + b"".join(m for _, m in a.contributions)).digest()
+        net._push(net.now + net.agg_time, "merged", self.pk, (a.round, h))
+
+    def new_model(self, a: NewModel) -> None:
+        self.net.new_models.setdefault(self.pk, []).append((a.round, a.model))
+
+    def finished(self, reason: str) -> None:
+        # As the daemon does: leave gracefully (LEAVE adverts), then stop.
+        net = self.net
+        net.finished.add(self.pk)
+        net._driver(self.pk).leave()
+        net.down.add(self.pk)
+
+    def event(self, e: Event) -> None:
+        pass
+
+    def wake_at(self, t: float) -> None:
+        self.net._push(t, "tick", self.pk, None)

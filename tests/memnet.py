@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import (
     Advertise, ModelData, ModelRequest, Ping, Pong, RawTensor, Status, ViewRecord,
 )
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.transport.memory import MemoryHub
 from gossipnode.wire.codec import decode, encode_frame
 from gossipnode.wire.errors import WireError

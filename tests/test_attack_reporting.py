@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from rich.console import Console
 
-from gossipnode.cluster import _table
-from gossipnode.config import NodeConfig
+from gossipnode.cli.cluster import _table
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.learn import data as ldata
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.sim import SimConfig, run_sim
 
 from conftest import free_ports, get_json

@@ -16,7 +16,7 @@ from conftest import ROOT, free_ports
 
 # Runs the CLI and records whether torch was imported (in a file named by $TORCH_FLAG).
 WRAP = """import os, sys
-from gossipnode.cli import main
+from gossipnode.cli.entry import main
 try:
     rc = main(sys.argv[1:])
 finally:
@@ -160,7 +160,7 @@ def test_status_command_does_not_import_torch(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_example_config_loads(tmp_path: Path) -> None:
-    from gossipnode.config import load_config
+    from gossipnode.runtime.config import load_config
     cfg = load_config(str(ROOT / "examples" / "node.toml"), env={})
     assert cfg.port == 8470 and cfg.state_dir == "./gossipnode-state" and cfg.sample_size == 10
     p, _, _ = run_cli(tmp_path, "start", "--config", str(ROOT / "examples" / "node.toml"), "--port",
@@ -170,7 +170,7 @@ def test_example_config_loads(tmp_path: Path) -> None:
 
 
 def test_config_lists_match_the_registries() -> None:
-    from gossipnode import configcheck
+    from gossipnode.runtime import configcheck
     from gossipnode.learn.aggregation import available_stages
     from gossipnode.learn.models import BUILTIN_MODELS
     assert set(configcheck.BUILTIN_MODELS) == set(BUILTIN_MODELS)
@@ -187,7 +187,7 @@ def test_cluster_checks_the_node_settings_once(tmp_path: Path) -> None:
 
 
 def test_load_config_types_per_layer(tmp_path: Path) -> None:
-    from gossipnode.config import ConfigError, load_config
+    from gossipnode.runtime.config import ConfigError, load_config
     f = tmp_path / "n.toml"
     f.write_text('lr = 1\npeers = ["http://127.0.0.1:1", "http://127.0.0.1:2"]\nindependent-init = true\n')
     cfg = load_config(str(f), env={"GOSSIPNODE_SAMPLE_SIZE": "3", "GOSSIPNODE_BETA": "0.25",

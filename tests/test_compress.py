@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from gossipnode.compress_names import CompressSpec, parse_compress
+from gossipnode.learn.compress_names import CompressSpec, parse_compress
 from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
 from gossipnode.learn.compress import Compressor, make_compressor
 from gossipnode.wire import Identity, WireError, decode, encode

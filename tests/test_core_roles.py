@@ -7,7 +7,7 @@ import random
 import pytest
 
 from core_harness import CoreNet, pk_of
-from gossipnode.config import load_config
+from gossipnode.runtime.config import load_config
 from gossipnode.core.actions import Aggregate, Event, Merge, NewModel, Send, StartTraining
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.gossip import GossipConfig
@@ -273,7 +273,7 @@ def test_quorum_config_validated_and_flags() -> None:
         load_config(env={}, overrides={"aggregators": 1, "accept_quorum": 2})
     m = load_config(env={}, overrides={"aggregators": 3, "accept_quorum": 2, "role_slack": 4}).modest()
     assert (m.aggregators, m.accept_quorum, m.role_slack) == (3, 2, 4)
-    from gossipnode.cli import build_parser
+    from gossipnode.cli.entry import build_parser
     args = build_parser().parse_args(["start", "--accept-quorum", "2", "--role-slack", "1"])
     assert (args.accept_quorum, args.role_slack) == (2, 1)
 

@@ -26,7 +26,8 @@ from aiohttp import web
 from conftest import ROOT, free_ports, get_json, wait_for
 
 from gossipnode.api.app import setup_routes
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.runtime.telemetry import Telemetry
 
 STATIC = ROOT / "gossipnode" / "api" / "static"
 EVIL = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -90,7 +91,7 @@ class Dom(HTMLParser):
 
 
 # ---- a stand-in node behind the real routes ---------------------------------------------------
-def fake_node(token: str = "") -> SimpleNamespace:
+def fake_node(token: str = "") -> Telemetry:
     status = {
         "node_id": "ab" * 8 + EVIL, "public_key": "00" * 32, "network_id": "net" + EVIL,
         "address": "http://127.0.0.1:1", "addresses": ["http://127.0.0.1:1/" + EVIL],
@@ -110,9 +111,10 @@ def fake_node(token: str = "") -> SimpleNamespace:
     rounds = OrderedDict((k, {"round": k, "roles": ["trainer"] if k % 2 else [EVIL], "participants": [],
                               "accuracy": 0.1 + 0.06 * k, "loss": 2.0 - 0.12 * k, "started_at": 0.0,
                               "duration_s": 1.5, "events": []}) for k in range(1, 13))
-    return SimpleNamespace(cfg=NodeConfig(api_token=token), status=lambda: status, peers=lambda: peers,
-                           rounds=rounds, _started_at=time.time(), _stopping=False,
-                           store=SimpleNamespace(get=lambda h: None), current=b"\x11" * 32)
+    tel = Telemetry(NodeConfig(api_token=token).api_token)   # what the REST app reads
+    tel.parts, tel.peers, tel.current = [lambda: status], lambda: peers, lambda: b"\x11" * 32
+    tel.rounds.update(rounds)
+    return tel
 
 
 @pytest.fixture
@@ -336,7 +338,7 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 
 
 def test_tls_and_token_flags_are_checked(tmp_path) -> None:
-    from gossipnode.config import load_config
+    from gossipnode.runtime.config import load_config
     (tmp_path / "pw").write_text("broker-secret\n")
     cfg = load_config(env={"GOSSIPNODE_MQTT_PASSWORD_FILE": str(tmp_path / "pw")})
     assert cfg.mqtt_password == "broker-secret"
@@ -351,8 +353,8 @@ def test_tls_and_token_flags_are_checked(tmp_path) -> None:
 
 
 async def test_node_serves_tls_and_token_and_status_cli_sends_it(tmp_path) -> None:
-    from gossipnode.config import load_config
-    from gossipnode.node import Node
+    from gossipnode.runtime.config import load_config
+    from gossipnode.runtime.node import Node
     cert, key = self_signed(tmp_path)
     (tmp_path / "token").write_text("tok-123\n")
     (port,) = free_ports(1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from gossipnode import checkpoint
+from gossipnode.runtime import checkpoint
 from gossipnode.wire.tensors import from_raw, model_hash, to_raw
 
 

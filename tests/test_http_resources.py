@@ -13,11 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import (
     Advertise, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status, ViewRecord,
 )
-from gossipnode.node import MODEL_REQUEST_BURST, PENDING_BASE_FRAMES, Node
+from gossipnode.runtime.exchange import MODEL_REQUEST_BURST, PENDING_BASE_FRAMES
+from gossipnode.runtime.node import Node
 from gossipnode.transport.http import REPLY_TO
 from gossipnode.wire.codec import decode, encode
 from gossipnode.wire.identity import Identity

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from gossipnode import checkpoint
+from gossipnode.runtime import checkpoint
 from gossipnode.learn.models import build_model
 from gossipnode.learn.state import is_weight, state_from_module
 from gossipnode.wire.tensors import from_raw

@@ -123,9 +123,9 @@ def _flat(st) -> np.ndarray:
 def test_daemon_gossip_merge_history_is_received_minus_own() -> None:
     from types import SimpleNamespace
 
-    from gossipnode.aggregate import run_merge
+    from gossipnode.runtime.aggregating import run_merge
     from gossipnode.learn.aggregation import build_pipeline
-    from gossipnode.learner import to_model
+    from gossipnode.learn.learner import to_model
     from gossipnode.wire.identity import node_id
 
     rng = np.random.default_rng(0)
@@ -146,11 +146,11 @@ def test_daemon_gossip_merge_history_is_received_minus_own() -> None:
 def test_daemon_modest_aggregation_history_is_update_vs_round_base() -> None:
     from types import SimpleNamespace
 
-    from gossipnode.aggregate import run_pipeline
+    from gossipnode.runtime.aggregating import run_pipeline
     from gossipnode.learn.aggregation import build_pipeline
     from gossipnode.learn.state import sub
-    from gossipnode.learner import to_model
-    from gossipnode.store import ModelStore
+    from gossipnode.learn.learner import to_model
+    from gossipnode.runtime.store import ModelStore
     from gossipnode.wire.identity import node_id
 
     rng = np.random.default_rng(1)

@@ -16,7 +16,8 @@ import aiomqtt
 import pytest
 from mqtt_broker import Broker, find_mosquitto, mosquitto_fixture  # noqa: F401
 
-from gossipnode.transport.mqtt import MqttTransport, make_record
+from gossipnode.transport.mqtt import MqttTransport
+from gossipnode.wire.announce import make_record
 from gossipnode.wire.identity import Identity
 
 ROOT = Path(__file__).resolve().parent.parent

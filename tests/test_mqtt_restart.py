@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from mqtt_broker import mosquitto_fixture  # noqa: F401
 
-from gossipnode.transport.mqtt import MqttTransport, make_record
+from gossipnode.transport.mqtt import MqttTransport
+from gossipnode.wire.announce import make_record
 from gossipnode.wire.identity import Identity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -44,12 +45,12 @@ def test_will_counts_only_after_grace_of_connected_time_without_reannounce() -> 
     o._on_announce(idv.node_id, _rec(idv, "gone", "a" * 32))
     o._on_announce(idw.node_id, _rec(idw, "gone", "b" * 32))
     o._on_announce(idw.node_id, _rec(idw, "gone", "b" * 32))       # a second copy while held
-    assert gone == [] and set(o.held_wills) == {idv.public_key, idw.public_key}
+    assert gone == [] and set(o.peers.held_wills) == {idv.public_key, idw.public_key}
     now = time.monotonic()
     assert o.check_wills(now + 4.0) == 0 and gone == []
     # w re-announces (a new session) within the grace: its will is dropped, never counted
     o._on_announce(idw.node_id, _rec(idw, "up", "c" * 32))
-    assert set(o.held_wills) == {idv.public_key} and o.stats["wills_withdrawn"] == 1
+    assert set(o.peers.held_wills) == {idv.public_key} and o.stats["wills_withdrawn"] == 1
     # while we are disconnected nothing counts; our reconnect restarts the grace
     o._connected.clear()
     assert o.check_wills(now + 6.0) == 0 and gone == []

@@ -13,15 +13,9 @@ import pytest
 from mqtt_broker import mosquitto_fixture  # noqa: F401  (the `mosquitto` fixture)
 
 from gossipnode.transport.base import TransportError
-from gossipnode.transport.mqtt import (
-    AnnounceError,
-    MqttTransport,
-    Reassembler,
-    decode_chunk,
-    encode_chunks,
-    make_record,
-    parse_record,
-)
+from gossipnode.transport.mqtt import MqttTransport
+from gossipnode.wire.announce import AnnounceError, make_record, parse_record
+from gossipnode.wire.chunks import Reassembler, decode_chunk, encode_chunks
 from gossipnode.wire.identity import Identity
 
 pytestmark = pytest.mark.timeout(60)

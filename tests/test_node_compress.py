@@ -10,10 +10,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
 from gossipnode.learn.compress import Compressor
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
 from gossipnode.wire.tensors import TOPK, apply_delta, from_raw, make_delta, model_hash, to_raw
@@ -41,7 +41,7 @@ async def _post(n: Node, body: bytes) -> tuple[int, dict]:
 async def test_training_sends_a_compressed_delta_named_by_its_reconstruction(node: Node) -> None:
     base_h = node.current
     base = node.store.get(base_h)
-    assert node.compressor is not None and base is not None
+    assert node.worker.compressor is not None and base is not None
     await node._train(1, base_h, threading.Event())
     trained = [h for h in node.store._models if node.store.parent(h) == base_h]
     assert len(trained) == 1
@@ -53,8 +53,8 @@ async def test_training_sends_a_compressed_delta_named_by_its_reconstruction(nod
     assert floats and all(t.dtype == TOPK for t in floats)
     assert sum(len(t.data) for t in delta) < sum(len(t.data) for t in base) / 5
     assert model_hash(apply_delta(base, delta)) == h          # what every receiver will compute
-    assert node.compressor.residual_norm() > 0                 # the dropped part waits for next time
-    sent = node._attach_tensors(ModelMsg(2, ModelKind.TRAINED, h, ()))
+    assert node.worker.compressor.residual_norm() > 0                 # the dropped part waits for next time
+    sent = node.exchange.attach_tensors(ModelMsg(2, ModelKind.TRAINED, h, ()))
     assert sent is not None and sent.base == base_h and sent.tensors == delta
 
 

@@ -9,9 +9,9 @@ import time
 import aiohttp
 import pytest
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import Advertise, ModelKind, ModelMsg, Ping, Status
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
 

@@ -5,8 +5,8 @@ import asyncio
 import logging
 
 from conftest import free_ports
-from gossipnode.config import NodeConfig
-from gossipnode.node import Node
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.runtime.node import Node
 
 
 async def test_unreachable_bootstrap_peer_is_logged_once_at_info(tmp_path, caplog) -> None:
@@ -19,11 +19,11 @@ async def test_unreachable_bootstrap_peer_is_logged_once_at_info(tmp_path, caplo
         try:
             for _ in range(100):   # the node re-advertises to its bootstrap peer every second
                 await asyncio.sleep(0.1)
-                if n.send_failures >= 3:
+                if n.telemetry.send_failures >= 3:
                     break
         finally:
             await n.stop(graceful=False)
-    assert n.send_failures >= 3
+    assert n.telemetry.send_failures >= 3
     fails = [r for r in caplog.records if "failed" in r.getMessage() and str(dead) in r.getMessage()]
     assert [r.levelno for r in fails].count(logging.INFO) == 1, [r.getMessage() for r in fails]
     assert len(fails) >= 3 and all("Traceback" not in r.getMessage() for r in fails)

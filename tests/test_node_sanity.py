@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 
 import msgpack
 import numpy as np
 import pytest
 
-from gossipnode.config import NodeConfig
+from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import ModelData, ModelKind, ModelMsg, Status
 from gossipnode.learn.sanity import (
     DEFAULT_MAX_UPDATE_NORM,
@@ -22,7 +21,7 @@ from gossipnode.learn.sanity import (
     check_model,
     update_ratio,
 )
-from gossipnode.node import Node
+from gossipnode.runtime.node import Node
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
 from gossipnode.wire.tensors import from_raw, make_delta, model_hash, to_raw
@@ -63,7 +62,7 @@ def test_check_model_reasons_and_ratio() -> None:
     assert check_model(huge, None) is None  # no reference: finiteness only
     assert check_model({**ref, "w": ref["w"] * 50}, ref, max_ratio=100) is None
     assert NodeConfig().max_update_norm == DEFAULT_MAX_UPDATE_NORM
-    from gossipnode.config import load_config
+    from gossipnode.runtime.config import load_config
     from gossipnode.sim import SimConfig
     assert SimConfig().max_update_norm == DEFAULT_MAX_UPDATE_NORM
     assert load_config(env={"GOSSIPNODE_MAX_UPDATE_NORM": "0"}).max_update_norm == 0.0
@@ -118,7 +117,7 @@ async def test_receive_model_rejects_non_finite_and_blown_up_models(node: Node) 
     assert await node._receive_model(peer, ModelMsg(1, ModelKind.TRAINED, okh, (), node.current, okd)) is None
     assert okh in node.store
     # --max-update-norm 0 turns the norm check off, never the finiteness check
-    node.cfg = replace(node.cfg, max_update_norm=0.0)
+    node.exchange.max_update_norm = 0.0   # as --max-update-norm 0
     big = _scaled(current, lambda a: a * 1000)
     assert await node._receive_model(peer, ModelMsg(1, ModelKind.TRAINED, model_hash(big), (), None, big)) is None
     assert model_hash(big) in node.store
@@ -152,7 +151,7 @@ async def test_adoption_check_refuses_a_members_worse_round_model(node: Node) ->
     assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(near), (), None,
                                                     near)) is None
     # --adopt-margin 0 turns the check off
-    node.adoption.cap = 0.0
+    node.worker.adoption.cap = 0.0
     assert await node._receive_model(peer, ModelMsg(1, ModelKind.AGGREGATED, model_hash(bad), (), None, bad)) is None
 
 
@@ -161,10 +160,10 @@ async def test_model_data_non_finite_rejected(node: Node) -> None:
     bad = _scaled(node.store.get(node.current), _nan_first)
     h = model_hash(bad)
     fut = asyncio.get_running_loop().create_future()
-    node._fetches[h] = fut
-    assert node._on_model_data(ModelData(h, bad)) == NON_FINITE
+    node.exchange.fetches[h] = fut
+    assert node.exchange.on_model_data(ModelData(h, bad))[0] == NON_FINITE
     assert not fut.done() and h not in node.store
-    node._fetches.pop(h)
+    node.exchange.fetches.pop(h)
 
 
 async def test_http_bad_models_from_a_stranger_never_change_the_model(node: Node) -> None:

@@ -135,7 +135,7 @@ def test_cifar_shaped_input_with_gnlenet(tmp_path) -> None:
 
 
 def test_cli_writes_json_and_plot(tmp_path) -> None:
-    from gossipnode.cli import main
+    from gossipnode.cli.entry import main
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     assert main(["sim", "--protocol", "fl", "--nodes", "8", "--rounds", "2", "--mnist1d-samples", "4000",
                  "--json-out", str(out), "--plot", str(png), "--quiet"]) == 0
@@ -165,8 +165,9 @@ def test_sim_defaults_are_the_daemons() -> None:
     import argparse
     from dataclasses import fields
 
-    from gossipnode.cli import NODE_FLAGS, build_parser
-    from gossipnode.config import NodeConfig, load_config
+    from gossipnode.cli.entry import build_parser
+    from gossipnode.runtime.flags import NODE_FLAGS
+    from gossipnode.runtime.config import NodeConfig, load_config
     from gossipnode.learn.attacks import canonical_attack
     from gossipnode.sim.cli import config_from_args
 
@@ -195,7 +196,7 @@ def test_sim_defaults_are_the_daemons() -> None:
 
 @pytest.mark.parametrize("spelling", ["labelflip", "label-flip", "label_flip", "Label-Flip"])
 def test_one_attack_spelling(spelling) -> None:
-    from gossipnode.config import load_config
+    from gossipnode.runtime.config import load_config
 
     assert SimConfig(attack=spelling, sybils=0.5).attack == "label-flip"
     assert load_config(env={}, overrides={"attack": spelling}).attack == "label-flip"

@@ -6,7 +6,7 @@ import pytest
 
 from gossipnode.core.messages import ModelKind, ModelMsg
 from gossipnode.learn import data as ldata
-from gossipnode.learner import to_model
+from gossipnode.learn.learner import to_model
 from gossipnode.sim import SimConfig, make_engine, run_sim
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from conftest import NodeProcess, free_ports
-from gossipnode import checkpoint, jsonout
-from gossipnode.config import NodeConfig
-from gossipnode.node import Node
+from gossipnode.api import jsonout
+from gossipnode.runtime import checkpoint
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.runtime.node import Node
 from gossipnode.wire.tensors import model_hash, to_raw
 
 pytestmark = pytest.mark.timeout(120)
@@ -129,9 +130,9 @@ async def test_unwritable_checkpoint_is_counted_shown_and_stop_still_ends(tmp_pa
     await n.start()
     try:
         assert not await asyncio.to_thread(n._checkpoint)
-        n.last_eval = {"round": 1, "accuracy": float("nan"), "loss": float("inf"), "samples": 1,
+        n.telemetry.last_eval = {"round": 1, "accuracy": float("nan"), "loss": float("inf"), "samples": 1,
                        "model_hash": "00"}
-        n._round(1)["loss"] = float("nan")
+        n.telemetry.round(1)["loss"] = float("nan")
         for path in ("/v1/status", "/v1/rounds"):
             async with aiohttp.ClientSession() as sess, sess.get(cfg.address + path) as r:
                 body = await r.read()
@@ -148,7 +149,7 @@ async def test_unwritable_checkpoint_is_counted_shown_and_stop_still_ends(tmp_pa
         took = time.monotonic() - t0
     assert n._stopped.is_set() and took < 5.0
     assert n.stop_error and "could not write the final checkpoint" in n.stop_error
-    assert n.checkpoint_failures == 2
+    assert n.worker.checkpoint_failures == 2
 
 
 # ---- SIGTERM of a real process ---------------------------------------------------------------

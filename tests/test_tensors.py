@@ -143,7 +143,7 @@ def test_shape_span_bounded_even_when_empty() -> None:
 
 
 def test_checkpoint_named_by_the_v2_sha256_model_hash_still_loads(tmp_path) -> None:
-    from gossipnode import checkpoint
+    from gossipnode.runtime import checkpoint
     m = (to_raw("w", np.arange(6, dtype=np.float32).reshape(2, 3)), to_raw("n", np.array(3, np.int64)))
     checkpoint.save(tmp_path, m, {"round": 4, "model": legacy_model_hash(m).hex()})   # written by a v2 node
     loaded = checkpoint.load(tmp_path)

@@ -501,15 +501,15 @@ def test_receive_buffer_large_is_a_memory_map_populated_as_bytes_arrive() -> Non
 
 
 def test_frame_hasher_parses_a_dribbled_head_only_log_times(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gossipnode.wire import codec
+    from gossipnode.wire import stream
     calls = [0]
-    real = codec._Head
+    real = stream.Head
 
     def counting(*a: object) -> object:
         calls[0] += 1
         return real(*a)
 
-    monkeypatch.setattr(codec, "_Head", counting)
+    monkeypatch.setattr(stream, "Head", counting)
     data = encode(ALICE, NET, 9, 0.0, _big_model())
     buf = ReceiveBuffer(len(data))
     h = buf.hasher()

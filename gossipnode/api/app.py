@@ -13,16 +13,31 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import msgpack
 from aiohttp import web
 
 from .. import __version__
-from ..jsonout import dumps
+from gossipnode.api.jsonout import dumps
 
-if TYPE_CHECKING:
-    from ..node import Node
+
+
+class Telemetry(Protocol):
+    """What the REST app reads (runtime.telemetry.Telemetry provides it; the app never sees the node)."""
+    api_token: str
+    stopping: bool
+    started_at: float
+    rounds: Mapping[int, dict[str, Any]]
+
+    def status(self) -> dict[str, Any]: ...
+
+    def peers(self) -> list[dict[str, Any]]: ...
+
+    def model(self, h: bytes) -> Any: ...
+
+    def current(self) -> bytes: ...
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 STATIC = Path(__file__).with_name("static")
@@ -66,15 +81,15 @@ def token_guard(token: str):
     return wrap
 
 
-def setup_routes(app: web.Application, node: Node) -> None:
-    protected = token_guard(node.cfg.api_token)
+def setup_routes(app: web.Application, tel: Telemetry) -> None:
+    protected = token_guard(tel.api_token)
 
     async def health(_: web.Request) -> web.Response:
         # For probes: open even with --api-token, and says nothing about the network.
-        stopping = bool(getattr(node, "_stopping", False))
+        stopping = tel.stopping
         return json_response({"status": "stopping" if stopping else "ok", "version": __version__,
-                              "uptime_s": round(time.time() - node._started_at, 3),
-                              "auth_required": bool(node.cfg.api_token)},
+                              "uptime_s": round(time.time() - tel.started_at, 3),
+                              "auth_required": bool(tel.api_token)},
                              status=503 if stopping else 200)
 
     async def dashboard(_: web.Request) -> web.Response:
@@ -89,17 +104,17 @@ def setup_routes(app: web.Application, node: Node) -> None:
                             charset="utf-8", headers=DASHBOARD_HEADERS)
 
     async def status(_: web.Request) -> web.Response:
-        return json_response(node.status())
+        return json_response(tel.status())
 
     async def peers(_: web.Request) -> web.Response:
-        return json_response({"peers": node.peers()})
+        return json_response({"peers": tel.peers()})
 
     async def rounds(request: web.Request) -> web.Response:
         try:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
             return json_response({"error": "limit must be an integer"}, status=400)
-        items = list(node.rounds.values())[-max(1, min(limit, 1000)):]
+        items = list(tel.rounds.values())[-max(1, min(limit, 1000)):]
         return json_response({"rounds": items})
 
     async def model(request: web.Request) -> web.Response:
@@ -109,10 +124,10 @@ def setup_routes(app: web.Application, node: Node) -> None:
         return model_response(h)
 
     async def current_model(_: web.Request) -> web.Response:
-        return model_response(node.current.hex())
+        return model_response(tel.current().hex())
 
     def model_response(h: str) -> web.Response:
-        m = node.store.get(bytes.fromhex(h))
+        m = tel.model(bytes.fromhex(h))
         if m is None:
             return json_response({"error": "model not held by this node"}, status=404)
         # A plain msgpack document, no pickle: [[name, dtype, shape, bytes], ...]
@@ -121,7 +136,7 @@ def setup_routes(app: web.Application, node: Node) -> None:
                             headers={"X-Model-Hash": h})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=prometheus(node), content_type="text/plain")
+        return web.Response(text=prometheus(tel), content_type="text/plain")
 
     async def openapi(_: web.Request) -> web.Response:
         return json_response(json.loads(OPENAPI.read_text()))
@@ -138,8 +153,8 @@ def setup_routes(app: web.Application, node: Node) -> None:
     app.router.add_get("/openapi.json", openapi)
 
 
-def prometheus(node: Node) -> str:
-    s = node.status()
+def prometheus(tel: Telemetry) -> str:
+    s = tel.status()
     ev = s["last_eval"] or {}
     lines = []
 

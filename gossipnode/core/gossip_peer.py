@@ -1,6 +1,5 @@
-"""Gossip learning for the daemon: GossipCore plus membership (bootstrap, addresses, view sharing).
-
-Gives the runtime the same surface as ModestCore so one Node can run either protocol.
+"""Gossip learning for the daemon and the simulator: GossipCore plus membership (bootstrap,
+addresses, view sharing). Implements `core.interface.ProtocolCore`, as ModestCore does.
 """
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ class GossipPeerCore:
         self.view = View()
         self.gossip = GossipCore(cfg, self_pk, [], initial_model, rng)
         self.bootstrap: list[str] = []
+        self.unreachable: dict[bytes, float] = {}   # not tracked in gossip mode (ProtocolCore)
         self._introduced: set[tuple[bytes, int]] = set()
 
     # -- the surface the runtime uses -------------------------------------------------------
@@ -134,6 +134,12 @@ class GossipPeerCore:
 
     def merge_done(self, now: float, round_: int, model: bytes) -> list[Action]:
         return self.gossip.merge_done(now, round_, model)
+
+    def aggregation_done(self, now: float, round_: int, model: bytes) -> list[Action]:
+        return []   # gossip learning merges (Merge / merge_done); it never asks to aggregate
+
+    def would_merge(self, sender: bytes, k: int, model: bytes) -> bool:
+        return False   # every received model is merged with weight --beta, never adopted whole
 
     def training_done(self, now: float, round_: int, model: bytes) -> list[Action]:
         return self.gossip.training_done(now, round_, model)

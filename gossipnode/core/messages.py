@@ -141,3 +141,14 @@ class ModelData:
 
 
 Message = Advertise | ViewShare | Ping | Pong | ModelMsg | ModelRequest | ModelData
+
+
+def message_type(msg: object) -> str:
+    """A message's type as the daemon's status and the simulator both count it:
+    `model_trained`, `model_aggregated`, `model_gossip`, or the class name in lower case."""
+    if isinstance(msg, ModelMsg):
+        return f"model_{msg.kind.name.lower()}"
+    return type(msg).__name__.lower()
+
+
+message_kind = message_type   # the name the cross-check test uses

@@ -16,7 +16,7 @@ import math
 import random
 
 from .actions import (
-    Action, Aggregate, CancelTraining, Event, Finished, NewModel, Send, StartTraining,
+    Action, Aggregate, CancelTraining, Event, NewModel, Send, StartTraining,
 )
 from .auth import DigestAuth, RecordAuth
 from .config import ModestConfig
@@ -376,27 +376,6 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
     def _reject(self, round_: int, reason: str, **detail) -> None:
         """A rejected message or record: counted by the runtime under `reason`, changes no state."""
         self._out.append(Event(round_, "rejected", {"reason": reason, **detail}))
-
-    def _maybe_finish(self, k: int) -> None:
-        if self.cfg.max_rounds is not None and k > self.cfg.max_rounds and not self.finish_sent:
-            self.finish_sent = True
-            self._out.append(Finished(f"round {k - 1} done (max_rounds={self.cfg.max_rounds})"))
-
-    def _finish_tick(self, now: float) -> None:
-        """max_rounds: a node that hears the network passed the last round (views, LEAVE adverts of
-        nodes that finished) leaves after round_timeout, once idle, even if it was not sampled."""
-        m = self.cfg.max_rounds
-        if m is None or self.finish_sent or self.finished or not self._passed(m):
-            self.finish_at = None
-            return
-        if self.finish_at is None:
-            self.finish_at = now + self.cfg.round_timeout
-        elif now >= self.finish_at:
-            if self.training is None and not self.walks and (self.completed_aggregation or not self.buffer):
-                self.finish_sent = True
-                self._out.append(Finished(f"the network passed round {m} (max_rounds={m})"))
-            else:
-                self.finish_at = now + self.cfg.ping_timeout
 
     def _flush(self) -> list[Action]:
         # Messages to self are handled at once, in order, as if they had arrived.

@@ -6,6 +6,7 @@ A mixin of ModestCore (modest.py); it shares the core's state. Sans-I/O.
 """
 from __future__ import annotations
 
+from .actions import Finished
 from .messages import ModelMsg
 from .roles import HOLD_MAX, VERIFY_WALKS
 
@@ -104,3 +105,25 @@ class Rounds:
                 if n >= FINISH_WITNESSES:
                     return True
         return False
+
+    # ---- the last round (max_rounds) -------------------------------------------------------
+    def _maybe_finish(self, k: int) -> None:
+        if self.cfg.max_rounds is not None and k > self.cfg.max_rounds and not self.finish_sent:
+            self.finish_sent = True
+            self._out.append(Finished(f"round {k - 1} done (max_rounds={self.cfg.max_rounds})"))
+
+    def _finish_tick(self, now: float) -> None:
+        """max_rounds: a node that hears the network passed the last round (views, LEAVE adverts of
+        nodes that finished) leaves after round_timeout, once idle, even if it was not sampled."""
+        m = self.cfg.max_rounds
+        if m is None or self.finish_sent or self.finished or not self._passed(m):
+            self.finish_at = None
+            return
+        if self.finish_at is None:
+            self.finish_at = now + self.cfg.round_timeout
+        elif now >= self.finish_at:
+            if self.training is None and not self.walks and (self.completed_aggregation or not self.buffer):
+                self.finish_sent = True
+                self._out.append(Finished(f"the network passed round {m} (max_rounds={m})"))
+            else:
+                self.finish_at = now + self.cfg.ping_timeout

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..attack_names import ATTACKS, canonical_attack, canonical_attacks  # noqa: F401  (one spelling)
+from gossipnode.learn.attack_names import ATTACKS, canonical_attack, canonical_attacks  # noqa: F401  (one spelling)
 from .data import Dataset
 from .state import State
 from .trainer import Trainer

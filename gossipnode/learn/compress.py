@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from gossipnode.compress_names import CompressSpec, parse_compress
+from gossipnode.learn.compress_names import CompressSpec, parse_compress
 from gossipnode.core.messages import RawTensor
 from gossipnode.wire.tensors import decode_values, encode_q8, encode_topk, to_raw
 

@@ -51,7 +51,7 @@ _HELP: dict[str, str] = {
 def _help(name: str) -> str:
     if name in _HELP:
         return _HELP[name]
-    from ..cli import NODE_FLAGS
+    from gossipnode.runtime.flags import NODE_FLAGS
     return next((h for _, n, _, h in NODE_FLAGS if n == name), name.replace("_", " "))
 
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from gossipnode.attack_names import canonical_attack, canonical_attacks
-from gossipnode.compress_names import parse_compress
+from gossipnode.learn.attack_names import canonical_attack, canonical_attacks
+from gossipnode.learn.compress_names import parse_compress
 
 PROTOCOLS = ("modest", "gossip", "fl", "dpsgd")
 
@@ -42,6 +42,8 @@ class SimConfig:
     vc_max_corr: float = 0.3
     max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
     adopt_margin: float = 0.5         # modest: the daemon's adoption check (--adopt-margin); 0: off
+    history_records: int = 1          # SybilWall history records piggy-backed per model message (daemon's)
+    history_dtype: str = "f2"         # histories travel as float16 (f2) or float32 (f4)
     # MoDeST
     sample_size: int = 10
     aggregators: int = 1
@@ -98,6 +100,8 @@ class SimConfig:
             raise ValueError("--sybils needs --attack label-flip or backdoor")
         if self.sybil_aggregate not in ("honest", "replace", "drop"):
             raise ValueError("sybil_aggregate must be honest, replace or drop")
+        if self.history_dtype not in ("f2", "f4"):
+            raise ValueError("history_dtype must be f2 or f4")
         if not self.adopt_margin >= 0:
             raise ValueError("adopt_margin must be >= 0")
         parse_churn(self.churn)

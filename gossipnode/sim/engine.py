@@ -23,21 +23,17 @@ import numpy as np
 
 from gossipnode.learn import attacks
 from gossipnode.learn import data as ldata
-from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
 from gossipnode.learn.compress import Compressor
-from gossipnode.compress_names import parse_compress
-from gossipnode.core.messages import ModelKind, ModelMsg, RawTensor
-from gossipnode.wire.tensors import decode_values, to_raw
-from gossipnode.aggregate import no_recording
-from gossipnode.learn.aggregation.filters import NoFilter
-from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, adoption_problem, check_model,
-                                     degenerate)
+from gossipnode.learn.compress_names import parse_compress
+from gossipnode.learn.sanity import AdoptionGate
 from gossipnode.learn.models import build_model
-from gossipnode.learn.state import State, state_from_module, sub
+from gossipnode.learn.state import State, state_from_module
 from gossipnode.learn.trainer import Trainer
 
 from .config import SimConfig, draw, parse_churn
+from .learning import Learning, state_hash  # noqa: F401  (state_hash: re-exported for callers)
+from .measure import Measure
 from .sizes import SizeModel
 
 ProgressFn = Callable[[float, dict[str, Any]], None]
@@ -45,14 +41,6 @@ ProgressFn = Callable[[float, dict[str, Any]], None]
 
 def pk_of(seed: int, i: int) -> bytes:
     return hashlib.sha256(f"gossipnode-sim/{seed}/{i}".encode()).digest()
-
-
-def state_hash(state: State) -> bytes:
-    h = hashlib.sha256()
-    for k, v in state.items():
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(v).data)
-    return h.digest()
 
 
 def load_data(cfg: SimConfig) -> ldata.Dataset:
@@ -78,7 +66,7 @@ def _collect_refs(obj: Any, out: set[bytes], depth: int = 0) -> None:
                 _collect_refs(v, out, depth + 1)
 
 
-class Engine:
+class Engine(Learning, Measure):
     """Base of the protocol drivers. Subclasses implement ``setup``, ``begin``, ``crash``, ``join``,
     ``eval_models``, ``rounds_done`` and may override ``extra_metrics`` / ``referenced``."""
 
@@ -234,271 +222,7 @@ class Engine:
         self.bytes_recv[dst] += size
         deliver(*args)
 
-    # ---- learning -----------------------------------------------------------------------------
-    def put(self, state: State, parent: bytes | None = None) -> bytes:
-        h = state_hash(state)
-        self.models[h] = state
-        if parent is not None:
-            self.parent[h] = parent
-        return h
-
-    def initial_of(self, i: int) -> bytes:
-        if self.cfg.init == "same":
-            return self.initial
-        h = self._init_of.get(i)
-        if h is None:
-            h = self.put(state_from_module(self.model_factory(self.cfg.seed * 100_003 + 1 + i)))
-            self._init_of[i] = h
-        return h
-
-    def dataset_of(self, i: int) -> ldata.Dataset:
-        d = self._datasets.get(i)
-        if d is None:
-            d = self.data.subset(self.shards[i])
-            self._datasets[i] = d
-        return d
-
-    def train_time(self, i: int) -> float:
-        if i in self._sybil_set:
-            return 0.1
-        return len(self.shards[i]) * self.cfg.local_epochs / self.speed[i]
-
-    @property
-    def _sybil_set(self) -> range:
-        return range(self.n_honest_cap, self.n_honest_cap + self.n_sybils)
-
-    def train(self, i: int, h: bytes) -> bytes:
-        if i in self._sybil_set:
-            return self.poisoned(h)
-        state, _ = self.trainer.train(self.models[h], self.dataset_of(i))
-        self.trainings += 1
-        return self.put(state, parent=h)
-
-    def poisoned(self, h: bytes) -> bytes:
-        """The attacker host trains once per base model; every Sybil identity sends that same model."""
-        out = self._poison_cache.get(h)
-        if out is None:
-            if self._poison_data is None:
-                assert self.attack is not None
-                base = self.data
-                if self.attack.kind == "backdoor":  # a shard-sized-ish share of the data, triggered
-                    take = min(len(base.y), max(200, 4 * len(self.shards[0])))
-                    base = base.subset(np.sort(self.np_rng.permutation(len(base.y))[:take]))
-                self._poison_data = attacks.poison(base, self.attack, seed=self.cfg.seed)
-            state, _ = self.trainer.train(self.models[h], self._poison_data)
-            out = self.put(state, parent=h)
-            self._poison_cache[h] = out
-        return out
-
-    @property
-    def compressing(self) -> bool:
-        return self.compress_spec.kind != "none"
-
-    def compressor(self, i: int, error_feedback: bool = True) -> Compressor:
-        c = self._compressors.get(i)
-        if c is None:
-            c = Compressor(self.compress_spec, error_feedback)
-            self._compressors[i] = c
-        return c
-
-    def compress(self, i: int, h: bytes, base_h: bytes, error_feedback: bool = True) -> bytes:
-        """Node i sends model h as a compressed delta against base_h, exactly as the daemon does
-        (wire/tensors.make_delta with a compressor): returns the hash of the receiver's (and the
-        sender's) reconstruction, stored with parent base_h; its frame size is in delta_bytes.
-        With error feedback the node's residual (what the compressor dropped) joins its next update."""
-        model, base = self.models[h], self.models[base_h]
-        floats = {k: v.astype(np.float32) - base[k].astype(np.float32)
-                  for k, v in model.items() if np.issubdtype(v.dtype, np.floating)}
-        try:
-            enc = self.compressor(i, error_feedback).compress(floats)
-        except ValueError:   # a diverged (non-finite) update: sent whole, as without compression,
-            return h         # and refused by its receivers' sanity check
-        recon: State = {}
-        wire: list[RawTensor] = []
-        for k, v in model.items():
-            if k in enc:
-                recon[k] = (base[k].astype(np.float32) + decode_values(enc[k])).astype(v.dtype)
-                wire.append(enc[k])
-            else:   # integer buffers travel whole (SPEC section 7)
-                recon[k] = v
-                wire.append(to_raw(k, v))
-        out = self.put(recon, parent=base_h)
-        self.delta_bytes[out] = self.sizes.delta_frame(wire)
-        return out
-
-    def msg_size(self, msg: Any) -> int:
-        """Frame size of a core's message; a TRAINED model sent compressed costs its encoding."""
-        if isinstance(msg, ModelMsg) and msg.kind == ModelKind.TRAINED:
-            tb = self.delta_bytes.get(msg.model)
-            if tb is not None:
-                return self.sizes.compressed_model(msg, tb)
-        return self.sizes.of(msg)
-
-    PROBE_SAMPLES = 512   # as the daemon's learner.PROBE_SAMPLES
-
-    def probe_loss(self, i: int, h: bytes) -> float:
-        key = (i, h)
-        loss = self._probe_cache.get(key)
-        if loss is None:
-            if len(self._probe_cache) > 20_000:
-                self._probe_cache.clear()
-            d = self.dataset_of(i)
-            idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
-            loss = self.trainer.probe_loss(self.models[h], d.x[idx], d.y[idx])
-            self._probe_cache[key] = loss
-        return loss
-
-    def adoption_problem(self, i: int, h: bytes, current: bytes) -> str | None:
-        """The daemon's receive-time checks of a round model (SPEC section 15) for honest node i
-        holding ``current``: degenerate_model, then the adoption check (worse_model). Every
-        honest loss rise that passes is kept in ``adopt_rises`` (what --adopt-margin must allow)."""
-        st, cur = self.models.get(h), self.models.get(current)
-        if st is None or cur is None or h == current:
-            return None
-        if degenerate(st, cur) is not None:
-            return DEGENERATE_MODEL
-        if self.cfg.adopt_margin <= 0:
-            return None
-        gate = self._gates.get(i)
-        if gate is None:
-            gate = self._gates[i] = AdoptionGate(self.cfg.adopt_margin)
-        new, old = self.probe_loss(i, h), self.probe_loss(i, current)
-        if gate.check(new, old) is not None:
-            return WORSE_MODEL
-        self.adopt_rises.append(new - old)
-        return None
-
-    def pipeline(self, i: int) -> Pipeline:
-        p = self._pipelines.get(i)
-        if p is None:
-            params: dict[str, Any] = self.cfg.pipeline_params()
-            if self.cfg.filter in ("sybilwall", "foolsgold"):
-                params["self_id"] = self.node_name(i)
-            p = build_pipeline(self.cfg.filter, self.cfg.combine, self.cfg.correct, **params)
-            self._pipelines[i] = p
-        return p
-
-    @staticmethod
-    def node_name(i: int) -> str:
-        return f"n{i}"
-
-    def aggregate(self, i: int, round_: int, contributions: list[tuple[int, bytes]],
-                  own: bytes | None = None, beta: float | None = 0.5) -> bytes:
-        """Run node i's pipeline. Updates are measured against the most common parent (the round's
-        base model), or against ``own`` when merging (gossip, D-PSGD). SybilWall histories
-        accumulate these deltas: MoDeST, j's updates vs the round's base; gossip and D-PSGD,
-        received model of j - node i's own model (the SybilWall paper's definition)."""
-        self.aggregations += 1
-        if own is not None:
-            base_h = own
-        else:
-            parents = Counter(self.parent.get(h) for _, h in contributions)
-            parents.pop(None, None)
-            base_h = parents.most_common(1)[0][0] if parents else None
-        base = self.models.get(base_h) if base_h is not None else None
-        # The daemon's receive-time sanity check (learn.sanity): finite, and an update of bounded
-        # size against its base (merges: against the own model). Models failing it are dropped.
-        kept = []
-        for j, h in contributions:
-            ref_h = own if own is not None else self.parent.get(h)
-            bad = check_model(self.models[h], self.models.get(ref_h) if ref_h is not None else None,
-                              self.cfg.max_update_norm)
-            if bad is None:
-                kept.append((j, h))
-            else:
-                self.models_rejected[bad[0]] += 1
-        if not kept and own is None and base is None:
-            kept = list(contributions)  # nothing to fall back to; the pipeline drops non-finite ones
-        contribs = []
-        for j, h in kept:
-            m = self.models[h]
-            contribs.append(Contribution(self.node_name(j), m, sub(m, base) if base is not None else m, round_))
-        res = self.pipeline(i).aggregate(contribs, base, own=self.models[own] if own else None, beta=beta)
-        state = res.state
-        if own is None and base_h is not None and i < self.n_honest_cap and self.cfg.adopt_margin > 0:
-            state = self.self_check(i, state, contribs, base_h, getattr(self, "current", {}).get(i, base_h))
-        return self.put(state, parent=base_h if own is None else None)
-
-    def self_check(self, i: int, state: State, contribs: list[Contribution], base_h: bytes,
-                   current_h: bytes) -> State:
-        """The daemon's aggregator self-check (gossipnode/aggregate.py self_check): a result much
-        worse than i's current model on i's own data gives way to the unfiltered pipeline, then
-        to the current model."""
-        gate = self._gates.get(i) or AdoptionGate(self.cfg.adopt_margin)
-        margin = gate.margin
-        base_loss = gate.reference(self.probe_loss(i, current_h))
-        d = self.dataset_of(i)
-        idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
-        if adoption_problem(self.trainer.probe_loss(state, d.x[idx], d.y[idx]), base_loss, margin) is None:
-            return state
-        def ok(st: State) -> bool:
-            return adoption_problem(self.trainer.probe_loss(st, d.x[idx], d.y[idx]), base_loss, margin) is None
-
-        kept = [c for c in contribs if ok(c.model)]
-        if kept:
-            p = self.pipeline(i)
-            for name, pipe in (("screened", p), ("unfiltered", Pipeline(NoFilter(), p.combiner, p.corrector))):
-                with no_recording(pipe):
-                    res = pipe.aggregate(kept, self.models[base_h])
-                if any(w > 0 for w in res.weights.values()) and ok(res.state):
-                    self.fallbacks[name] += 1
-                    return res.state
-        self.fallbacks["current"] += 1
-        return {k: v.copy() for k, v in self.models[current_h].items()}
-
-    def evaluate(self, h: bytes) -> tuple[float, float, list[float]]:
-        r = self._eval_cache.get(h)
-        if r is None:
-            st = self.models[h]
-            ev = self.trainer.evaluate(st, self.x_test, self.y_test)
-            ar = [attacks.attack_rate(self.trainer, st, self._eval_ds, a) for a in self.measured]
-            r = (ev.accuracy, ev.loss, ar)
-            self._eval_cache[h] = r
-        return r
-
-    # ---- measurement --------------------------------------------------------------------------
-    def record(self, round_: int | None = None) -> None:
-        hs = self.eval_models()
-        res = [self.evaluate(h) for h in hs]
-        honest_ids = [i for i in range(self.n_honest_cap) if i < self.next_join]
-        alive_honest = int(self.alive[: self.n_honest_cap].sum())
-        sent = self.bytes_sent[: self.n_honest_cap][: self.next_join]
-        row: dict[str, Any] = {
-            "t": round(float(self.now), 4),
-            "round": self.rounds_done() if round_ is None else round_,
-            "acc_mean": float(np.mean([r[0] for r in res])) if res else None,
-            "acc_min": float(np.min([r[0] for r in res])) if res else None,
-            "acc_max": float(np.max([r[0] for r in res])) if res else None,
-            "loss_mean": float(np.mean([r[1] for r in res])) if res else None,
-            # only where an attack is configured (or asked for as a baseline: eval_attack)
-            "attack_rate": (float(np.mean([r[2][0] for r in res])) if res and self.measured else None),
-            "evaluated": len(res),
-            "bytes_total": int(self.bytes_sent.sum()),
-            "bytes_per_node": float(sent.mean()) if len(honest_ids) else 0.0,
-            "active_nodes": alive_honest,
-        }
-        if res and len(self.measured) > 1:
-            row["attack_rates"] = {a.kind: float(np.mean([r[2][m] for r in res]))
-                                   for m, a in enumerate(self.measured)}
-        row.update(self.extra_metrics())
-        self.series.append(row)
-        if self.cfg.stop_at_target and row["acc_mean"] is not None and row["acc_mean"] >= self.cfg.target:
-            self._stop = True
-
-    def maybe_record(self, round_: int) -> None:
-        """Evaluate every ``eval_rounds`` rounds; stop once ``cfg.rounds`` rounds are done."""
-        if self.cfg.eval_every <= 0 and round_ >= self._next_eval:
-            self.record(round_)
-            self._next_eval = (round_ // self.eval_rounds + 1) * self.eval_rounds
-        if self.cfg.rounds is not None and round_ >= self.cfg.rounds and not self._stop:
-            if self.series[-1]["round"] != round_:
-                self.record(round_)
-            self._stop = True
-
-    def _time_eval(self) -> None:
-        self.record()
-        self.after(self.cfg.eval_every, self._time_eval)
-
+    # ---- store ------------------------------------------------------------------------------
     def gc(self) -> None:
         keep = self.referenced() | {self.initial} | set(self._init_of.values())
         for _, _, _, args in self._q:
@@ -601,50 +325,3 @@ class Engine:
         if self.cfg.duration:
             fr.append(self.now / self.cfg.duration)
         return min(1.0, max(fr)) if fr else 0.0
-
-    def result(self, wall: float) -> dict[str, Any]:
-        target = self.cfg.target
-        hit = next((r for r in self.series if r["acc_mean"] is not None and r["acc_mean"] >= target), None)
-        started = self.next_join
-        sent = self.bytes_sent[:started]
-        final = self.series[-1] if self.series else {}
-        summary = {
-            "protocol": self.name,
-            "virtual_time_s": round(self.now, 3),
-            "wall_s": round(wall, 2),
-            "rounds_completed": self.rounds_done(),
-            "final_acc_mean": final.get("acc_mean"),
-            "final_acc_min": final.get("acc_min"),
-            "final_attack_rate": final.get("attack_rate"),
-            "best_acc_mean": max((r["acc_mean"] for r in self.series if r["acc_mean"] is not None),
-                                 default=None),
-            "target": target,
-            "time_to_target_s": hit["t"] if hit else None,
-            "round_to_target": hit["round"] if hit else None,
-            "bytes_to_target": hit["bytes_total"] if hit else None,
-            "bytes_total": int(self.bytes_sent.sum()),
-            "bytes_per_honest_node_mean": float(sent.mean()) if started else 0.0,
-            "bytes_per_honest_node_max": int(sent.max()) if started else 0,
-            "messages": dict(self.msg_count),
-            "message_bytes": dict(self.msg_bytes),
-            "messages_dropped": self.dropped,
-            "trainings": self.trainings,
-            "aggregations": self.aggregations,
-            "model_bytes": self.sizes.model_bytes,
-            "compress": str(self.compress_spec),
-            "churn_events": dict(self.churn_counts),
-            **({"partitions": self.partitions, "partition_dropped": self.partition_dropped}
-               if self.partitions else {}),
-            "protocol_events": dict(self.events),
-            "models_rejected": dict(self.models_rejected),
-            "aggregation_fallbacks": dict(self.fallbacks),
-            # honest round models' loss rise on the receiver's data, over all adoption checks
-            "adopt_rise": ({"checks": len(self.adopt_rises),
-                            "p99": float(np.quantile(self.adopt_rises, 0.99)),
-                            "max": float(max(self.adopt_rises))} if self.adopt_rises else None),
-            "sybils": self.n_sybils,
-            # weight tensors the default correction (vc) rescaled, over all nodes' merges
-            "vc_corrected": sum(getattr(p.corrector, "corrected", 0) for p in self._pipelines.values()),
-            "active_nodes_end": int(self.alive[: self.n_honest_cap].sum()),
-        }
-        return {"config": self.cfg.to_dict(), "summary": summary, "series": self.series}

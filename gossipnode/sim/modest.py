@@ -6,37 +6,28 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from gossipnode.core.actions import (
-    Aggregate,
-    CancelTraining,
-    Event,
-    Finished,
-    Merge,
-    NewModel,
-    Send,
-    SendTo,
-    StartTraining,
-)
+from gossipnode.core.actions import Aggregate, Event, Merge, NewModel
+from gossipnode.core.driver import ActionDriver
 from gossipnode.core.config import ModestConfig, stall_timeout_from
 from gossipnode.core.auth import DigestAuth
-from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord
+from gossipnode.core.messages import ModelKind, ModelMsg, Status, ViewRecord, message_type
 from gossipnode.core.modest import ModestCore
 from gossipnode.core.view import Entry
 
 from gossipnode.learn.sanity import WORSE_MODEL
 
 from .engine import Engine, pk_of
+from .exchange import SimExchange
 
 BOOTSTRAP_PEERS = 3   # a joiner knows this many bootstrap addresses
+COUNTED_EVENTS = frozenset({"aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
+                            "verify_rank", "quorum_wait", "merge", "partition_healing", "round_from_partition"})
 
 
-def msg_kind(msg: object) -> str:
-    if isinstance(msg, ModelMsg):
-        return f"model_{msg.kind.name.lower()}"
-    return type(msg).__name__.lower()
+msg_kind = message_type   # the daemon's per-type counts use the same names
 
 
-class ModestSim(Engine):
+class ModestSim(SimExchange, Engine):
     name = "modest"
 
     def setup(self) -> None:
@@ -58,6 +49,7 @@ class ModestSim(Engine):
         self.addr = [f"mem://{i}" for i in range(n)]
         self.addr_index = {a: i for i, a in enumerate(self.addr)}
         self.cores: dict[int, ModestCore] = {}
+        self.drivers: dict[int, ActionDriver] = {}
         self.tick_at: dict[int, float] = {}
         self._tokens = itertools.count(1)
         self.training: dict[int, tuple[int, int, bytes]] = {}
@@ -68,6 +60,7 @@ class ModestSim(Engine):
         self.agg_log: list[dict[str, Any]] = []    # round, aggregator, contributors (cross-check tests)
         self.train_log: list[tuple[int, int]] = []  # (round, node)
         self.keep_logs = bool(cfg.extra.get("keep_logs", False))
+        self._init_exchange()
 
     def make_pk(self, i: int) -> bytes:
         return pk_of(self.cfg.seed, i)
@@ -77,7 +70,10 @@ class ModestSim(Engine):
         rng = random.Random(self.cfg.seed * 1_000_003 + i)
         c = ModestCore(self.mcfg, self.pks[i], (self.addr[i],), self.initial_of(i), rng, index=1)
         self.cores[i] = c
+        self.drivers[i] = ActionDriver(c, self._on_action(i), lambda: self.now)
         self.current[i] = self.initial_of(i)
+        self.stores.pop(i, None)   # a (re)joining node starts with an empty store
+        self.adopt_held(i, None, self.current[i])
         return c
 
     def begin(self) -> None:
@@ -92,7 +88,7 @@ class ModestSim(Engine):
             c = self._core(i)
             c.view.entries = dict(shared)
         for i in present:
-            self._run(i, self.cores[i].start(self.now, []))
+            self.drivers[i].start([])
         self.latest_models = [self.initial]
 
     def crash(self, i: int) -> None:
@@ -101,89 +97,97 @@ class ModestSim(Engine):
 
     def leave(self, i: int) -> None:
         if i in self.cores:
-            self._run(i, self.cores[i].leave(self.now))
+            self.drivers[i].leave()
         self.crash(i)
 
     def join(self, i: int) -> None:
-        c = self._core(i)
+        self._core(i)
         alive = [j for j in range(self.next_join - 1) if self.alive[j]]
         boot = self.rng.sample(alive, min(BOOTSTRAP_PEERS, len(alive)))
-        self._run(i, c.start(self.now, [self.addr[j] for j in boot]))
+        self.drivers[i].start([self.addr[j] for j in boot])
 
-    # ---- actions --------------------------------------------------------------------------------
-    def _run(self, i: int, actions: list) -> None:
-        for a in actions:
-            if isinstance(a, Send):
-                j = self.index_of[a.peer]
-                self.send(i, j, self.msg_size(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
-            elif isinstance(a, SendTo):
-                j = self.addr_index.get(a.address)
+    # ---- actions: node i's Host for the shared ActionDriver (core/driver.py) ---------------
+    def _on_action(self, i: int):
+        sim = self
+
+        class Host:
+            def send(self, peer: bytes, msg) -> None:
+                j = sim.index_of[peer]
+                msg = sim.outgoing(i, peer, msg)   # + piggy-backed SybilWall histories
+                sim.send(i, j, sim.msg_size(msg), msg_kind(msg), sim._on_msg, j, i, msg)
+
+            def send_to(self, address: str, msg) -> None:
+                j = sim.addr_index.get(address)
                 if j is not None:
-                    self.send(i, j, self.msg_size(a.msg), msg_kind(a.msg), self._on_msg, j, i, a.msg)
-            elif isinstance(a, StartTraining):
-                tok = next(self._tokens)
-                self.training[i] = (tok, a.round, a.model)
-                if self.keep_logs:
-                    self.train_log.append((a.round, i))
-                self.after(self.train_time(i), self._trained, i, tok)
-            elif isinstance(a, CancelTraining):
-                self.training.pop(i, None)
-            elif isinstance(a, Aggregate):
-                self.after(self.cfg.agg_time * len(a.contributions), self._aggregated, i, a.round,
-                           a.contributions)
-            elif isinstance(a, Merge):   # a lineage merge after a partition heal (SPEC 15.5)
-                self.after(self.cfg.agg_time * 2, self._merged, i, a)
-            elif isinstance(a, NewModel):
-                self.current[i] = a.model
-                if a.role == "aggregator" and i not in self._sybil_set:
-                    self._round_model(i, a.round, a.model)
-            elif isinstance(a, Event):
-                if a.kind in ("aggregation_timeout", "retry", "gave_up", "aggregation_stale", "stalled", "restart",
-                              "verify_rank", "quorum_wait", "merge", "partition_healing", "round_from_partition"):
-                    self.events[a.kind] += 1
-                elif a.kind == "rejected":
-                    self.events["rejected_" + a.detail["reason"]] += 1
-            elif isinstance(a, Finished):
-                pass
-        self._schedule_tick(i)
+                    sim.send(i, j, sim.msg_size(msg), msg_kind(msg), sim._on_msg, j, i, msg)
 
-    def _schedule_tick(self, i: int) -> None:
-        d = self.cores[i].next_deadline()
-        if d is None:
-            return
-        cur = self.tick_at.get(i)
-        if cur is not None and cur <= d:
-            return
-        if d <= self.now:
-            # PingWalk.tick tests `now - last_sent >= interval` while next_deadline() returns
-            # `last_sent + interval`: float rounding can make a tick exactly at the deadline a
-            # no-op, which on a virtual clock would repeat forever. Wake a microsecond later.
-            d = self.now + 1e-6
-        self.tick_at[i] = d
-        self.at(d, self._tick, i, d)
+            def start_training(self, round_: int, model: bytes) -> None:
+                tok = next(sim._tokens)
+                sim.training[i] = (tok, round_, model)
+                if sim.keep_logs:
+                    sim.train_log.append((round_, i))
+                sim.after(sim.train_time(i), sim._trained, i, tok)
+
+            def cancel_training(self, round_: int) -> None:
+                sim.training.pop(i, None)
+
+            def aggregate(self, a: Aggregate) -> None:
+                sim.after(sim.cfg.agg_time * len(a.contributions), sim._aggregated, i, a.round, a.contributions)
+
+            def merge(self, a: Merge) -> None:   # a lineage merge after a partition heal (SPEC 15.5)
+                sim.after(sim.cfg.agg_time * 2, sim._merged, i, a)
+
+            def new_model(self, a: NewModel) -> None:
+                sim.adopt_held(i, sim.current.get(i), a.model)
+                sim.current[i] = a.model
+                if a.role == "aggregator" and i not in sim._sybil_set:
+                    sim._round_model(i, a.round, a.model)
+
+            def finished(self, reason: str) -> None:
+                pass
+
+            def event(self, a: Event) -> None:
+                if a.kind in COUNTED_EVENTS:
+                    sim.events[a.kind] += 1
+                elif a.kind == "rejected":
+                    sim.events["rejected_" + a.detail["reason"]] += 1
+
+            def wake_at(self, t: float) -> None:
+                cur = sim.tick_at.get(i)
+                if cur is not None and cur <= t:
+                    return
+                sim.tick_at[i] = t
+                sim.at(t, sim._tick, i, t)
+
+        return Host()
 
     def _tick(self, i: int, d: float) -> None:
         if self.tick_at.get(i) != d:
             return
         del self.tick_at[i]
-        if not self.alive[i]:
-            return
-        c = self.cores[i]
-        dd = c.next_deadline()
-        if dd is not None and dd <= self.now + 1e-9:
-            self._run(i, c.tick(self.now))
-        else:
-            self._schedule_tick(i)
+        if self.alive[i]:
+            self.drivers[i].tick()
 
     def _on_msg(self, j: int, i: int, msg: object) -> None:
-        if (isinstance(msg, ModelMsg) and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
+        if isinstance(msg, ModelMsg):
+            self.incoming(j, i, msg, self._accept)   # base fetch first when j lacks the base
+        else:
+            self.drivers[j].handle(self.pks[i], msg)
+
+    def _accept(self, j: int, i: int, msg: ModelMsg) -> None:
+        """As the daemon's receive path after the bytes checked out: adoption check (round
+        models), histories, the model held, then the core."""
+        if (msg.kind == ModelKind.AGGREGATED and msg.kind == ModelKind.AGGREGATED and j not in self._sybil_set
                 and (why := self.adoption_problem(j, msg.model, self.current[j])) is not None):
             self.models_rejected[why] += 1   # as the daemon: counted, the model never used
             if why == WORSE_MODEL and self.cfg.accept_quorum == 1 and msg.round <= self.cores[j].round + 1:
                 msg = replace(msg, model=self.current[j])   # the round goes on from j's own model
             else:
                 return
-        self._run(j, self.cores[j].handle(self.now, self.pks[i], msg))
+        if (taken := self.take_histories(j, i, msg)) is None:
+            return
+        self.hold(j, taken.model)
+        self.drivers[j].handle(self.pks[i], taken)
 
     def _trained(self, i: int, tok: int) -> None:
         job = self.training.get(i)
@@ -195,7 +199,8 @@ class ModestSim(Engine):
         if self.compressing and i not in self._sybil_set:
             # the TRAINED delta travels compressed; every node (the trainer too) holds the reconstruction
             h2 = self.compress(i, h2, h)
-        self._run(i, self.cores[i].training_done(self.now, k, h2))
+        self.hold(i, h2)
+        self.drivers[i].training_done(k, h2)
 
     def _aggregated(self, i: int, k: int, contributions: tuple[tuple[bytes, bytes], ...]) -> None:
         if not self.alive[i]:
@@ -212,14 +217,16 @@ class ModestSim(Engine):
             h = self.poisoned(h)
         elif i in self._sybil_set and self.cfg.sybil_aggregate == "drop":
             h = self.current[i]   # the round's updates are ignored: no progress this round
-        self._run(i, c.aggregation_done(self.now, k, h))
+        self.hold(i, h)
+        self.drivers[i].aggregation_done(k, h)
 
     def _merged(self, i: int, a: Merge) -> None:
         if not self.alive[i]:
             return
         contribs = [(self.index_of[pk], h) for pk, h in a.contributions]
         h = self.aggregate(i, a.round, contribs, own=a.own, beta=a.beta)
-        self._run(i, self.cores[i].merge_done(self.now, a.round, h))
+        self.hold(i, h)
+        self.drivers[i].merge_done(a.round, h)
 
     def _round_model(self, i: int, k: int, h: bytes) -> None:
         if k > self.latest_round:
@@ -256,4 +263,7 @@ class ModestSim(Engine):
             keep.add(c.model)
             if c._merging is not None:
                 keep.add(c._merging[1])
+        for (_, base), waiting in self._waiting.items():
+            keep.add(base)
+            keep.update(m.model for _, m, _ in waiting)
         return keep

@@ -6,20 +6,26 @@ real model, so dtype/shape headers are included).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from gossipnode.core.messages import (
     Advertise,
+    HistoryRecord,
+    ModelData,
     ModelKind,
     ModelMsg,
+    ModelRequest,
     Ping,
     Pong,
     Status,
     ViewRecord,
     ViewShare,
 )
-from gossipnode.learn.state import State
-from gossipnode.learner import to_model
+from gossipnode.learn.state import State, flatten
+from gossipnode.learn.learner import to_model
 from gossipnode.wire.codec import encode
 from gossipnode.wire.identity import Identity
+from gossipnode.wire.tensors import to_raw
 
 
 class SizeModel:
@@ -50,6 +56,14 @@ class SizeModel:
         self.model_empty = empty
         self.full_model = full        # frame with the whole model, no view
         self.delta_model = delta      # frame with a delta (base hash set), no view
+        self.model_request = size(ModelRequest(h))
+        self.model_data = size(ModelData(h, model))     # a base fetched whole
+        # one piggy-backed SybilWall history record, by dtype (the history of one peer: one weight vector)
+        n = int(flatten(state).size)
+        self.history_record = {
+            dt: size(ModelMsg(rnd, ModelKind.TRAINED, h, (), h, model, (
+                HistoryRecord(pk, rnd, 2, (to_raw("history", np.zeros(n, dtype=dt)),)),))) - delta
+            for dt in ("<f2", "<f4")}
         self._size = size
         self._h = h
 
@@ -60,7 +74,10 @@ class SizeModel:
 
     def compressed_model(self, msg: object, frame_bytes: int) -> int:
         """A MODEL frame with its view, whose frame without the view is `frame_bytes`."""
-        return frame_bytes + self.view_record * len(msg.view)
+        return frame_bytes + self.view_record * len(msg.view) + self.histories(msg)
+
+    def histories(self, msg: ModelMsg) -> int:
+        return sum(self.history_record.get(r.tensors[0].dtype, 0) for r in msg.histories if r.tensors)
 
     def of(self, msg: object, with_tensors: bool = True) -> int:
         if isinstance(msg, Ping):
@@ -75,5 +92,9 @@ class SizeModel:
             base = self.model_empty
             if with_tensors:
                 base = self.delta_model if msg.kind == ModelKind.TRAINED else self.full_model
-            return base + self.view_record * len(msg.view)
+            return base + self.view_record * len(msg.view) + self.histories(msg)
+        if isinstance(msg, ModelRequest):
+            return self.model_request
+        if isinstance(msg, ModelData):
+            return self.model_data if msg.tensors else self.model_request
         raise TypeError(f"no size for {type(msg).__name__}")

@@ -1,7 +1,11 @@
-"""The one interface every transport implements."""
+"""The one interface every transport implements, and the plain options they are built from.
+
+May import: the standard library only (transports never import config, the node or runtime).
+"""
 from __future__ import annotations
 
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol
 from collections.abc import Awaitable, Callable
 
@@ -42,3 +46,26 @@ class Transport(Protocol):
     async def send(self, address: str, frame: OutFrame) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Plain values a transport factory builds from (the node fills them from its config).
+    A transport that needs a setting none of these carries adds a field here."""
+    node_id: str
+    network_id: str
+    max_size: int                     # largest frame accepted or sent, in bytes
+    # HTTP (also serves the node's REST API, so it can be handed the node's aiohttp app)
+    http_address: str = ""            # this node's advertised URL, path prefix included
+    app: Any = None                   # the aiohttp web.Application to add the route to; None: a new one
+    path_prefix: str = ""
+    http_timeout: float = 15.0
+    answer_timeout: float | None = None
+    inbound_budget: int | None = None
+    min_rate: float = float(1 << 20)  # bytes/s
+    local_host: str | None = None
+    # MQTT
+    broker: str = ""
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_ca: str = ""

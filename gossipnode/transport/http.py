@@ -6,6 +6,8 @@ read or processed at once are bounded by an inbound budget (over it: 503 with Re
 a body must arrive within `timeout + length / min_rate` seconds, and idle or half-sent
 connections are closed after `timeout` (aiohttp's keep-alive timer, which also runs before
 the first request). Malformed HTTP is answered 400 by aiohttp and logged as one debug line.
+
+May import: aiohttp, the standard library, wire/ and transport/ (never config or the node).
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import aiohttp.payload
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..wire.codec import Frame, FrameHasher, ReceiveBuffer
-from .base import INBOUND_SOURCE, InboundHandler, OutFrame, Refused, TransportError
+from ..wire.codec import Frame
+from ..wire.stream import FrameHasher, ReceiveBuffer
+from .base import INBOUND_SOURCE, InboundHandler, OutFrame, Refused, TransportError, TransportOptions
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/x-gossipnode"
@@ -88,15 +91,32 @@ class HttpTransport:
         self.on_reject: Callable[[str], None] = lambda reason: None
         app.router.add_post(path_prefix + MESSAGES_PATH, self._receive, expect_handler=self._expect)
 
+    @classmethod
+    def from_options(cls, o: TransportOptions) -> HttpTransport:
+        """The registry's factory: on `o.app` (the node's REST app) or on an app of its own."""
+        return cls(o.app if o.app is not None else web.Application(), o.http_address, o.max_size,
+                   timeout=o.http_timeout, path_prefix=o.path_prefix, budget=o.inbound_budget,
+                   min_rate=o.min_rate, local_host=o.local_host, answer_timeout=o.answer_timeout)
+
     @property
     def addresses(self) -> tuple[str, ...]:
         return (self.address,)
 
     async def start(self, handler: InboundHandler) -> None:
         self._handler = handler
+        # Idle connections are dropped here well before the peer's server closes them (its keep-alive
+        # timer is its --http-timeout, by default the same as ours): a request written into a
+        # connection the server is closing at that instant fails (ServerDisconnected, reset), and
+        # the node takes a healthy peer for out of reach (peer_failed) and skips it in walks.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8, local_addr=self.local_addr),
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8, local_addr=self.local_addr,
+                                           keepalive_timeout=self.client_keepalive),
         )
+
+    @property
+    def client_keepalive(self) -> float:
+        """Seconds an idle outbound connection is reused: half the server-side idle time-out."""
+        return self.timeout / 2
 
     def body_deadline(self, n: int) -> float:
         """Seconds a body of n bytes may take to arrive (server side)."""

@@ -5,6 +5,8 @@ one every transport calls) runs as its own task, as an HTTP request handler does
 that is cancelled mid-send does not cancel the receiver's work. A frame the receiver rejects
 raises `Refused` at the sender, as an HTTP 4xx/5xx answer does (no 503 retry here); an address
 with no handler, or one marked down, raises `TransportError`.
+
+May import: the standard library and transport/.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""wire/: everything that touches untrusted bytes (envelope, codec, signatures, tensors)."""
+"""wire/: everything that touches untrusted bytes (envelope, codec, signatures, tensors, and
+MQTT's chunk framing and announce records: wire.chunks, wire.announce)."""
 from gossipnode.wire.codec import (
     Envelope,
     Frame,

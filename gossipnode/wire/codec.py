@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import mmap
 import struct
-import sys
-from itertools import pairwise
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,13 +28,14 @@ from gossipnode.wire.errors import (
     REPLAY,
     TOO_LARGE,
     UNKNOWN_TYPE,
-    UNKNOWN_VERSION,
     WRONG_NETWORK,
     WireError,
 )
-from gossipnode.wire.identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, Identity, verify
+from gossipnode.wire.identity import SIGNATURE_LEN, Identity, verify
 from gossipnode.wire.reader import INT63, Reader
 from gossipnode.wire.replay import ReplayGuard, SeqCounter
+from gossipnode.wire.head import _ENVELOPE_FIELDS, MAX_CUTS, MAX_NETWORK_ID_BYTES, VERSION, Head
+from gossipnode.wire.stream import FrameHasher, ReceiveBuffer
 from gossipnode.wire.tensors import blake3, leaf_digest
 
 __all__ = [
@@ -64,18 +62,9 @@ __all__ = [
     "type_of",
 ]
 
-VERSION = 3   # v3: BLAKE3 segment body hash and model hash (v2: signed membership records)
 SIGN_DOMAIN = b"gossipnode/v1\x00"
 BODY_DOMAIN = b"gossipnode/v3 body\x00"
-MAX_NETWORK_ID_BYTES = 64
-MAX_CUTS = 8192          # segment boundaries per frame (4096 tensors' data as segments of their own)
-_ENVELOPE_FIELDS = 9
-_MAX_ENVELOPE_FIELDS = 64  # a future version may have more; we only need to read its version
 _U32, _U64 = struct.Struct(">I"), struct.Struct(">Q")
-POPULATE_MIN = 1 << 20   # receive buffers from this size are memory maps populated ahead of the bytes
-POPULATE_WINDOW = 16 << 20
-_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform.startswith("linux") else None)
-_MAX_HEAD = 128 + MAX_NETWORK_ID_BYTES + 9 * MAX_CUTS   # bytes before the body, at most (about 74 KB)
 
 
 @dataclass(frozen=True)
@@ -217,62 +206,6 @@ def decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | No
         raise WireError(MALFORMED, f"{type(e).__name__}: {e}") from e
 
 
-class _Head:
-    """The envelope up to the body, parsed strictly (shared by decode and FrameHasher)."""
-
-    __slots__ = ("body_end", "body_start", "net", "r", "segments", "sender", "seq", "ts", "type_code", "version")
-
-    def __init__(self, data: memoryview, total: int) -> None:
-        """Parse from data (which may hold only a prefix of the frame: then `truncated`);
-        `total` is the frame's full length."""
-        r = Reader(data)
-        fields = r.array(_MAX_ENVELOPE_FIELDS)
-        if fields < 1:
-            raise WireError(MALFORMED, "empty envelope")
-        self.version = r.integer()
-        if self.version != VERSION:
-            raise WireError(UNKNOWN_VERSION, f"version {self.version}, this node speaks {VERSION}")
-        if fields != _ENVELOPE_FIELDS:
-            raise WireError(MALFORMED, f"envelope has {fields} fields, expected {_ENVELOPE_FIELDS}")
-        self.net = r.text(MAX_NETWORK_ID_BYTES)
-        self.type_code = r.integer()
-        self.sender = r.bin_exact(PUBLIC_KEY_LEN)
-        self.seq = r.integer()
-        self.ts = r.float64()
-        if not math.isfinite(self.ts):
-            raise WireError(MALFORMED, "ts is not finite")
-        cuts = [r.integer() for _ in range(r.array(MAX_CUTS))]
-        # the body's header, then its length checked against the whole frame (not the prefix)
-        r.end = total
-        n = _bin_len(r)
-        start = r.pos
-        if n > total - start:
-            raise WireError(MALFORMED, f"body of {n} bytes exceeds the frame")
-        self.body_start, self.body_end = start, start + n
-        bounds = [start]
-        for c in cuts:
-            if not bounds[-1] - start < c < n:
-                raise WireError(MALFORMED, f"cut {c} not increasing inside the body of {n} bytes")
-            bounds.append(start + c)
-        bounds.append(start + n)
-        self.segments = list(pairwise(bounds))
-        self.r = r
-
-
-def _bin_len(r: Reader) -> int:
-    """A bin header's payload length (the payload itself may not have arrived yet)."""
-    b = r._byte()
-    size = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(b)
-    if size is None:
-        r.pos -= 1
-        raise WireError(MALFORMED, f"expected bin at offset {r.pos}")
-    if r.pos + size > len(r.buf):
-        raise WireError(MALFORMED, f"truncated at offset {r.pos}")
-    n = int.from_bytes(r.buf[r.pos:r.pos + size], "big")
-    r.pos += size
-    return n
-
-
 def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | None,
             hashed: Mapping[tuple[int, int], bytes] | None) -> Envelope:
     if isinstance(data, bytes):
@@ -288,7 +221,7 @@ def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | N
     if len(data) > max_size:
         raise WireError(TOO_LARGE, f"{len(data)} bytes > limit {max_size}")
 
-    head = _Head(data, len(data))
+    head = Head(data, len(data))
     r = head.r
     r.pos = head.body_end
     signature = r.bin_exact(SIGNATURE_LEN)
@@ -314,124 +247,3 @@ def _decode(data: bytes, network_id: str, max_size: int, replay: ReplayGuard | N
     if replay is not None and not replay.check_and_accept(head.sender, head.seq):
         raise WireError(REPLAY, f"seq {head.seq} already seen or below the window")
     return Envelope(head.sender, head.seq, head.ts, MsgType(head.type_code), msg)
-
-
-class ReceiveBuffer:
-    """A transport's receive buffer for one frame, sized from its announced length.
-
-    Large buffers are anonymous memory maps whose pages are provided ahead of the bytes, one
-    madvise(MADV_POPULATE_WRITE) call per 16 MiB window (reserve()), instead of one page fault per
-    4 KiB as the body arrives (a fresh bytearray cost a third more, measured here). Only pages
-    about to be written are provided: a sender that announces a large body and sends nothing
-    costs no memory. A transport writes into view() (calling reserve() first), feeds hasher() as
-    bytes arrive, calls done(), then hands the buffer to decode(), which takes the digests
-    computed on the way instead of hashing the frame again. (Only wire/ fills `hashed`.) The
-    decoded tensors view it.
-    """
-
-    __slots__ = ("_buf", "_hasher", "_ready", "hashed")
-
-    def __init__(self, n: int) -> None:
-        buf: bytearray | mmap.mmap
-        if n >= POPULATE_MIN and _MADV_POPULATE_WRITE is not None:
-            buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            self._ready = 0
-        else:
-            buf = bytearray(n)
-            self._ready = n
-        self._buf = buf
-        self._hasher: FrameHasher | None = None
-        self.hashed: dict[tuple[int, int], bytes] | None = None
-
-    def reserve(self, upto: int) -> None:
-        """buf[:upto] is about to be written: provide its pages (and a window ahead) in one call."""
-        n = len(self._buf)
-        if upto <= self._ready or self._ready >= n:
-            return
-        page = mmap.PAGESIZE
-        end = min(n, -(-max(upto, self._ready + POPULATE_WINDOW) // page) * page)
-        try:
-            self._buf.madvise(_MADV_POPULATE_WRITE, self._ready, end - self._ready)  # type: ignore[union-attr]
-        except (OSError, ValueError):   # an older kernel: ordinary page faults
-            self._ready = n
-            return
-        self._ready = end
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def __bytes__(self) -> bytes:
-        return bytes(self._buf)
-
-    def view(self) -> memoryview:
-        """A writable view of the whole buffer (release it when done writing)."""
-        return memoryview(self._buf)
-
-    def hasher(self) -> FrameHasher:
-        if self._hasher is None:
-            self._hasher = FrameHasher(self._buf)
-            self.hashed = self._hasher.digests
-        return self._hasher
-
-    def done(self) -> None:
-        """No more bytes will arrive: let go of the hasher's view (keeps the digests)."""
-        if self._hasher is not None:
-            self._hasher.release()
-            self._hasher = None
-
-
-class FrameHasher:
-    """Hashes a frame's segments while its bytes arrive (sans-I/O: the transport writes bytes
-    into one buffer and calls feed() with how many are there; decode(..., hashed=h.digests)).
-
-    Before the envelope's head has arrived nothing is hashed; a frame whose head is not valid is
-    left for decode() to reject (feed never raises). Each byte of a segment is hashed once,
-    while it is still in the CPU cache.
-    """
-
-    __slots__ = ("_buf", "_hasher", "_i", "_pos", "_retry_at", "_segments", "_total", "digests", "failed")
-
-    def __init__(self, buf: bytearray | memoryview) -> None:
-        self._buf = memoryview(buf).cast("B")
-        self._total = len(self._buf)
-        self._segments: list[tuple[int, int]] | None = None
-        self._i = 0            # the segment being hashed
-        self._pos = 0          # bytes of the frame hashed or skipped so far
-        self._hasher = blake3()
-        self._retry_at = 64    # bytes needed before the head is first parsed
-        self.digests: dict[tuple[int, int], bytes] = {}
-        self.failed = False
-
-    def feed(self, filled: int) -> None:
-        """buf[:filled] holds the frame's first bytes (filled only grows)."""
-        if self.failed:
-            return
-        if self._segments is None:
-            # the head is parsed again only when the bytes present have doubled: a sender that
-            # dribbles its head byte by byte costs O(log) parses, not one per chunk
-            if filled < min(self._total, self._retry_at):
-                return
-            self._retry_at = 2 * filled
-            try:
-                head = _Head(self._buf[:filled], self._total)
-            except Exception:  # noqa: BLE001 - decode() rejects a bad head with its reason
-                # parsed again with more bytes until a valid head must have arrived (bounded)
-                self.failed = filled >= min(self._total, _MAX_HEAD)
-                return
-            self._segments = head.segments
-            self._pos = head.body_start
-        segs = self._segments
-        while self._i < len(segs):
-            a, b = segs[self._i]
-            upto = min(b, filled)
-            if upto > self._pos:
-                self._hasher.update(self._buf[self._pos:upto])
-                self._pos = upto
-            if self._pos < b:
-                return
-            self.digests[(a, b)] = self._hasher.digest()
-            self._hasher = blake3()
-            self._i += 1
-
-    def release(self) -> None:
-        self._buf.release()

@@ -12,8 +12,8 @@ import threading
 import time
 from typing import Any
 
-from . import logs
-from .preflight import StartError, bind, check_files, check_heavy, check_state_dir
+from gossipnode.cli import logs
+from gossipnode.cli.preflight import StartError, bind, check_files, check_heavy, check_state_dir
 
 log = logging.getLogger("gossipnode.cli")
 
@@ -29,7 +29,7 @@ def fail(msg: object) -> int:
 
 
 def cmd_start(args: Any, overrides: dict[str, Any]) -> int:
-    from ..config import load_config
+    from gossipnode.runtime.config import load_config
     try:
         cfg = load_config(args.config, overrides=overrides)
     except ValueError as e:
@@ -95,11 +95,11 @@ def _hard_exit_after(seconds: float, signame: str) -> None:
 async def _serve(cfg, sock) -> int:
     try:
         if cfg.attack:
-            from ..attack import SybilHost
+            from gossipnode.runtime.attacker import SybilHost
             node = SybilHost(cfg)
             node.sock = sock
         else:
-            from ..node import Node
+            from gossipnode.runtime.node import Node
             node = Node(cfg, sock=sock)
     except (OSError, ValueError) as e:   # what the pre-flight checks could not foresee
         sock.close()

@@ -13,8 +13,8 @@ import struct
 import tempfile
 from pathlib import Path
 
-from .core.messages import RawTensor
-from .wire.tensors import from_raw
+from gossipnode.core.messages import RawTensor
+from gossipnode.wire.tensors import from_raw
 
 SAFETENSORS_DTYPES = {"<f4": "F32", "<f2": "F16", "<f8": "F64", "<i8": "I64", "<i4": "I32", "<i2": "I16",
                       "|i1": "I8", "|u1": "U8", "|b1": "BOOL"}

@@ -11,8 +11,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from .attack_names import canonical_attacks
-from .compress_names import parse_compress
+from gossipnode.learn.attack_names import canonical_attacks
+from gossipnode.learn.compress_names import parse_compress
+from gossipnode.transport import REGISTRY as TRANSPORT_REGISTRY
+from gossipnode.transport import choices as transport_choices
 
 # Kept in step with learn.models.BUILTIN_MODELS and the aggregation registry (a test checks);
 # listed here so that checking a configuration imports no torch.
@@ -20,7 +22,6 @@ BUILTIN_MODELS = ("cnn1d", "mlp", "logreg", "gnlenet")
 FILTERS = ("sybilwall", "foolsgold", "krum", "multikrum", "none")
 COMBINERS = ("mean", "median", "trimmed-mean")
 CORRECTIONS = ("vc", "vc-always", "none")
-TRANSPORTS = ("http", "mqtt")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 PEER_SCHEMES = ("http", "https", "mqtt")
@@ -136,8 +137,8 @@ def check(cfg: Any, explicit: set[str]) -> None:
     for p in cfg.peers:
         check_url("--peers", p, PEER_SCHEMES)
     transports = [t.strip() for t in cfg.transport.split(",")]
-    if not all(t in TRANSPORTS for t in transports):
-        raise ConfigError(f"--transport must be http, mqtt or http,mqtt; got {cfg.transport!r}")
+    if not all(t in TRANSPORT_REGISTRY for t in transports):   # the registry loads no transport
+        raise ConfigError(f"--transport must be {transport_choices()}; got {cfg.transport!r}")
     if "mqtt" in transports:
         if not cfg.broker:
             raise ConfigError("--transport mqtt needs --broker mqtt://HOST:1883 (or mqtts://HOST:8883)")

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .core.messages import RawTensor
-from .wire.tensors import from_raw, legacy_model_hash, model_hash, to_raw
+from gossipnode.core.messages import RawTensor
+from gossipnode.wire.tensors import from_raw, legacy_model_hash, model_hash, to_raw
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .configcheck import ConfigError, check, coerce
-from .core.config import ModestConfig, stall_timeout_from
-from .attack_names import canonical_attack, canonical_attacks
+from gossipnode.runtime.configcheck import ConfigError, check, coerce
+from gossipnode.core.config import ModestConfig, stall_timeout_from
+from gossipnode.learn.attack_names import canonical_attack, canonical_attacks
 
 ENV_PREFIX = "GOSSIPNODE_"
 

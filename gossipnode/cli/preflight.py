@@ -37,7 +37,7 @@ def check_state_dir(state_dir: str) -> None:
     key = d / "identity.key"
     if key.exists():
         try:
-            from ..wire.identity import Identity
+            from gossipnode.wire.identity import Identity
             Identity.load_or_create(key)
         except (OSError, ValueError) as e:
             raise StartError(f"--state-dir {state_dir}: identity.key is unusable ({e}); "
@@ -72,8 +72,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def check_heavy(cfg: Any) -> str:
     """Data, model and device (loads torch). Returns a one-line summary of what will run."""
-    from ..learn.data import DataError
-    from ..dataset import load_dataset
+    from gossipnode.learn.data import DataError
+    from gossipnode.learn.dataset import load_dataset
     try:
         ds = load_dataset(cfg)
     except (DataError, ValueError, OSError) as e:
@@ -82,12 +82,12 @@ def check_heavy(cfg: Any) -> str:
         if cfg.data and msg.startswith(f"{cfg.data}: "):
             msg = msg[len(cfg.data) + 2:]
         raise StartError(f"{what}: {msg}") from None
-    from ..learn.models import build_model
+    from gossipnode.learn.models import build_model
     try:
         model = build_model(cfg.model, ds.input_shape, ds.num_classes, cfg.seed)
     except Exception as e:  # a user's factory may raise anything
         raise StartError(f"--model {cfg.model}: {e}") from None
-    from ..learn.trainer import resolve_device
+    from gossipnode.learn.trainer import resolve_device
     try:
         device = resolve_device(cfg.device)
     except ValueError as e:

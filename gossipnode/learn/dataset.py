@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .learn import data as ldata
+from gossipnode.learn import data as ldata
 
 # The last data set loaded, by the settings that define it: `gossipnode start` loads (checks) the
 # data before it creates the node, and the node's learner takes the same object.

@@ -8,18 +8,18 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .config import NodeConfig
-from .dataset import load_dataset
-from .core.messages import RawTensor
-from .learn import data as ldata
-from .learn.models import build_model
-from .learn.attacks import attack_rate
-from .learn.state import State, flatten, state_from_module
-from .learn.trainer import EvalResult, Trainer, TrainStats
-from .wire.tensors import from_raw, to_raw
+from gossipnode.learn.dataset import load_dataset
+from gossipnode.core.messages import RawTensor
+from gossipnode.learn import data as ldata
+from gossipnode.learn.models import build_model
+from gossipnode.learn.attacks import attack_rate
+from gossipnode.learn.state import State, flatten, state_from_module
+from gossipnode.learn.trainer import EvalResult, Trainer, TrainStats
+from gossipnode.wire.tensors import from_raw, to_raw
 
 Model = tuple[RawTensor, ...]
 PROBE_SAMPLES = 512   # adoption check sample: enough for a stable mean loss, cheap to evaluate
@@ -35,7 +35,7 @@ def to_state(model: Model) -> State:
 
 @dataclass
 class Learner:
-    cfg: NodeConfig
+    cfg: Any   # the node's settings (runtime.config.NodeConfig: data, model and training fields)
     dataset: ldata.Dataset
     trainer: Trainer
     initial: Model
@@ -45,7 +45,7 @@ class Learner:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner"))
 
     @classmethod
-    def create(cls, cfg: NodeConfig, init_seed: int | None = None) -> Learner:
+    def create(cls, cfg: Any, init_seed: int | None = None) -> Learner:
         ds = load_dataset(cfg)
         seed = cfg.seed if init_seed is None else init_seed
 

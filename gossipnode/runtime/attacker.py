@@ -14,12 +14,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import NodeConfig
-from .learn.attacks import poison
-from .learn.trainer import TrainStats
-from .learner import Learner, Model
-from .node import Node
-from .wire.tensors import model_hash
+from gossipnode.runtime.config import NodeConfig
+from gossipnode.learn.attacks import poison
+from gossipnode.learn.trainer import TrainStats
+from gossipnode.learn.learner import Learner, Model
+from gossipnode.runtime.node import Node
+from gossipnode.wire.tensors import model_hash
 
 log = logging.getLogger("gossipnode.attack")
 

@@ -16,8 +16,8 @@ def _stage(d: Any) -> str:
 
 
 def cmd_status(args: Any) -> int:
-    from .. import jsonout
-    from ..cli import fetch_status
+    from gossipnode.api import jsonout
+    from gossipnode.cli.entry import fetch_status
     import urllib.error
     url = args.url or f"http://127.0.0.1:{os.environ.get('GOSSIPNODE_PORT', '8470')}"
     try:

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import jsonout
-from .cli import NODE_FLAGS, fetch_status
+from gossipnode.api import jsonout
+from gossipnode.cli.entry import fetch_status
+from gossipnode.runtime.flags import NODE_FLAGS
 
 GRACE_S = 20.0  # after the first node finished its last round, give the others this long
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -75,8 +76,8 @@ def _table(statuses: list[dict[str, Any] | None], title: str, final: bool = Fals
 
 def main(args: argparse.Namespace) -> int:
     n = args.nodes
-    from .cli import _overrides
-    from .config import load_config
+    from gossipnode.cli.entry import _overrides
+    from gossipnode.runtime.config import load_config
     try:  # the nodes' settings, checked once here: one line and exit 2, as `start` does
         if n < 1:
             raise ValueError(f"--nodes must be >= 1, got {n}")

@@ -10,8 +10,8 @@ from typing import Any
 def cmd_identity(args: Any) -> int:
     """Print the node id of the key in a state dir (creating it if missing): the broker user
     name for deploy/mosquitto-acl.conf."""
-    from ..config import NodeConfig
-    from ..wire.identity import Identity
+    from gossipnode.runtime.config import NodeConfig
+    from gossipnode.wire.identity import Identity
     state_dir = args.state_dir or os.environ.get("GOSSIPNODE_STATE_DIR") or NodeConfig().state_dir
     try:
         ident = Identity.load_or_create(Path(state_dir) / "identity.key")
@@ -25,7 +25,7 @@ def cmd_identity(args: Any) -> int:
 
 
 def cmd_data_split(args: Any) -> int:
-    from ..learn import data as ldata
+    from gossipnode.learn import data as ldata
     try:
         if args.from_file:
             ds = ldata.load_npz(args.from_file)
@@ -46,8 +46,8 @@ def cmd_data_split(args: Any) -> int:
 def cmd_export(args: Any) -> int:
     """The state dir's checkpointed model as .safetensors (no torch needed) or .pt (a plain
     dict of tensors: `torch.load(path, weights_only=True)`)."""
-    from .. import checkpoint
-    from ..export import write
+    from gossipnode.runtime import checkpoint
+    from gossipnode.cli.export import write
     out = Path(args.out)
     fmt = args.format or {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt"}.get(out.suffix)
     if fmt is None:

@@ -1,1 +1,0 @@
-"""The CLI's commands, each imported only when it runs (see gossipnode/cli.py)."""

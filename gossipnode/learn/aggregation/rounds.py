@@ -1,0 +1,71 @@
+"""Rules of a round's aggregation shared by the daemon and the simulator: which base the updates
+are measured against, and the aggregator's self-check (SPEC section 15).
+
+May import: numpy, the rest of `learn/` (no torch here: the probe is passed in)."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection
+from contextlib import contextmanager
+from typing import Any
+
+from ..sanity import AdoptionGate, adoption_problem
+from ..state import State
+from .filters import NoFilter
+from .pipeline import Pipeline
+from .types import Contribution
+
+
+def pick_base(parents: Counter[bytes], trusted: Collection[bytes] = ()) -> bytes | None:
+    """The model most contributions were trained from, preferring models this node adopted
+    (`trusted`): Sybils that outnumber the honest contributors must not choose the base that
+    every update is measured against (their own poisoned model)."""
+    pick = Counter({p: n for p, n in parents.items() if p in trusted}) or parents
+    return pick.most_common(1)[0][0] if pick else None
+
+
+@contextmanager
+def no_recording(p: Pipeline):
+    """A second pass over the same contributions must not add their updates to the SybilWall
+    histories again (the first pass recorded them)."""
+    rec = getattr(p.filter, "auto_record", None)
+    if rec is not None:
+        p.filter.auto_record = False
+    try:
+        yield p
+    finally:
+        if rec is not None:
+            p.filter.auto_record = rec
+
+
+def unfiltered(p: Pipeline) -> Pipeline:
+    """The same combine and correct stages without the filter."""
+    return Pipeline(NoFilter(), p.combiner, p.corrector)
+
+
+def self_check(pipeline: Pipeline, probe: Callable[[State], float], gate: AdoptionGate, state: State,
+               contributions: list[Contribution], base: State | None,
+               current: State) -> tuple[State, dict[str, Any]]:
+    """The aggregator's own adoption check: its result must not be much worse on its own data
+    than the model it holds (``current``). A filter that put all weight on a lone outlier
+    (FoolsGold weights favour the most dissimilar update, so one label-flipper among similar iid
+    nodes gets it all), or updates against a poisoned base, fail it; then the contributions that
+    are each much worse go, and the rest is aggregated again with the filter (``screened``),
+    then without it (``unfiltered``); else the current model is sent again (``current``)."""
+    margin = gate.margin
+    base_loss = gate.reference(probe(current))
+    loss = probe(state)
+    if adoption_problem(loss, base_loss, margin) is None:
+        return state, {}
+    kept = [c for c in contributions if adoption_problem(probe(c.model), base_loss, margin) is None]
+    out: dict[str, Any] = {"self_check": {"current_loss": round(base_loss, 5), "loss": round(loss, 5),
+                                          "margin": round(margin, 5), "kept": len(kept)}}
+    if kept:
+        for name, p in (("screened", pipeline), ("unfiltered", unfiltered(pipeline))):
+            with no_recording(p):
+                res = p.aggregate(kept, base)
+            if not any(w > 0 for w in res.weights.values()):
+                continue   # the filter zeroed every kept update: its result is the base, no progress
+            if adoption_problem(probe(res.state), base_loss, margin) is None:
+                return res.state, out | {"fallback": name}
+    return {k: v.copy() for k, v in current.items()}, out | {"fallback": "current"}
