@@ -16,16 +16,16 @@ LAYERS = {"core": 0, "wire": 1, "learn": 2, "transport": 3, "api": 4, "runtime":
 MAX_LINES = 400
 
 
-def _module(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def _module(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
-    mod = _module(path)
+def _imports(path: Path, root: Path = ROOT) -> set[str]:
+    mod = _module(path, root)
     pkg = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -40,12 +40,12 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-def _graph() -> dict[str, set[str]]:
-    mods = {_module(p): p for p in PKG.rglob("*.py")}
+def _graph(root: Path = ROOT) -> dict[str, set[str]]:
+    mods = {_module(p, root): p for p in (root / "gossipnode").rglob("*.py")}
     graph = {}
     for m, p in mods.items():
         # an import of `a.b.c` means the module a.b.c, else its package a.b (a name imported from it)
-        graph[m] = {i if i in mods else i.rsplit(".", 1)[0] for i in _imports(p)} & set(mods) - {m}
+        graph[m] = {i if i in mods else i.rsplit(".", 1)[0] for i in _imports(p, root)} & set(mods) - {m}
     return graph
 
 
@@ -54,9 +54,9 @@ def _layer(mod: str) -> int | None:
     return LAYERS.get(parts[1]) if len(parts) > 1 else None
 
 
-def test_each_layer_imports_only_the_layers_below() -> None:
+def _upward(root: Path = ROOT) -> list[str]:
     bad = []
-    for m, deps in _graph().items():
+    for m, deps in _graph(root).items():
         lm = _layer(m)
         for d in deps:
             ld = _layer(d)
@@ -64,11 +64,16 @@ def test_each_layer_imports_only_the_layers_below() -> None:
                 continue
             if ld >= lm:
                 bad.append(f"{m} imports {d}")
-    assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
+    return sorted(bad)
 
 
-def test_no_import_cycles() -> None:
-    graph = _graph()
+def test_each_layer_imports_only_the_layers_below() -> None:
+    bad = _upward()
+    assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def _cycles(root: Path = ROOT) -> list[list[str]]:
+    graph = _graph(root)
     # package __init__ modules importing their own submodules (lazy re-exports) are not cycles
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
@@ -89,27 +94,38 @@ def test_no_import_cycles() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m, [])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles()
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
-def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path) -> None:
-    # the two checks above can fail: a core module importing the runtime is both
-    src = "from gossipnode.runtime import node\n"
-    p = PKG / "core" / "actions.py"
-    assert "gossipnode.runtime" not in p.read_text()
-    tree_imports = {i for i in _imports(p)}
-    fake = tmp_path / "x.py"
-    fake.write_text(src)
-    assert "gossipnode.runtime" in {i.rsplit(".", 1)[0] for i in _imports_of_text(src)} | tree_imports | {
-        "gossipnode.runtime"}
-    assert _layer("gossipnode.core.actions") < _layer("gossipnode.runtime.node")
-
-
-def _imports_of_text(src: str) -> set[str]:
-    return {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module}
+def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
+    # the two checks above can fail: a small package where core imports the runtime and back
+    for mod, src in {"__init__": "", "core/__init__": "", "core/a": "from gossipnode.runtime import b\n",
+                     "runtime/__init__": "", "runtime/b": "from ..core import a\n"}.items():
+        f = tmp_path / "gossipnode" / f"{mod}.py"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(src)
+    assert "gossipnode.core.a imports gossipnode.runtime.b" in _upward(tmp_path)
+    assert _cycles(tmp_path) == [["gossipnode.core.a", "gossipnode.runtime.b", "gossipnode.core.a"]]
 
 
 def test_no_module_is_over_400_lines() -> None:
     big = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_core_is_sans_io() -> None:
+    """core/ never imports asyncio, sockets, a clock, numpy or torch (DESIGN: time is passed in)."""
+    banned = {"asyncio", "aiohttp", "aiomqtt", "socket", "time", "torch", "numpy", "threading", "uvloop"}
+    bad = []
+    for p in (PKG / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{p.name}: {n}" for n in names if n.split(".")[0] in banned]
+    assert not bad, bad

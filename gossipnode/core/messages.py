@@ -140,6 +140,7 @@ class ModelData:
     tensors: tuple[RawTensor, ...]
 
 
+Model = tuple[RawTensor, ...]   # a model as it travels: named raw tensors, in order
 Message = Advertise | ViewShare | Ping | Pong | ModelMsg | ModelRequest | ModelData
 
 

@@ -1,7 +1,9 @@
 """Learning: models, datasets, local training, attacks and aggregation (plain PyTorch/numpy, no I/O loop).
 
 Names are imported lazily, so that `gossipnode.learn.data` (numpy only) can be used without
-loading torch."""
+loading torch.
+
+May import: core/, wire/ (tensors travel as wire tensors), numpy, torch."""
 
 from importlib import import_module
 from typing import Any

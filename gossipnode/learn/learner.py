@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from gossipnode.learn.dataset import load_dataset
-from gossipnode.core.messages import RawTensor
+from gossipnode.core.messages import Model
 from gossipnode.learn import data as ldata
 from gossipnode.learn.models import build_model
 from gossipnode.learn.attacks import attack_rate
@@ -21,7 +21,6 @@ from gossipnode.learn.state import State, flatten, state_from_module
 from gossipnode.learn.trainer import EvalResult, Trainer, TrainStats
 from gossipnode.wire.tensors import from_raw, to_raw
 
-Model = tuple[RawTensor, ...]
 PROBE_SAMPLES = 512   # adoption check sample: enough for a stable mean loss, cheap to evaluate
 
 

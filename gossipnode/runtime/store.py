@@ -7,10 +7,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from gossipnode.core.messages import RawTensor
+from gossipnode.core.messages import Model
 from gossipnode.wire.tensors import model_hash
 
-Model = tuple[RawTensor, ...]
 
 
 class ModelStore:

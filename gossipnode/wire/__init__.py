@@ -1,5 +1,7 @@
 """wire/: everything that touches untrusted bytes (envelope, codec, signatures, tensors, and
-MQTT's chunk framing and announce records: wire.chunks, wire.announce)."""
+MQTT's chunk framing and announce records: wire.chunks, wire.announce).
+
+May import: core/ (message types), numpy, msgpack, cryptography, blake3."""
 from gossipnode.wire.codec import (
     Envelope,
     Frame,

@@ -10,7 +10,7 @@ from .filters import (
     SybilWallFilter,
     foolsgold_weights,
 )
-from .history import HistoryRecord, HistoryStore
+from .history import StoredHistory, HistoryStore
 from .pipeline import Pipeline, available_stages, build_pipeline
 from .registry import register
 from .types import AggregateResult, AggregationError, Contribution
@@ -21,7 +21,7 @@ __all__ = [
     "AggregationError",
     "Contribution",
     "FoolsGoldFilter",
-    "HistoryRecord",
+    "StoredHistory",
     "HistoryStore",
     "KrumFilter",
     "MeanCombiner",

@@ -12,7 +12,7 @@ from ..state import State, is_weight
 
 
 @dataclass(frozen=True)
-class HistoryRecord:
+class StoredHistory:
     round: int
     distance: int  # 1 = a direct sender; d + 1 for a record learned from a peer that had it at d
     received_from: str
@@ -46,11 +46,11 @@ def _as_vector(history: State | np.ndarray) -> np.ndarray:
 
 
 class HistoryStore:
-    """``peer -> HistoryRecord``. Thread-safe: gossip arrives on the event loop, aggregation runs in a worker."""
+    """``peer -> StoredHistory``. Thread-safe: gossip arrives on the event loop, aggregation runs in a worker."""
 
     def __init__(self, self_id: str | None = None) -> None:
         self.self_id = self_id
-        self._records: dict[str, HistoryRecord] = {}
+        self._records: dict[str, StoredHistory] = {}
         self._lock = threading.Lock()
         self._size: int | None = None  # all histories must have the same length
 
@@ -60,7 +60,7 @@ class HistoryStore:
         elif vec.size != self._size:
             raise ValueError(f"history has {vec.size} values, store holds {self._size}")
 
-    def record_update(self, peer: str, round: int, delta: State | np.ndarray) -> HistoryRecord:
+    def record_update(self, peer: str, round: int, delta: State | np.ndarray) -> StoredHistory:
         """A direct update from ``peer``: add it to the peer's history (FoolsGold: sum of updates).
 
         A record previously learned by gossip is promoted to a direct one (distance 1) and keeps
@@ -72,7 +72,7 @@ class HistoryStore:
             old = self._records.get(peer)
             hist = vec if old is None else _clip32(old.history.astype(np.float64) + vec)
             rnd = round if old is None else max(round, old.round)
-            rec = HistoryRecord(round=rnd, distance=1, received_from=peer, history=hist)
+            rec = StoredHistory(round=rnd, distance=1, received_from=peer, history=hist)
             self._records[peer] = rec
             return rec
 
@@ -95,7 +95,7 @@ class HistoryStore:
             old = self._records.get(peer)
             if old is not None and (old.distance == 1 or round <= old.round):
                 return False
-            self._records[peer] = HistoryRecord(round, distance + 1, received_from, vec)
+            self._records[peer] = StoredHistory(round, distance + 1, received_from, vec)
             return True
 
     def select_records(
@@ -104,7 +104,7 @@ class HistoryStore:
         self_id: str | None,
         rng: np.random.Generator,
         lam: float = 0.8,
-    ) -> dict[str, tuple[str, HistoryRecord]]:
+    ) -> dict[str, tuple[str, StoredHistory]]:
         """For each neighbour n, one record j to send, drawn with P ∝ lam * exp(-lam * (d_j - 1)).
 
         Excludes self's record, n's own record and records received from n. Neighbours with
@@ -113,7 +113,7 @@ class HistoryStore:
         self_id = self.self_id if self_id is None else self_id
         with self._lock:
             items = list(self._records.items())
-        out: dict[str, tuple[str, HistoryRecord]] = {}
+        out: dict[str, tuple[str, StoredHistory]] = {}
         for n in neighbours:
             cands = [(j, r) for j, r in items if j != self_id and j != n and r.received_from != n]
             if not cands:
@@ -123,11 +123,11 @@ class HistoryStore:
             out[n] = cands[int(rng.choice(len(cands), p=p / p.sum()))]
         return out
 
-    def get(self, peer: str) -> HistoryRecord | None:
+    def get(self, peer: str) -> StoredHistory | None:
         with self._lock:
             return self._records.get(peer)
 
-    def items(self) -> list[tuple[str, HistoryRecord]]:
+    def items(self) -> list[tuple[str, StoredHistory]]:
         with self._lock:
             return list(self._records.items())
 
