@@ -121,7 +121,6 @@ def _flat(st) -> np.ndarray:
 
 
 def test_daemon_gossip_merge_history_is_received_minus_own() -> None:
-    from types import SimpleNamespace
 
     from gossipnode.runtime.aggregating import run_merge
     from gossipnode.learn.aggregation import build_pipeline
@@ -129,13 +128,12 @@ def test_daemon_gossip_merge_history_is_received_minus_own() -> None:
     from gossipnode.wire.identity import node_id
 
     rng = np.random.default_rng(0)
-    node = SimpleNamespace(pipeline=build_pipeline("sybilwall", "mean", "none", self_id="me"),
-                           cfg=SimpleNamespace(beta=0.5))
+    pipeline = build_pipeline("sybilwall", "mean", "none", self_id="me")
     pk = b"\x01" * 32
     own1, got1, own2, got2 = (_state(rng) for _ in range(4))
-    run_merge(node, 1, to_model(own1), [(pk, to_model(got1), b"h1")])
-    run_merge(node, 2, to_model(own2), [(pk, to_model(got2), b"h2")])
-    hist = node.pipeline.filter.store.get(node_id(pk)).history
+    run_merge(pipeline, 1, to_model(own1), [(pk, to_model(got1), b"h1")], 0.5)
+    run_merge(pipeline, 2, to_model(own2), [(pk, to_model(got2), b"h2")], 0.5)
+    hist = pipeline.filter.store.get(node_id(pk)).history
     expected = (_flat(got1) - _flat(own1)) + (_flat(got2) - _flat(own2))
     np.testing.assert_allclose(hist, expected, rtol=1e-6, atol=1e-6)
     # not j's own updates (got2 - got1), not j's latest model
@@ -144,9 +142,9 @@ def test_daemon_gossip_merge_history_is_received_minus_own() -> None:
 
 
 def test_daemon_modest_aggregation_history_is_update_vs_round_base() -> None:
-    from types import SimpleNamespace
 
-    from gossipnode.runtime.aggregating import run_pipeline
+    from gossipnode.learn.sanity import AdoptionGate
+    from gossipnode.runtime.aggregating import Aggregation, run_pipeline
     from gossipnode.learn.aggregation import build_pipeline
     from gossipnode.learn.state import sub
     from gossipnode.learn.learner import to_model
@@ -155,8 +153,7 @@ def test_daemon_modest_aggregation_history_is_update_vs_round_base() -> None:
 
     rng = np.random.default_rng(1)
     store = ModelStore()
-    node = SimpleNamespace(pipeline=build_pipeline("sybilwall", "mean", "none", self_id="me"), store=store,
-                           current=b"")
+    agg = Aggregation(store, build_pipeline("sybilwall", "mean", "none", self_id="me"), None, AdoptionGate(0.5))
     pks = [bytes([i]) * 32 for i in (1, 2)]
     expected = {pk: 0.0 for pk in pks}
     for rnd in (1, 2):
@@ -169,9 +166,9 @@ def test_daemon_modest_aggregation_history_is_update_vs_round_base() -> None:
             h = store.put(to_model(model), parent=hb, delta=to_model(sub(model, base)))
             held.append((pk, to_model(model), h))
             expected[pk] = expected[pk] + _flat(model) - _flat(base)
-        run_pipeline(node, rnd, held)
+        run_pipeline(agg, rnd, held, b"", ())
     for pk in pks:
-        np.testing.assert_allclose(node.pipeline.filter.store.get(node_id(pk)).history, expected[pk],
+        np.testing.assert_allclose(agg.pipeline.filter.store.get(node_id(pk)).history, expected[pk],
                                    rtol=1e-5, atol=1e-5)
 
 
