@@ -46,7 +46,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "test_deploy.py": ("integration",),
     "test_deploy.py::test_dockerfile_has_cpu_default_and_cuda_switch": ("unit",),
     "test_deploy.py::test_dockerfile_pins_the_torch_of_scripts_setup": ("unit",),
-    "test_deploy.py::test_k8s_manifests_parse_and_are_consistent": ("unit",),
     "test_deploy.py::test_k8s_one_place_sets_nodes_and_shards": ("unit",),
     "test_deploy.py::test_k8s_pods_meet_the_restricted_pod_security_level": ("unit",),
     "test_deploy.py::test_k8s_disruption_budgets_and_network_policies": ("unit",),
@@ -61,6 +60,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "test_mqtt_transport.py": ("integration",),
     "test_mqtt_transport.py::test_records_are_validated_strictly": ("unit",),
     "test_mqtt_transport.py::test_chunk_validation_and_bounded_reassembly": ("unit",),
+    # in-process but long (seconds on 2 cores, measured): sweeps of seeds and whole simulations
+    "test_sim_experiments.py": ("slow",),                                                 # 20 s: every preset
+    "test_sim.py::test_partition_churn_cuts_and_heals_and_the_parts_merge": ("slow",),   # 12 s
+    "test_core_modest.py::test_rounds_continue_whenever_the_crash_happens": ("slow",),   # 6 s: 40 seeds
+    "test_core_modest.py::test_stall_check_restarts_nothing_in_a_healthy_network": ("slow",),  # 5 s
 }
 LAYER_MARKS = ("unit", "integration", "slow")
 
@@ -88,11 +92,18 @@ def _unit_starts_no_process(request, monkeypatch):
         yield
         return
 
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"{request.node.nodeid} is marked unit but starts a process {args[:1]!r}: "
-                             "list it in LAYERS in tests/conftest.py")
+    class NoProcess(subprocess.Popen):
+        def __init__(self, args, *rest, **kw) -> None:
+            raise AssertionError(f"{request.node.nodeid} is marked unit but starts a process ({args!r}): "
+                                 "list it in LAYERS in tests/conftest.py")
 
-    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+        def __del__(self) -> None:
+            pass
+
+        def __repr__(self) -> str:
+            return "NoProcess()"
+
+    monkeypatch.setattr(subprocess, "Popen", NoProcess)
     yield
 
 

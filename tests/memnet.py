@@ -17,6 +17,7 @@ This is the only test module that imports `Node` (the runtime may move; fix the 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,7 @@ class MemNet:
         self.network_id = network_id
         self.cfg = FAST | cfg
         self.nodes: list[Node] = []
+        self.evaluations: list[list[dict[str, Any]]] = []   # per node: its `evaluated` events
         self._n = n
         self._classes = classes
         self._classes_per_node = classes_per_node
@@ -121,7 +123,10 @@ class MemNet:
         i = len(self.nodes)
         node = Node(self.config(i, **over), extra_transports=[self.hub.transport(self.name(i))],
                     serve_http=False, serve_rest=False)
+        evals: list[dict[str, Any]] = []
+        node.events.subscribe(lambda e: evals.append(e) if e["kind"] == "evaluated" else None)
         self.nodes.append(node)
+        self.evaluations.append(evals)
         return node
 
     def puppet(self, name: str = "puppet") -> Puppet:
@@ -144,6 +149,11 @@ class MemNet:
         if i in self._started:
             self._started.discard(i)
             await self.nodes[i].stop(graceful=graceful)
+
+    async def crash(self, i: int) -> None:
+        """As a SIGKILL: unreachable at once (frames to and from it fail), no LEAVE, then stopped."""
+        self.hub.down.add(self.address(i))
+        await self.stop_node(i)
 
     async def stop(self) -> None:
         """Cut every address first, so no frame is handled by a node that is stopping, then stop
@@ -189,6 +199,19 @@ class MemNet:
             ev = n.status()["last_eval"]
             out.append(ev["accuracy"] if ev and ev["round"] >= 1 else None)
         return out
+
+    def best_accuracies(self) -> list[float]:
+        """Each node's best evaluation of a round model so far (0.0 before one)."""
+        return [max((e["accuracy"] for e in evals if e["round"] >= 1), default=0.0) for evals in self.evaluations]
+
+    def train_alone(self, i: int, epochs: int) -> tuple[float, float]:
+        """Node i's learner trained on its own shard only, `epochs` times from the initial model
+        (no network; blocking): test accuracy (before, after). A control for learning tests."""
+        learner = self.nodes[i].learner
+        model = learner.initial
+        for _ in range(epochs):
+            model, _ = learner.train(model, threading.Event())
+        return learner.evaluate(learner.initial).accuracy, learner.evaluate(model).accuracy
 
     def all_know_each_other(self) -> bool:
         return all(n.status()["peers_known"] == len(self.nodes) - 1 for n in self.nodes)

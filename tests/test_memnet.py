@@ -3,8 +3,6 @@ and a member's bad model frames are rejected with their reason (missing_base, ba
 unsolicited_model), counted, and change nothing, while the node and the network go on."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -13,8 +11,10 @@ from gossipnode.wire.tensors import from_raw, make_delta, model_hash, to_raw
 
 from memnet import MemNet, Node
 
-# Honest nodes reject nothing but what honest timing explains (see test_integration_http.py).
-HONEST_REJECTIONS = {"worse_model", "round_out_of_range"}
+# Honest nodes reject nothing but what honest timing explains (see test_integration_http.py),
+# and here, where rounds take about 50 ms, a base fetch (MODEL_REQUEST) beyond a peer's budget
+# of 2 per --ping-timeout (sized for rounds of seconds) is `rate_limited`.
+HONEST_REJECTIONS = {"worse_model", "round_out_of_range", "rate_limited"}
 # A node that stays in its bootstrap phase: no rounds, its store and core do not move.
 QUIET = dict(bootstrap_wait=600.0, bootstrap_timeout=600.0)
 
@@ -39,25 +39,22 @@ def _rejected(node: Node) -> dict[str, int]:
 
 
 async def test_six_nodes_learn_what_no_node_can_learn_alone(tmp_path) -> None:
-    # Each node holds 2 of the 4 classes; every node's test split has all 4.
-    net = MemNet(tmp_path, 6, sample_size=3, classes_per_node=2)
-    # Control: each node trained alone (5 epochs on its own shard) stays below 0.7 (measured
-    # 0.51-0.67), so the bar below is only met by combining the others' models.
-    for node in net.nodes:
-        alone = node.learner
-        model = alone.initial
-        for _ in range(5):
-            model, _ = alone.train(model, threading.Event())
-        assert alone.evaluate(alone.initial).accuracy < 0.35   # chance is 0.25
-        assert alone.evaluate(model).accuracy < 0.7
+    # 6 classes; node i holds classes i and i+1 (mod 6): no two nodes hold the same pair (two
+    # that did would look like Sybils to SybilWall). Every node's test split has all 6.
+    net = MemNet(tmp_path, 6, sample_size=4, classes=6, classes_per_node=2)
+    # Control: each node trained alone (5 epochs on its own shard) stays below 0.5 (measured
+    # 0.34-0.42; chance 1/6), so the bar below is only met by combining the others' models.
+    for i in range(len(net.nodes)):
+        before, after = net.train_alone(i, epochs=5)
+        assert before < 0.25 and after < 0.5, (i, before, after)
     async with net:
         await net.until(net.all_know_each_other, 10, "all peers known")
+        # Measured: 0.9 on every node after 6-19 rounds (1-3 s); a few runs in 20 took 40.
+        await net.until(lambda: all(a >= 0.9 for a in net.best_accuracies()), 45,
+                        "an evaluation >= 0.9 on every node")
         await net.until(lambda: all(n.core.round >= 10 for n in net.nodes), 30, "10 rounds everywhere")
-        # Measured: 0.98-0.99 on every node by round 10 (logreg, separation 1.0).
-        await net.until(lambda: all(a is not None and a >= 0.9 for a in net.accuracies()), 30,
-                        "accuracy >= 0.9 on every node")
         st = [n.status() for n in net.nodes]
-    # every node trained (3 of 6 per round) and the rounds' aggregations add up
+    # every node trained (4 of 6 per round), and one aggregation per round since round 2
     assert all(s["rounds_trained"] >= 1 for s in st), net.summary()
     assert sum(s["rounds_aggregated"] for s in st) >= 9, net.summary()
     assert all(set(s["messages_rejected"]) <= HONEST_REJECTIONS for s in st), net.summary()
@@ -77,7 +74,7 @@ async def quiet(tmp_path):
         yield net, net.nodes[0], puppet
 
 
-def _delta_msg(node: Node, base: tuple[RawTensor, ...], by: float = 0.01) -> tuple[ModelMsg, bytes]:
+def _delta_msg(base: tuple[RawTensor, ...], by: float = 0.01) -> tuple[ModelMsg, bytes]:
     """A TRAINED delta against `base`: (message, the model's hash once applied)."""
     delta, h = make_delta(_shifted(base, by), base)
     return ModelMsg(1, ModelKind.TRAINED, h, (), base=model_hash(base), tensors=delta), h
@@ -87,7 +84,7 @@ async def test_missing_base_rejected_after_asking_the_sender(quiet) -> None:
     net, node, puppet = quiet
     _, cur = _current(node)
     other = _shifted(cur, 0.5)                       # a base the node does not hold
-    msg, h = _delta_msg(node, other)
+    msg, h = _delta_msg(other)
     # The frame is taken while the base is fetched from its sender, which does not hold it either.
     assert await puppet.send(node, msg) is None
     await net.until(lambda: _rejected(node).get("missing_base") == 1, 5, "missing_base")
@@ -96,7 +93,7 @@ async def test_missing_base_rejected_after_asking_the_sender(quiet) -> None:
     assert h not in node.store and model_hash(other) not in node.store
     # A sender that never answers: the same reason once the fetch times out (about 2 ping timeouts).
     puppet.serve_models = False
-    msg2, h2 = _delta_msg(node, _shifted(cur, 0.7))
+    msg2, h2 = _delta_msg(_shifted(cur, 0.7))
     assert await puppet.send(node, msg2) is None
     await net.until(lambda: _rejected(node).get("missing_base") == 2, 10, "missing_base after a timeout")
     assert h2 not in node.store
@@ -104,7 +101,7 @@ async def test_missing_base_rejected_after_asking_the_sender(quiet) -> None:
     puppet.serve_models = True
     served = _shifted(cur, 0.9)
     puppet.models[model_hash(served)] = served
-    msg3, h3 = _delta_msg(node, served)
+    msg3, h3 = _delta_msg(served)
     answers = len(puppet.answers)
     assert await puppet.send(node, msg3) is None
     await net.until(lambda: h3 in node.store, 5, "the delta applied to the fetched base")
@@ -119,28 +116,24 @@ async def test_missing_base_rejected_after_asking_the_sender(quiet) -> None:
 async def test_bad_delta_rejected(quiet) -> None:
     net, node, puppet = quiet
     base_h, base = _current(node)
-    good, h = _delta_msg(node, base)
+    good, h = _delta_msg(base)
     assert good.base == base_h
     d = good.tensors
     w = from_raw(d[0])
+    assert w.ndim == 2 and w.shape[0] != w.shape[1]   # logreg's weight: (classes, features)
     cases = {
         "wrong shape": (to_raw(d[0].name, np.zeros(w.size + 1, np.float32)),) + d[1:],
-        "transposed": (to_raw(d[0].name, np.ascontiguousarray(w.T)),) + d[1:] if w.ndim == 2 and
-                      w.shape[0] != w.shape[1] else None,
+        "transposed": (to_raw(d[0].name, np.ascontiguousarray(w.T)),) + d[1:],
         "wrong name": (to_raw("not." + d[0].name, w),) + d[1:],
         "one tensor short": d[1:],
         "one tensor more": d + (to_raw("extra", np.zeros(3, np.float32)),),
         "wrong order": tuple(reversed(d)),
     }
-    n = 0
-    for what, tensors in cases.items():
-        if tensors is None:
-            continue
-        n += 1
+    for n, (what, tensors) in enumerate(cases.items(), 1):
         bad = ModelMsg(1, ModelKind.TRAINED, h, (), base=base_h, tensors=tensors)
         assert await puppet.send(node, bad) == "bad_delta", what
         assert _rejected(node) == {"bad_delta": n}, (what, _rejected(node))
-    assert n >= 5
+    assert n == 6
     assert h not in node.store and node.core.agg_idx == 0 and node.core.round == 0
     # Control: the well-formed delta against the same base is applied and stored.
     assert await puppet.send(node, good) is None
@@ -161,7 +154,7 @@ async def test_unsolicited_model_rejected(quiet) -> None:
     assert _rejected(node) == {"unsolicited_model": 3}
     # Control: the same data is taken when the node asked for it (a delta's base) ...
     puppet.models[h] = other
-    msg, h2 = _delta_msg(node, other)
+    msg, h2 = _delta_msg(other)
     assert await puppet.send(node, msg) is None
     await net.until(lambda: h2 in node.store, 5, "the fetched base used")
     assert puppet.answers[-1] is None and h in node.store
@@ -174,7 +167,8 @@ async def test_unsolicited_model_rejected(quiet) -> None:
 
 
 async def test_network_goes_on_after_a_member_sends_bad_models(tmp_path) -> None:
-    net = MemNet(tmp_path, 3, sample_size=2)
+    # every node in every sample: no honest base fetches, so each count below is the puppet's
+    net = MemNet(tmp_path, 3, sample_size=3)
     async with net:
         # past round tau: the puppet's round-0 record is not active, it is never sampled
         tau = net.nodes[0].cfg.inactivity_threshold
@@ -184,12 +178,12 @@ async def test_network_goes_on_after_a_member_sends_bad_models(tmp_path) -> None
             await puppet.join(node)
         for node in net.nodes:
             base_h, base = _current(node)
-            good, h = _delta_msg(node, base)
+            good, h = _delta_msg(base)
             k = max(1, node.core.round)
             short = ModelMsg(k, ModelKind.TRAINED, h, (), base=base_h, tensors=good.tensors[1:])
             assert await puppet.send(node, short) == "bad_delta"
             assert await puppet.send(node, ModelData(h, base)) == "unsolicited_model"
-            missing, _ = _delta_msg(node, _shifted(base, 0.5))
+            missing, _ = _delta_msg(_shifted(base, 0.5))
             assert await puppet.send(node, ModelMsg(k, ModelKind.TRAINED, missing.model, (), missing.base,
                                                     missing.tensors)) is None
         for node in net.nodes:
@@ -204,3 +198,27 @@ async def test_network_goes_on_after_a_member_sends_bad_models(tmp_path) -> None
             assert set(rej) <= HONEST_REJECTIONS | {"bad_delta", "unsolicited_model", "missing_base"}, rej
         # the puppet's signed LEAVE reached every node: it is no member anywhere now
         assert not any(n.core.is_member(puppet.pk) for n in net.nodes)
+
+
+# ---- crashes -----------------------------------------------------------------------------------
+
+
+async def test_survivors_go_on_after_most_nodes_crash(tmp_path) -> None:
+    """3 of 5 crash (no LEAVE): the two left find out through unanswered pings and keep going."""
+    net = MemNet(tmp_path, 5, sample_size=4, success_fraction=0.75, inactivity_threshold=4,
+                 aggregation_timeout=0.5)
+    async with net:
+        await net.until(lambda: all(n.core.round >= 5 for n in net.nodes), 20, "5 rounds")
+        for i in (0, 1, 2):
+            await net.crash(i)
+        survivors = net.nodes[3:]
+        r0 = max(n.core.round for n in survivors)
+        before = [n.status() for n in survivors]
+        took = await net.until(lambda: all(n.core.round >= r0 + 5 for n in survivors), 60,
+                               "5 more rounds on the survivors")
+        after = [n.status() for n in survivors]
+    # they did try the crashed ones, and both trained in most of the 5 rounds (measured 5-6)
+    assert all(a["send_failures"] > b["send_failures"] for a, b in zip(after, before, strict=True)), after
+    assert all(a["rounds_trained"] >= b["rounds_trained"] + 4 for a, b in zip(after, before, strict=True))
+    print(f"5 rounds after the crash in {took:.1f} s; trained",
+          [a["rounds_trained"] - b["rounds_trained"] for a, b in zip(after, before, strict=True)])
