@@ -364,8 +364,8 @@ class MemberHost:
                 else:   # a blatant poison; subtler ones, up to --adopt-margin worse, remain (SECURITY.md)
                     h = self.store.put(collapse(model, 20.0))
                     host.poisoned.add(h)
-                self.rounds_aggregated += 1
-                self._execute(self.core.aggregation_done(self._now(), a.round, h))
+                self.telemetry.rounds_aggregated += 1
+                self.driver.aggregation_done(a.round, h)
 
         self.cfg = load_config(overrides={"port": port, "state_dir": str(state)} | flags)
         self.url = f"http://{LOOPBACK}:{port}"
