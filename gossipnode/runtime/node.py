@@ -36,7 +36,7 @@ from .config import NodeConfig
 from .exchange import ModelExchange
 from .histories import HistoryGossip
 from .inbound import Inbound
-from .outbox import SENT, UNREACHABLE, Outbox
+from .outbox import FAILED, SENT, UNREACHABLE, Outbox
 from .stopping import stop_node
 from .store import ModelStore
 from .telemetry import Telemetry
@@ -216,7 +216,7 @@ class Node(Inbound):
         return self._spawn(self._send(peer, msg))
 
     def send_to(self, address: str, msg) -> asyncio.Task:
-        return self._spawn(self.outbox.send_to(address, msg, self.http))
+        return self._spawn(self.outbox.send_to(address, msg))
 
     def start_training(self, round_: int, model: bytes) -> None:
         if self._train_cancel is not None:
@@ -246,6 +246,8 @@ class Node(Inbound):
         self.worker.adopted.append(a.model)
         self.model_round = a.round
         self.telemetry.adopted(a.round)
+        if self._stopping:   # the learner's thread may be gone; the final checkpoint saves it
+            return
         t = self._spawn(self._evaluate(a.model, a.round, a.role))
         self._evals.add(t)
         t.add_done_callback(self._evals.discard)
@@ -289,11 +291,11 @@ class Node(Inbound):
                 return
             msg = replace(full, histories=self.histories.select(pk))
         self.outbox.reached(pk)
-        outcome = await self.outbox.send_to(addr, msg, self.http)
+        outcome = await self.outbox.send_to(addr, msg)
         if outcome == SENT and isinstance(msg, ModelMsg):
             self.histories.bytes_sent += sum(len(t.data) for h in msg.histories for t in h.tensors)
-        # MoDeST: only an HTTP request that got no answer says the peer is out of reach.
-        elif outcome != SENT and (outcome == UNREACHABLE or not isinstance(self.core, ModestCore)):
+        # MoDeST: only a direct send (HTTP, memory) that got no answer says the peer is out of reach.
+        elif outcome == UNREACHABLE or (outcome == FAILED and not isinstance(self.core, ModestCore)):
             self.driver.peer_failed(pk)
 
     # ---- training, aggregation, evaluation -------------------------------------------------

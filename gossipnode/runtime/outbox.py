@@ -62,9 +62,9 @@ class Outbox:
         if self._failing:
             self._failing.pop(f"peer {node_id(pk)}", None)
 
-    async def send_to(self, address: str, msg, http: Transport | None = None) -> str:
-        """One frame to one address. UNREACHABLE: an HTTP request got no answer (a refusal is an
-        answer; an MQTT failure is the broker link, not the peer)."""
+    async def send_to(self, address: str, msg) -> str:
+        """One frame to one address. UNREACHABLE: a direct transport (HTTP, memory) got no answer
+        (a refusal is an answer; an MQTT failure is the broker link, not the peer)."""
         t = self.transport_for(address)
         if t is None:
             self.telemetry.send_failures += 1
@@ -87,7 +87,7 @@ class Outbox:
                          type(msg).__name__, address, e)
             else:
                 log.debug("send %s to %s failed: %s", type(msg).__name__, address, e)
-            return UNREACHABLE if t is http and not isinstance(e, Refused) else FAILED
+            return UNREACHABLE if getattr(t, "direct", False) and not isinstance(e, Refused) else FAILED
         self.telemetry.sent(message_type(msg), len(frame))
         if self._failing and (n := self._failing.pop(address, 0)):
             log.info("sending to %s works again (after %d failures)", address, n)

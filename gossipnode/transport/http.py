@@ -67,6 +67,9 @@ class InboundBudget:
 
 class HttpTransport:
     scheme = "http"
+    # a request that got no answer says the peer is out of reach (an MQTT failure says nothing:
+    # it is the broker link); a refusal (Refused) is an answer
+    direct = True
     schemes = ("http", "https")   # https:// peers: nodes with --tls-cert (system CAs, or SSL_CERT_FILE)
 
     def __init__(self, app: web.Application, address: str, max_size: int, timeout: float = 15.0,

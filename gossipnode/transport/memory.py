@@ -55,6 +55,7 @@ class MemoryHub:
 
 class MemoryTransport:
     scheme = SCHEME
+    direct = True   # a frame nobody took says the peer is out of reach (as an unanswered HTTP request)
 
     def __init__(self, hub: MemoryHub, address: str) -> None:
         self.hub = hub
