@@ -62,6 +62,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "test_mqtt_transport.py::test_chunk_validation_and_bounded_reassembly": ("unit",),
     # in-process but long (seconds on 2 cores, measured): sweeps of seeds and whole simulations
     "test_sim_experiments.py": ("slow",),                                                 # 20 s: every preset
+    "test_sim_compress.py": ("slow",),                       # 12 s: whole simulations per compressor
+    "test_http_resources.py": ("integration",),   # a real HTTP server's limits; waits out its time-outs (10 s)
     "test_sim.py::test_partition_churn_cuts_and_heals_and_the_parts_merge": ("slow",),   # 12 s
     "test_core_modest.py::test_rounds_continue_whenever_the_crash_happens": ("slow",),   # 6 s: 40 seeds
     "test_core_modest.py::test_stall_check_restarts_nothing_in_a_healthy_network": ("slow",),  # 5 s
