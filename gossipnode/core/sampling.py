@@ -1,8 +1,19 @@
-"""Deterministic MoDeST sample order: every node with the same view computes the same order."""
+"""Deterministic MoDeST sample order: every node with the same view computes the same order.
+
+The order keys of a round are memoised, process-wide, for the last few rounds: all nodes of a
+simulation (and one node's many walks and role checks) sort the same peers for the same round,
+so each (peer, round) key is hashed once and the sort compares cached bytes in C."""
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
+
+KEEP_ROUNDS = 8           # rounds whose keys are kept
+MAX_KEYS = 1 << 20        # keys kept in all (a bound on memory: about 100 MB at most)
+
+_keys: OrderedDict[int, dict[bytes, bytes]] = OrderedDict()   # round -> pk -> order key
+_n_keys = 0
 
 
 def order_key(pk: bytes, round_: int) -> bytes:
@@ -10,8 +21,35 @@ def order_key(pk: bytes, round_: int) -> bytes:
     return hashlib.sha256(pk + round_.to_bytes(8, "big")).digest()
 
 
+def _round_keys(round_: int) -> dict[bytes, bytes]:
+    global _n_keys
+    keys = _keys.get(round_)
+    if keys is None:
+        keys = _keys[round_] = {}
+        while len(_keys) > KEEP_ROUNDS:
+            _n_keys -= len(_keys.popitem(last=False)[1])
+    else:
+        _keys.move_to_end(round_)
+    return keys
+
+
 def sample_order(candidates: Iterable[bytes], round_: int) -> list[bytes]:
-    return sorted(set(candidates), key=lambda pk: order_key(pk, round_))
+    global _n_keys
+    keys = _round_keys(round_)
+    cands = set(candidates)
+    missing = [pk for pk in cands if pk not in keys]
+    if missing:
+        if _n_keys + len(missing) > MAX_KEYS:   # a flood of made-up peers: start over
+            _keys.clear()
+            _n_keys = 0
+            keys = _round_keys(round_)
+            missing = list(cands)
+        r = round_.to_bytes(8, "big")
+        sha = hashlib.sha256
+        for pk in missing:
+            keys[pk] = sha(pk + r).digest()
+        _n_keys += len(missing)
+    return sorted(cands, key=keys.__getitem__)
 
 
 def sample(candidates: Iterable[bytes], round_: int, size: int) -> list[bytes]:
