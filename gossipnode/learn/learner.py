@@ -17,11 +17,11 @@ from gossipnode.core.messages import Model
 from gossipnode.learn import data as ldata
 from gossipnode.learn.models import build_model
 from gossipnode.learn.attacks import attack_rate
+from gossipnode.learn.sanity import probe_split
 from gossipnode.learn.state import State, flatten, state_from_module
 from gossipnode.learn.trainer import EvalResult, Trainer, TrainStats
 from gossipnode.wire.tensors import from_raw, to_raw
 
-PROBE_SAMPLES = 512   # adoption check sample: enough for a stable mean loss, cheap to evaluate
 
 
 def to_model(state: State) -> Model:
@@ -39,6 +39,7 @@ class Learner:
     trainer: Trainer
     initial: Model
     _history_size: int | None = None
+    _split: tuple[int, ldata.Dataset, ldata.Dataset] | None = None   # (id of dataset, training part, probe part)
     # All torch work of a process runs on this one thread (see Node._torch).
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner"))
@@ -79,19 +80,26 @@ class Learner:
     def device(self) -> str:
         return str(self.trainer.device)
 
+    def _parts(self) -> tuple[ldata.Dataset, ldata.Dataset]:
+        """The local data split once into what it trains on and what the adoption check probes
+        (learn.sanity.probe_split); recomputed if `dataset` is replaced (the attacker host does)."""
+        if self._split is None or self._split[0] != id(self.dataset):
+            train_idx, probe_idx = probe_split(len(self.dataset.y))
+            self._split = (id(self.dataset), self.dataset.subset(train_idx), self.dataset.subset(probe_idx))
+        return self._split[1], self._split[2]
+
     def train(self, model: Model, cancel: threading.Event) -> tuple[Model, TrainStats]:
-        state, stats = self.trainer.train(to_state(model), self.dataset, cancel)
+        state, stats = self.trainer.train(to_state(model), self._parts()[0], cancel)
         return to_model(state), stats
 
     def evaluate(self, model: Model) -> EvalResult:
         return self.trainer.evaluate(to_state(model), self.dataset.x_test, self.dataset.y_test)
 
     def probe_loss(self, model: Model) -> float:
-        """Mean loss of ``model`` on a fixed sample (at most PROBE_SAMPLES) of the local training
-        data: what the adoption check (learn.sanity.adoption_problem) compares."""
-        y = self.dataset.y
-        idx = np.linspace(0, len(y) - 1, min(PROBE_SAMPLES, len(y))).astype(np.int64) if len(y) else []
-        return self.trainer.probe_loss(to_state(model), self.dataset.x[idx], y[idx])
+        """Mean loss of ``model`` on the local samples held out from training (at most
+        PROBE_SAMPLES): what the adoption check (learn.sanity.adoption_problem) compares."""
+        probe = self._parts()[1]
+        return self.trainer.probe_loss(to_state(model), probe.x, probe.y)
 
     def compatible(self, model: Model) -> str | None:
         """Why a received model cannot be used with our architecture (None if it can)."""

@@ -93,7 +93,7 @@ class Engine(Learning, Measure):
         # ---- learning ----
         self.data = data if data is not None else load_data(cfg)
         self.shards = ldata.partition(self.data.y, self.n_honest_cap, cfg.partition, cfg.seed)
-        self._datasets: dict[int, ldata.Dataset] = {}
+        self._datasets: dict[int, tuple[ldata.Dataset, ldata.Dataset]] = {}   # node -> (training, probe)
         ds = self.data
 
         def factory(seed: int = cfg.seed):

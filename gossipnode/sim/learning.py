@@ -16,7 +16,7 @@ from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
 from gossipnode.learn.aggregation.rounds import pick_base, self_check
 from gossipnode.learn.compress import Compressor
-from gossipnode.learn.sanity import DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model, degenerate
+from gossipnode.learn.sanity import DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model, degenerate, probe_split
 from gossipnode.learn.state import State, sub
 from gossipnode.learn.state import state_from_module  # noqa: F401  (used by subclasses' set-up)
 from gossipnode.wire.tensors import decode_values, to_raw
@@ -52,15 +52,25 @@ class Learning:
         return h
 
     def dataset_of(self, i: int) -> ldata.Dataset:
+        """What node i trains on: its shard less the samples held out for the adoption check
+        (learn.sanity.probe_split, as the daemon's learner)."""
+        return self._parts_of(i)[0]
+
+    def probe_set_of(self, i: int) -> ldata.Dataset:
+        return self._parts_of(i)[1]
+
+    def _parts_of(self, i: int) -> tuple[ldata.Dataset, ldata.Dataset]:
         d = self._datasets.get(i)
         if d is None:
-            d = self.data.subset(self.shards[i])
-            self._datasets[i] = d
+            shard = np.asarray(self.shards[i])
+            train_idx, probe_idx = probe_split(len(shard))
+            d = self._datasets[i] = (self.data.subset(shard[train_idx]), self.data.subset(shard[probe_idx]))
         return d
 
     def train_time(self, i: int) -> float:
         if i in self._sybil_set:
             return 0.1
+        # the whole shard: training on the part kept plus the adoption check's probes of the rest
         return len(self.shards[i]) * self.cfg.local_epochs / self.speed[i]
 
     @property
@@ -134,17 +144,14 @@ class Learning:
                 return self.sizes.compressed_model(msg, tb)
         return self.sizes.of(msg)
 
-    PROBE_SAMPLES = 512   # as the daemon's learner.PROBE_SAMPLES
-
     def probe_loss(self, i: int, h: bytes) -> float:
         key = (i, h)
         loss = self._probe_cache.get(key)
         if loss is None:
             if len(self._probe_cache) > 20_000:
                 self._probe_cache.clear()
-            d = self.dataset_of(i)
-            idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
-            loss = self.trainer.probe_loss(self.models[h], d.x[idx], d.y[idx])
+            d = self.probe_set_of(i)
+            loss = self.trainer.probe_loss(self.models[h], d.x, d.y)
             self._probe_cache[key] = loss
         return loss
 
@@ -225,9 +232,8 @@ class Learning:
         a result much worse than i's current model on i's own data gives way to the screened,
         then the unfiltered pipeline, then to the current model."""
         gate = self._gates.get(i) or AdoptionGate(self.cfg.adopt_margin)
-        d = self.dataset_of(i)
-        idx = np.linspace(0, len(d.y) - 1, min(self.PROBE_SAMPLES, len(d.y))).astype(np.int64)
-        x, y = d.x[idx], d.y[idx]
+        d = self.probe_set_of(i)
+        x, y = d.x, d.y
         out, info = self_check(self.pipeline(i), lambda st: self.trainer.probe_loss(st, x, y), gate, state,
                                contribs, self.models[base_h], self.models[current_h])
         if "fallback" in info:
