@@ -118,20 +118,6 @@ def test_unsolicited_aggregated_model_is_not_adopted(live, who, ahead) -> None:
         assert row.reasons.get("worse_model") or row.reasons.get("degenerate_model"), row.reasons
 
 
-def test_member_aggregator_replacing_the_model_is_not_adopted(live) -> None:
-    attack = A.atk_malicious_aggregator("replace")
-
-    def long(ctx: A.Context) -> None:
-        # Watched for 30 s: a refused round model stalls that round until the stall restart
-        # (3 x --round-timeout 8 s), after which honest rounds must go on.
-        ctx.observe_s = 15.0
-        attack(ctx)
-    row = live.attack("malicious aggregator (replace)", "member", long, background=True)
-    assert row.tried > 0, "the member was never sampled as an aggregator while watched"
-    assert_defended(row, must_reject=False)
-    assert row.reasons.get("worse_model"), row.reasons
-
-
 @pytest.mark.parametrize("who", ["fresh", "member"])
 def test_trained_nan_update_does_not_freeze_learning(live, who) -> None:
     row = live.attack("TRAINED NaN", who, A.atk_trained_nan)
@@ -191,3 +177,22 @@ def test_idle_and_slowloris_connections_are_closed(live, connections) -> None:
         t.join(max(0.0, CONNECTION_BOUND + 5 - (time.monotonic() - t0)))
     for kind, o in out.items():
         assert o.get("closed_after") is not None, f"{kind} connection still open after {CONNECTION_BOUND} s"
+
+
+# Last on purpose: the member that aggregated with a poisoned model keeps it as its own current
+# model, so from then on every update it trains is garbage and every round it aggregates is
+# wasted. The defence holds (nothing of it is adopted), but the tests above measure each attack
+# on a network whose member is otherwise honest; run after this one they saw 4-s windows without
+# honest progress (measured: 1 run in 3).
+def test_member_aggregator_replacing_the_model_is_not_adopted(live) -> None:
+    attack = A.atk_malicious_aggregator("replace")
+
+    def long(ctx: A.Context) -> None:
+        # Watched for 30 s: a refused round model stalls that round until the stall restart
+        # (3 x --round-timeout 8 s), after which honest rounds must go on.
+        ctx.observe_s = 15.0
+        attack(ctx)
+    row = live.attack("malicious aggregator (replace)", "member", long, background=True)
+    assert row.tried > 0, "the member was never sampled as an aggregator while watched"
+    assert_defended(row, must_reject=False)
+    assert row.reasons.get("worse_model"), row.reasons

@@ -130,6 +130,10 @@ async def test_unwritable_checkpoint_is_counted_shown_and_stop_still_ends(tmp_pa
     await n.start()
     try:
         assert not await asyncio.to_thread(n._checkpoint)
+        for _ in range(600):   # the start evaluation first (else it lands after ours, as round 0)
+            if n.telemetry.last_eval is not None:
+                break
+            await asyncio.sleep(0.05)
         n.telemetry.last_eval = {"round": 1, "accuracy": float("nan"), "loss": float("inf"), "samples": 1,
                        "model_hash": "00"}
         n.telemetry.round(1)["loss"] = float("nan")
