@@ -3,7 +3,8 @@ store would hold (the daemon's own `runtime.store.ModelStore`: LRU and pins, mod
 fetches the base of a TRAINED delta it lacks from the sender (MODEL_REQUEST / MODEL_DATA), and
 piggy-backs SybilWall histories on model messages (the daemon's `runtime.histories.HistoryGossip`).
 
-A mixin of the MoDeST and gossip simulators (it uses their `pks`, `index_of`, `cores`, `drivers`).
+A mixin of the MoDeST and gossip simulators (it uses their `pks`, `index_of`, `cores`, `drivers`,
+`tick_at`); it also keeps their timers (one pending wake per node for the shared ActionDriver).
 Not modelled: the daemon's request rate limit and its bound on frames waiting for a base (no
 node here floods requests)."""
 from __future__ import annotations
@@ -28,6 +29,21 @@ class SimExchange:
         self.hgossip: dict[int, HistoryGossip | None] = {}
         self._waiting: dict[tuple[int, bytes], list[tuple[int, ModelMsg, Callable]]] = {}
         self._history_size: int | None = None
+
+    # ---- timers: one pending wake per node, the earliest (the driver asks for it) -----------
+    def wake_at(self, i: int, t: float) -> None:
+        cur = self.tick_at.get(i)
+        if cur is not None and cur <= t:
+            return
+        self.tick_at[i] = t
+        self.at(t, self._tick, i, t)
+
+    def _tick(self, i: int, d: float) -> None:
+        if self.tick_at.get(i) != d:
+            return
+        del self.tick_at[i]
+        if self.alive[i]:
+            self.drivers[i].tick()
 
     # ---- what a node holds ----------------------------------------------------------------
     def store_of(self, i: int) -> ModelStore:

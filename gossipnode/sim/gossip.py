@@ -133,20 +133,9 @@ class GossipSim(SimExchange, Engine):
                     sim.events["rejected_" + str(e.detail.get("reason"))] += 1
 
             def wake_at(self, t: float) -> None:
-                cur = sim.tick_at.get(i)
-                if cur is not None and cur <= t:
-                    return
-                sim.tick_at[i] = t
-                sim.at(t, sim._tick, i, t)
+                sim.wake_at(i, t)
 
         return Host()
-
-    def _tick(self, i: int, d: float) -> None:
-        if self.tick_at.get(i) != d:
-            return
-        del self.tick_at[i]
-        if self.alive[i]:
-            self.drivers[i].tick()
 
     def _on_msg(self, j: int, i: int, msg: object) -> None:
         if j in self._sybil_set:
