@@ -3,7 +3,7 @@
 A core is a sans-I/O state machine: events in (a method call with the current time `now`),
 actions out (a list of `core.actions`). It never reads a clock, never does I/O and never
 touches tensors: models are content hashes. `ModestCore` and `GossipPeerCore` implement this
-Protocol; `runtime.driver.ActionDriver` is the one interpreter of what they return.
+Protocol; `core.driver.ActionDriver` is the one interpreter of what they return.
 
 May import: the rest of `core/` only.
 """
