@@ -6,6 +6,7 @@ so each (peer, round) key is hashed once and the sort compares cached bytes in C
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -33,7 +34,7 @@ def _round_keys(round_: int) -> dict[bytes, bytes]:
     return keys
 
 
-def sample_order(candidates: Iterable[bytes], round_: int) -> list[bytes]:
+def _keyed(candidates: Iterable[bytes], round_: int) -> tuple[set[bytes], dict[bytes, bytes]]:
     global _n_keys
     keys = _round_keys(round_)
     cands = set(candidates)
@@ -49,8 +50,16 @@ def sample_order(candidates: Iterable[bytes], round_: int) -> list[bytes]:
         for pk in missing:
             keys[pk] = sha(pk + r).digest()
         _n_keys += len(missing)
+    return cands, keys
+
+
+def sample_order(candidates: Iterable[bytes], round_: int) -> list[bytes]:
+    cands, keys = _keyed(candidates, round_)
     return sorted(cands, key=keys.__getitem__)
 
 
 def sample(candidates: Iterable[bytes], round_: int, size: int) -> list[bytes]:
-    return sample_order(candidates, round_)[:size]
+    """The first `size` of sample_order (keys are distinct digests: the same list), without
+    sorting all candidates."""
+    cands, keys = _keyed(candidates, round_)
+    return heapq.nsmallest(size, cands, key=keys.__getitem__)
