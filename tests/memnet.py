@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from conftest import until
+
 from gossipnode.runtime.config import NodeConfig
 from gossipnode.core.messages import (
     Advertise, ModelData, ModelRequest, Ping, Pong, RawTensor, Status, ViewRecord,
@@ -171,15 +173,11 @@ class MemNet:
 
     async def until(self, pred: Callable[[], bool], timeout: float = 30.0, what: str = "the condition",
                     every: float = 0.02) -> float:
-        """Await `pred()` (checked every `every` s on the loop); the seconds it took, or an
-        AssertionError naming `what` with every node's state."""
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while not pred():
-            if loop.time() - t0 > timeout:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.summary()}")
-            await asyncio.sleep(every)
-        return loop.time() - t0
+        """conftest.until, with every node's state in the failure message."""
+        try:
+            return await until(pred, timeout, what, every)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.summary()}") from None
 
     def summary(self) -> str:
         lines = []
