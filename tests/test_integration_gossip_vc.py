@@ -51,7 +51,10 @@ def test_variance_correction_keeps_variance_and_accuracy(node_procs) -> None:
     # Measured when written (4 nodes, model age 16): vc ratio 1.20, accuracy 0.228;
     # none ratio 0.31, accuracy 0.117 (geometric mean over weight tensors, vs. the init variance).
     # The default rule (vc) corrects only while the merged models are uncorrelated, so it keeps
-    # part of the variance (measured: 0.68, none 0.27); the paper's rule (vc-always) all of it.
+    # part of the variance; the paper's rule (vc-always) all of it. How much part depends on how
+    # many merges each node did while the models were still apart (timing of 4 real processes):
+    # vc / none measured 2.5 (0.68 / 0.27), 1.65, 2.05, and 1.46 on a loaded machine (none kept
+    # 0.48: fewer merges). Without any correction vc would be 1.0x none; 1.3x separates the two.
     always_ratio, always_acc = run(node_procs, "vc-always")
     vc_ratio, vc_acc = run(node_procs, "vc")
     none_ratio, none_acc = run(node_procs, "none")
@@ -61,5 +64,5 @@ def test_variance_correction_keeps_variance_and_accuracy(node_procs) -> None:
     assert 0.75 <= always_ratio <= 1.6
     assert none_ratio < 0.7 * always_ratio
     assert always_acc >= none_acc - 0.03
-    assert vc_ratio >= 1.6 * none_ratio and vc_ratio <= 1.6
+    assert vc_ratio >= 1.3 * none_ratio and vc_ratio <= 1.6
     assert vc_acc >= none_acc - 0.03
