@@ -23,6 +23,7 @@ from gossipnode.core.modest import ModestCore
 from gossipnode.learn.aggregation import build_pipeline
 from gossipnode.learn.compress import make_compressor
 from gossipnode.learn.learner import Learner
+from gossipnode.learn.sanity import WORSE_MODEL
 from gossipnode.learn.trainer import TrainingCancelled
 from gossipnode.transport import TransportOptions, build_transports
 from gossipnode.transport.base import Transport
@@ -337,14 +338,17 @@ class Node(Inbound):
         if isinstance(done, bytes):   # nothing to merge
             self.driver.merge_done(a.round, done)
             return
-        h, info = done
-        info = info | {"seconds": round(self._now() - t0, 3)}
-        if a.beta is not None:   # MoDeST: a lineage merge after a partition (SPEC 15.5)
-            self.telemetry.round(a.round)["merge"] = info
-            log.info("round %d: merged our lineage (weight %.3f) into the model from %s",
-                     a.round, a.beta, node_id(a.contributions[0][0]))
-        else:
+        h, info = done[0], done[1] | {"seconds": round(self._now() - t0, 3)}
+        if a.beta is None:
             self.telemetry.aggregated(a.round, info, role=False)
+        else:   # MoDeST: a lineage merge after a partition (SPEC 15.5)
+            self.telemetry.round(a.round)["merge"] = info
+            other = node_id(a.contributions[0][0])
+            if "refused" in info:   # the merge would leave us worse: go on from our own model
+                self._count_reject(WORSE_MODEL, f"lineage merge with {other}: {info['refused']}")
+                h = a.own if self.store.get(a.own) is not None else self.current
+            else:
+                log.info("round %d: merged our lineage (weight %.3f) into the model from %s", a.round, a.beta, other)
         if not self._stopping:
             self.driver.merge_done(a.round, h)
 

@@ -85,7 +85,14 @@ class LearningWorker:
             return a.contributions[0][1] if a.beta is not None and held else a.own
         beta = self.beta if a.beta is None else a.beta
         result, info = await asyncio.to_thread(run_merge, self.pipeline, a.round, own, held, beta)
-        return self.store.put(result), info
+        h = self.store.put(result)
+        own_h = a.own if self.store.get(a.own) is not None else current
+        if a.beta is not None and (why := await self.worse_than(result, own_h)):
+            # SPEC 15.5: the model that starts a lineage merge skips the adoption check, the merge
+            # result does not: a member that came back with a poisoned model cannot pull us down
+            # by more than the margin; we go on from our own model (the round still heals).
+            return h, info | {"refused": why}
+        return h, info
 
     # ---- adoption check -------------------------------------------------------------------
     async def worse_than(self, model: Model, current: bytes) -> str | None:

@@ -214,6 +214,9 @@ class ModestSim(SimExchange, Engine):
             return
         contribs = [(self.index_of[pk], h) for pk, h in a.contributions]
         h = self.aggregate(i, a.round, contribs, own=a.own, beta=a.beta)
+        if i < self.n_honest_cap and self.cfg.adopt_margin > 0 and self.adoption_problem(i, h, a.own):
+            h = a.own   # the daemon's rule (SPEC 15.5): a merge that leaves us worse is not taken
+            self.models_rejected[WORSE_MODEL] += 1
         self.hold(i, h)
         self.drivers[i].merge_done(a.round, h)
 
