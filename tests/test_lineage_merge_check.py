@@ -4,6 +4,8 @@ not get it merged into ours; an honest other lineage still is."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -15,18 +17,10 @@ from gossipnode.runtime.store import ModelStore
 from gossipnode.runtime.worker import LearningWorker
 from gossipnode.wire.tensors import from_raw, to_raw
 
-
-def _shift_output_bias(model, shift: float):
-    """The attack of benchmarks/attacks.py: finite, small norm, every sample labelled class 0."""
-    out = list(model)
-    for i in range(len(out) - 1, -1, -1):
-        a = from_raw(out[i])
-        if a.dtype.kind == "f" and a.ndim == 1:
-            b = a.copy()
-            b[0] += shift
-            out[i] = to_raw(out[i].name, b)
-            return tuple(out)
-    raise AssertionError("no bias")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks.attacks import collapse  # noqa: E402  (the attack: every sample labelled class 0)
 
 
 def _noisy(model, scale: float, seed: int):
@@ -51,7 +45,7 @@ def test_merge_result_worse_than_own_model_is_refused(tmp_path) -> None:
     async def run() -> tuple[dict, dict, bytes, bytes]:
         h0 = store.put(learner.initial)
         own, _ = await worker.train(h0, None)   # some learning, so the probe loss means something
-        poisoned = store.put(_shift_output_bias(store.get(own), 20.0))
+        poisoned = store.put(collapse(store.get(own), 20.0))
         honest = store.put(_noisy(store.get(own), 0.05, 1))
         peer = b"\x01" * 32
         _, bad = await worker.merge(Merge(9, own, ((peer, poisoned),), beta=0.5), own)
