@@ -39,6 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "test_integration_membership.py": ("integration", "slow"),
     "test_partition_live.py": ("integration", "slow"),
     "test_security_live.py": ("integration", "slow"),
+    "test_http_fuzz.py": ("integration",),           # a node process under schemathesis and fuzzing
     "test_state.py::test_sigterm_with_unwritable_checkpoint_exits_fast_nonzero_with_one_line": ("integration", "slow"),
     "test_state.py::test_sigterm_with_a_full_state_dir": ("integration", "slow"),
     "test_node_sanity.py::test_live_node_rejects_nan_and_huge_models": ("integration", "slow"),

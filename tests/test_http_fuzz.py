@@ -1,7 +1,8 @@
 """Issue 9, "0 server errors under fuzzing and schemathesis": a live node process (with a peer,
 so it is mid-round) gets schemathesis' generated requests on every REST route of
-`openapi.json`, then garbage, bit-flipped and truncated frames on `/v1/messages`; no answer
-is a 5xx, every bad frame is a counted rejection, and the node keeps learning."""
+`openapi.json` (all but `/v1/messages`, whose binary frames schemathesis cannot make), then
+garbage, bit-flipped and truncated frames on `/v1/messages`; no answer is a 5xx, every bad
+frame is a counted rejection, and the node keeps learning."""
 from __future__ import annotations
 
 import random
@@ -13,12 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from gossipnode.core.messages import Advertise, ModelKind, ModelMsg, ModelRequest, Ping, Pong, Status, ViewShare
 from gossipnode.wire import Identity, encode, to_raw
 
-pytestmark = pytest.mark.slow
 NET = "gossipnode"   # the default network id: frames must get past the network check to be fuzzed deeper
 
 
@@ -48,11 +47,12 @@ def test_no_server_error_under_schemathesis_and_frame_fuzzing(node_procs) -> Non
     n = nodes[0]
     st = Path(sys.executable).with_name("st")
     r = subprocess.run([str(st), "run", f"{n.url}/openapi.json", "--checks", "not_a_server_error",
-                        "--max-examples", "25", "--request-timeout", "20", "--generation-deterministic", "--no-color"],
+                        "--max-examples", "25", "--exclude-path", "/v1/messages",   # its binary frames: fuzzed below
+                        "--request-timeout", "20", "--generation-deterministic", "--no-color"],
                        capture_output=True, text=True, timeout=240)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:] + "\n" + n.log()[-3000:]
-    assert "/v1/status" in out and "/v1/messages" in out, out[-3000:]   # it really ran the routes
+    assert "generated" in out and "0 generated" not in out, out[-3000:]   # it really ran the routes
     before = n.status()
     rejected0 = sum(before.get("messages_rejected", {}).values())
     rnd = random.Random(7)
@@ -75,6 +75,7 @@ def test_no_server_error_under_schemathesis_and_frame_fuzzing(node_procs) -> Non
         c = _post(n.url + "/v1/messages", body)
         codes[c] = codes.get(c, 0) + 1
         sent += 1
+    print(f"schemathesis: {[ln.strip() for ln in out.splitlines() if 'generated' in ln]}; frames: {codes}")
     assert not [c for c in codes if c >= 500], codes
     after = n.status()   # still up
     # every 400 is a counted rejection
