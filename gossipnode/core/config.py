@@ -18,6 +18,7 @@ class ModestConfig:
     bootstrap_wait: float = 3.0       # wait at least this long for peers before round 1
     bootstrap_timeout: float = 30.0   # start round 1 after this even if bootstrap peers are silent
     fresh_contact: float = 1.0        # a peer heard from this recently counts as reachable
+    prewalk: bool = True              # ping the next send's candidates while training / aggregating
     max_rounds: int | None = None     # leave after the model of round max_rounds + 1 exists
     stall_timeout: float | None = None  # idle this long without a new round: check, maybe restart
     # Membership bounds (SPEC "Membership records"): hearsay moves R at most this far above

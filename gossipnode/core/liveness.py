@@ -8,6 +8,8 @@ A mixin of ModestCore (modest.py); it shares the core's state and uses its `_wal
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from .actions import Merge, NewModel, SendTo
@@ -120,11 +122,14 @@ class Liveness:
 
     def _check_sent(self, r: _Retry) -> None:
         """No progress 2 x ping_timeout after a model send: ping its receivers. One that does not
-        answer (a cut fell between us since it was heard from) makes the re-send go now, not
-        after round_timeout; receivers that answer are busy (aggregating, training): wait."""
+        answer (a cut fell between us since it was heard from, or it crashed) makes the re-send
+        go now, not after round_timeout; receivers that answer are busy (aggregating, training):
+        wait, and ping them again 2 x ping_timeout later, until progress or the re-send."""
         def done(_reachable: list[bytes]) -> None:
             if any(p in self.unreachable for p in r.peers):
                 r.hurry(self.now)
+            elif not r.early:   # busy: look again later (it may crash while it waits for updates)
+                r.check_at = self.now + 2 * self.cfg.ping_timeout
 
         if any(p in self.unreachable for p in r.peers):
             r.hurry(self.now)
@@ -308,8 +313,11 @@ class Liveness:
             return
 
         def done(_reachable: list[bytes]) -> None:
-            if self.agg_idx == k and not self.completed_aggregation and self.buffer \
-                    and len(self.buffer) >= self._needed(k):
+            # expected trainers that did not answer will not send: wait for the others only
+            # (a crash or a cut among a large population does not shrink _needed by itself)
+            gone = sum(1 for p in missing if p in self.unreachable)
+            need = min(self._needed(k), max(1, math.ceil((len(expected) - gone) * self.cfg.success_fraction - 1e-9)))
+            if self.agg_idx == k and not self.completed_aggregation and self.buffer and len(self.buffer) >= need:
                 self._event(k, "aggregation_early", received=len(self.buffer), out_of_reach=len(self.unreachable))
                 self._aggregate()
 

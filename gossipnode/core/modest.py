@@ -8,7 +8,7 @@ This module is the round state machine (trainer and aggregator sides, dispatch, 
 finish). The rest of the core is mixed in, one job per module, all sharing this state:
 membership.py (signed records, adverts, joins, bootstrap), rounds.py (the bounded round
 estimate and its witnesses), roles.py (role checks, held models, the adoption quorum) and
-liveness.py (retries and the stall restart).
+liveness.py (retries and the stall restart), walks.py (ping-walks, and pre-walks ahead of the next send).
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ from .liveness import Liveness, _Retry
 from .membership import Membership
 from .messages import Advertise, ModelKind, ModelMsg, Ping, Pong, ViewShare
 from .pingwalk import PingWalk
+from .walks import Walks
 from .roles import VERIFY_WALKS, Roles
 from .rounds import Rounds
 from .view import View
 
 
-class ModestCore(Membership, Rounds, Roles, Liveness):
+class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
     def __init__(
         self,
         cfg: ModestConfig,
@@ -56,6 +57,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self._init_rounds()
         self._init_roles()
         self._init_liveness()
+        self._init_walks()
         self.train_idx = 0
         self.agg_idx = 0
         self.training: int | None = None
@@ -74,7 +76,6 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self.finished = False
         self.finish_sent = False
         self.finish_at: float | None = None   # max_rounds: leave at this time if still idle
-        self._nonce = 0
         self._out: list[Action] = []
         self._local: list[tuple[bytes, object]] = []
         self.now = 0.0
@@ -118,6 +119,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self.training = None
         self.completed_training = True
         self.progress_at = now
+        self._prewalk_trained()
         self._event(round_, "trained", model=model.hex()[:16])
         nxt = round_ + 1
         retry = _Retry(now + self.cfg.round_timeout, nxt, ModelKind.TRAINED, model, self.cfg.aggregators)
@@ -180,6 +182,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self.walks = [w for w in self.walks if not w.done]
         self._probe_tick(now)
         self._reach_tick(now)
+        self._prewalk_tick(now)
         if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
             self._bootstrap_tick(now)
         self._missing_tick(now)
@@ -210,8 +213,9 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             ds.append(self.finish_at if self.finish_at is not None else self.now)
         if self._stall_watch():
             ds.append(self.progress_at + self.cfg.stall_timeout)
-        if (d := self._probe_deadline()) is not None:
-            ds.append(d)
+        for d in (self._probe_deadline(), self._prewalk_deadline()):
+            if d is not None:
+                ds.append(d)
         return min(ds) if ds else None
 
     # ---- message dispatch ------------------------------------------------------------------
@@ -228,6 +232,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             # aggregates it), not R, which may be hearsay from views: retries need to know
             # whether the peer really has the round (see _retry_tick). And our signed record.
             self._send(sender, Pong(max(self.train_idx, self.agg_idx), msg.nonce, self.own_record()))
+            self._prewalk_on_ping(sender, msg.round)
         elif isinstance(msg, Pong):
             rec = msg.record
             if rec is not None and rec.peer != sender:
@@ -300,6 +305,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self.training = k
         self._event(k, "training", sender=source)
         self._out.append(StartTraining(k, model))
+        self._prewalk_schedule(k)
 
     def _on_trained(self, k: int, model: bytes, sender: bytes) -> None:
         """Aggregator side: a trained model for round k arrived from `sender`."""
@@ -319,6 +325,8 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
             return
         if len(self.buffer) >= self._needed(k):
             self._aggregate()
+        elif len(self.buffer) == 1:
+            self._prewalk_trainers(k)
 
     def _needed(self, k: int) -> int:
         # Peers known out of reach are not waited for (they would cost an aggregation timeout
@@ -335,35 +343,6 @@ class ModestCore(Membership, Rounds, Roles, Liveness):
         self._out.append(Aggregate(self.agg_idx, contributions))
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _walk(self, candidates: list[bytes], count: int, round_: int, on_done, fresh: bool = True) -> None:
-        def send_ping(pk: bytes, nonce: int) -> None:
-            self._send(pk, Ping(self.round, nonce, self.own_record()))
-
-        def reachable_now(pk: bytes) -> bool:
-            if pk == self.pk:
-                return True
-            t = self.last_heard.get(pk)
-            return fresh and t is not None and self.now - t <= self.cfg.fresh_contact
-
-        box: list[PingWalk] = []
-
-        def done(reachable: list[bytes]) -> None:
-            for pk in box[0].failed if box else ():
-                self._lost(pk)   # skipped and probed until it is heard from again (handle)
-            on_done(reachable)
-
-        # Peers known out of reach are skipped, not pinged on every walk (probes find them again).
-        w = PingWalk([p for p in candidates if p not in self.unreachable], count, self.cfg.ping_timeout,
-                     self.cfg.ping_interval, send_ping, done, reachable_now, self._new_nonce)
-        box.append(w)
-        w.start(self.now)
-        if not w.done:
-            self.walks.append(w)
-
-    def _new_nonce(self) -> int:
-        self._nonce += 1
-        return self._nonce
-
     def _send(self, pk: bytes, msg: object) -> None:
         if pk == self.pk:
             self._local.append((pk, msg))

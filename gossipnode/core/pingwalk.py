@@ -27,6 +27,7 @@ class PingWalk:
     on_done: Callable[[list[bytes]], None]
     is_reachable_now: Callable[[bytes], bool]
     new_nonce: Callable[[], int]
+    inherited: dict[bytes, _Pending] = field(default_factory=dict)   # pings in flight from a pre-walk
     next_idx: int = 0
     pending: dict[bytes, _Pending] = field(default_factory=dict)
     answered: set[bytes] = field(default_factory=set)
@@ -43,6 +44,9 @@ class PingWalk:
             self.next_idx += 1
             if self.is_reachable_now(pk):
                 self.answered.add(pk)
+                continue
+            if pk in self.inherited:   # already pinged: wait for that answer, do not ping again
+                self.pending[pk] = self.inherited.pop(pk)
                 continue
             nonce = self.new_nonce()
             self.pending[pk] = _Pending(nonce, now, now)
