@@ -97,7 +97,10 @@ class Walks:
         """Training round k starts: ping k+1's aggregators so they are fresh when it ends (timed
         from the last training's duration: an answer older than fresh_contact is stale)."""
         self._train_started = self.now
-        if self.cfg.prewalk:
+        # Not in round 1: its trainers start apart (each when its own bootstrap ends), and an
+        # early ping of round 1 would lift a still-bootstrapping peer's R past 0 before it
+        # starts its own round-1 training (its bootstrap tick runs only at R = 0).
+        if self.cfg.prewalk and k >= 2:
             self._prewalk_due = (self.now + max(0.0, self._train_est - self.cfg.fresh_contact / 2), k)
             self._prewalk_tick(self.now)
 
