@@ -118,7 +118,7 @@ class Node(Inbound):
         self.outbox = Outbox(self.identity, cfg.network_id, self.transports, self.telemetry, self.core.address_of)
         self.driver = ActionDriver(self.core, self, self._now)
         t = self.telemetry
-        t.parts = [self._status, t.counters, self.worker.status, self._status_tail]
+        t.parts = [self._status, t.counters, self.worker.status, self._status_tail, t.looplag.status]
         t.peers, t.model, t.current = self.peers, self.store.get, lambda: self.current
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class Node(Inbound):
                     else web.TCPSite(self._runner, self.cfg.host, self.cfg.port, ssl_context=tls))
             await site.start()
         self._spawn(self._evaluate(self.current, self.model_round, "start"))
-        self._spawn(self._timer_loop())
+        self._spawn(asyncio.gather(self._timer_loop(), self.telemetry.looplag.run()))   # + the loop's lag
         log.info("node %s listening on %s (network %s, device %s)", self.id, ", ".join(self.addresses),
                  self.cfg.network_id, self.learner.device)
         self.driver.start(list(self.cfg.peers))
