@@ -91,3 +91,13 @@ def test_no_child_outlives_the_node(node_procs, sig) -> None:
         # the child stopped quietly: no error, and nothing on its stderr (logged as "training process: ...")
         assert not [r for r in records if r["level"] in ("error", "critical")], lines
         assert not [r for r in records if r["msg"].startswith("training process")], lines
+
+
+def test_what_the_child_sends_is_checked() -> None:
+    from gossipnode.runtime.trainchild import unpack_model
+    good = unpack_model([["w", "<f4", [2, 3], bytes(24)]])
+    assert good[0].shape == (2, 3) and len(good[0].data) == 24
+    for bad in ([["w", "<f4", [2, 3], bytes(23)]], [["w", "<f4", [-1], b""]], [["w", "nonsense", [1], b"x"]],
+                "x", [["w", "<f4", [1]]], [[1, "<f4", [1], bytes(4)]]):
+        with pytest.raises(ValueError):
+            unpack_model(bad)

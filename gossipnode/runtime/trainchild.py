@@ -7,6 +7,7 @@ when the parent stops, dies (PR_SET_PDEATHSIG) or closes the pipe."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import struct
@@ -16,6 +17,7 @@ from dataclasses import fields
 from typing import Any, BinaryIO
 
 import msgpack
+import numpy as np
 
 MAX_FRAME = 1 << 31
 _LEN = struct.Struct(">I")
@@ -58,6 +60,12 @@ def unpack_model(items: Any) -> tuple:
                 and isinstance(it[2], list) and all(isinstance(d, int) and d >= 0 for d in it[2])
                 and isinstance(it[3], bytes)):
             raise ValueError("model: bad tensor entry")
+        try:
+            size = math.prod(it[2]) * np.dtype(it[1]).itemsize
+        except TypeError:
+            raise ValueError(f"model: bad dtype {it[1][:20]!r}") from None
+        if len(it[3]) != size:
+            raise ValueError(f"model: tensor {it[0][:100]!r} has {len(it[3])} bytes, its shape needs {size}")
         out.append(RawTensor(it[0], it[1], tuple(it[2]), it[3]))
     return tuple(out)
 
