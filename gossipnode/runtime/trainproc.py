@@ -121,10 +121,11 @@ class RemoteLearner(Learner):
         return out, TrainStats(int(st[0]), int(st[1]), int(st[2]), float(st[3]), float(st[4]))
 
     def close(self) -> None:
+        """Ends the child without waiting (it exits quietly on SIGTERM or the closed pipe)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.stdin.close()
             try:
-                proc.wait(2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.stdin.close()
+            except OSError:
+                pass
+            proc.terminate()
