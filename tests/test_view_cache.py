@@ -1,6 +1,7 @@
 """View.active is cached per (round, tau, self, view version): it must equal the uncached filter
 after every kind of change, including direct item assignment through `entries`."""
 from gossipnode.core.messages import Status
+from gossipnode.core.sampling import sample_order
 from gossipnode.core.view import Entry, View
 
 
@@ -28,6 +29,10 @@ def test_active_cache_invalidates_on_every_change():
             assert a == _uncached(v, k, 5, me)
             a.append(b"x")   # a caller's append must not leak into the cache
             assert v.active(k, 5, me) == _uncached(v, k, 5, me)
+            o = v.order(k, 5, me)
+            assert o == sample_order(_uncached(v, k, 5, me), k)
+            o.pop()
+            assert v.order(k, 5, me) == sample_order(_uncached(v, k, 5, me), k)
 
 
 def test_simulation_outcome_is_the_same_without_the_cache(monkeypatch):
@@ -40,6 +45,7 @@ def test_simulation_outcome_is_the_same_without_the_cache(monkeypatch):
     cfg = SimConfig(nodes=16, rounds=4, mnist1d_samples=4000, sample_size=5, eval_samples=500)
     cached = run_sim(cfg, data=data)
     monkeypatch.setattr(View, "active", lambda self, k, tau, me: _uncached(self, k, tau, me))
+    monkeypatch.setattr(View, "order", lambda self, k, tau, me: sample_order(_uncached(self, k, tau, me), k))
     plain = run_sim(cfg, data=data)
     assert json.dumps(cached["series"]) == json.dumps(plain["series"])
     assert cached["summary"]["bytes_total"] == plain["summary"]["bytes_total"] > 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from collections.abc import Iterable
 
 from .messages import Status, ViewRecord
+from .sampling import sample_order
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class View:
     def __init__(self) -> None:
         self._entries: dict[bytes, Entry] = _Entries()
         self._active: tuple | None = None   # (key, list): role checks ask A(k) many times per round
+        self._order: tuple | None = None    # (key, list): sample_order of that A(k)
         self._max = 0   # max last_active: R reads it on every message, so keep it, not scan
 
     @property
@@ -143,6 +145,14 @@ class View:
         out.append(self_pk)
         self._active = (key, out)
         return list(out)
+
+    def order(self, round_: int, tau: int, self_pk: bytes) -> list[bytes]:
+        """sample_order(A(k), k), cached like `active` (a fresh list: walks keep theirs)."""
+        key = (round_, tau, self_pk, self._entries.version, id(self._entries))
+        c = self._order
+        if c is None or c[0] != key:
+            c = self._order = (key, sample_order(self.active(round_, tau, self_pk), round_))
+        return list(c[1])
 
     def max_round(self) -> int:
         return self._max
