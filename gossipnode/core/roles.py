@@ -30,7 +30,7 @@ class Roles:
         return self.view.active(k, self.cfg.inactivity_threshold, self.pk)
 
     def order(self, k: int) -> list[bytes]:
-        return sample_order(self.active(k), k)
+        return self.view.order(k, self.cfg.inactivity_threshold, self.pk)
 
     def sample(self, k: int) -> list[bytes]:
         return sample(self.active(k), k, self.cfg.sample_size)

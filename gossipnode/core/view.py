@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from collections.abc import Iterable
 
 from .messages import Status, ViewRecord
+from .sampling import sample_order
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,42 @@ class Entry:
     record: ViewRecord | None = None   # the peer's signed record (relayed as is)
 
 
+class _Entries(dict):
+    """A dict that counts its writes: callers assign items directly, and View's caches key on
+    the count."""
+    __slots__ = ("version",)
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.version = 0
+
+    def __setitem__(self, k, v) -> None:
+        self.version += 1
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k) -> None:
+        self.version += 1
+        super().__delitem__(k)
+
+    def _bump(name):   # noqa: N805 - builds the other mutators
+        def f(self, *a, **kw):
+            self.version += 1
+            return getattr(dict, name)(self, *a, **kw)
+        return f
+
+    pop = _bump("pop")
+    popitem = _bump("popitem")
+    clear = _bump("clear")
+    update = _bump("update")
+    setdefault = _bump("setdefault")
+    del _bump
+
+
 class View:
     def __init__(self) -> None:
-        self._entries: dict[bytes, Entry] = {}
+        self._entries: dict[bytes, Entry] = _Entries()
+        self._active: tuple | None = None   # (key, list): role checks ask A(k) many times per round
+        self._order: tuple | None = None    # (key, list): sample_order of that A(k)
         self._max = 0   # max last_active: R reads it on every message, so keep it, not scan
 
     @property
@@ -33,7 +67,7 @@ class View:
 
     @entries.setter
     def entries(self, value: dict[bytes, Entry]) -> None:
-        self._entries = value
+        self._entries = _Entries(value)
         self._max = max((e.last_active for e in value.values()), default=0)
 
     def __contains__(self, pk: bytes) -> bool:
@@ -99,13 +133,26 @@ class View:
         return tuple(e.record for e in self.entries.values() if e.record is not None)
 
     def active(self, round_: int, tau: int, self_pk: bytes) -> list[bytes]:
-        """A(k) = {j : status != LEAVE and r_j >= k - tau} plus self."""
+        """A(k) = {j : status != LEAVE and r_j >= k - tau} plus self (a fresh list: callers append)."""
+        key = (round_, tau, self_pk, self._entries.version, id(self._entries))
+        c = self._active
+        if c is not None and c[0] == key:
+            return list(c[1])
         out = [
             pk for pk, e in self.entries.items()
             if e.status != Status.LEAVE and e.last_active >= round_ - tau and pk != self_pk
         ]
         out.append(self_pk)
-        return out
+        self._active = (key, out)
+        return list(out)
+
+    def order(self, round_: int, tau: int, self_pk: bytes) -> list[bytes]:
+        """sample_order(A(k), k), cached like `active` (a fresh list: walks keep theirs)."""
+        key = (round_, tau, self_pk, self._entries.version, id(self._entries))
+        c = self._order
+        if c is None or c[0] != key:
+            c = self._order = (key, sample_order(self.active(round_, tau, self_pk), round_))
+        return list(c[1])
 
     def max_round(self) -> int:
         return self._max
