@@ -11,6 +11,7 @@ replaces the model (`--sybil-aggregate replace`) or ignores the updates (`drop`)
 
     python benchmarks/adoption_check.py            # 10 nodes, 100 rounds, seeds 1
     python benchmarks/adoption_check.py --quick    # 6 nodes, 30 rounds
+    python benchmarks/adoption_check.py --margin 2 # another margin for the "on" runs
 """
 from __future__ import annotations
 
@@ -47,14 +48,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--margin", type=float, default=None, help="the margin of the 'on' runs (default: the default)")
     a = ap.parse_args()
     from gossipnode.sim import SimConfig
     nodes, rounds = (6, 30) if a.quick else (10, 100)
-    jobs = [(p, nodes, rounds, a.seed, m) for _, p in SCENARIOS for m in (None, 0.0)]
+    jobs = [(p, nodes, rounds, a.seed, m) for _, p in SCENARIOS for m in (a.margin, 0.0)]
     with ProcessPoolExecutor(a.workers) as ex:
         res = list(ex.map(one, jobs))
     print(f"MoDeST simulator, {nodes} honest nodes, {rounds} rounds, seed {a.seed}; "
-          f"checks on (default --adopt-margin {SimConfig().adopt_margin:g}) vs off (0)")
+          f"checks on (--adopt-margin {SimConfig().adopt_margin if a.margin is None else a.margin:g}) vs off (0)")
     print("| scenario | final on / off | best on / off | attack rate on / off | refused | fallbacks | "
           "max honest rise |")
     print("|---|---|---|---|---|---|---|")
