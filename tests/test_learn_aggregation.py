@@ -416,3 +416,21 @@ def test_adoption_gate_refuses_worse_models_and_cannot_be_ratcheted() -> None:
     for _ in range(AdoptionGate.RECENT):
         g.check(0.5, 0.5)
     assert g.reference(0.5) == 0.5
+
+
+def test_adoption_margin_widens_with_the_skew_of_the_nodes_own_labels() -> None:
+    import numpy as np
+
+    from gossipnode.learn.data import partition
+    from gossipnode.learn.sanity import AdoptionGate, label_skew, local_margin
+    assert abs(label_skew(np.arange(1000) % 10, 10)) < 1e-9            # balanced: the margin as set
+    assert abs(label_skew(np.full(50, 3), 10) - np.log(10)) < 1e-9      # one class: + ln C
+    assert abs(label_skew(np.array([0, 1] * 50), 10) - np.log(5)) < 1e-9
+    assert local_margin(0.0, np.full(50, 3), 10) == 0.0                 # off stays off
+    y = np.arange(10_000) % 10
+    iid = [local_margin(0.5, y[s], 10) for s in partition(y, 20, "iid", seed=1)]
+    skewed = [local_margin(0.5, y[s], 10) for s in partition(y, 20, "dirichlet:0.1", seed=1)]
+    assert max(iid) < 0.55 and min(skewed) > 1.0, (iid, skewed)
+    # a 1.5-nat honest swing on one-class data passes there, and is refused on balanced data
+    assert AdoptionGate(local_margin(0.5, np.full(50, 3), 10)).check(1.7, 0.2) is None
+    assert AdoptionGate(local_margin(0.5, y, 10)).check(1.7, 0.2) is not None

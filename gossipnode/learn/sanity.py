@@ -77,6 +77,31 @@ def adoption_problem(loss: float, current_loss: float, margin: float = DEFAULT_A
     return None
 
 
+def label_skew(labels: np.ndarray, num_classes: int) -> float:
+    """KL(p || uniform) in nats of the local labels' distribution p over ``num_classes``: 0 for
+    balanced data, ln(num_classes) for a single class."""
+    y = np.asarray(labels, dtype=np.int64).ravel()
+    if y.size == 0 or num_classes < 2:
+        return 0.0
+    p = np.bincount(y[(y >= 0) & (y < num_classes)], minlength=num_classes).astype(np.float64)
+    if p.sum() <= 0:
+        return 0.0
+    p /= p.sum()
+    nz = p[p > 0]
+    return float(np.log(num_classes) + np.sum(nz * np.log(nz)))
+
+
+def local_margin(margin: float, labels: np.ndarray, num_classes: int) -> float:
+    """The adoption margin of a node holding ``labels``: ``margin`` plus the skew of its labels
+    (label_skew). On skewed local data honest round models move much more from round to round
+    (each leans toward its trainers' classes: up to 1.95 nats at 100 nodes, dirichlet:0.1, against
+    0.11 on iid data), so a fixed margin refuses them and the network falls apart (RESULTS 9.1).
+    The term depends on the node's own data only: no peer can widen it. ``margin <= 0``: off."""
+    if margin <= 0:
+        return margin
+    return margin + label_skew(labels, num_classes)
+
+
 PROBE_SAMPLES = 512   # adoption check sample: enough for a stable mean loss, cheap to evaluate
 PROBE_SHARE = 0.1     # at most this share of the local training data is held out for it
 PROBE_MIN = 8         # below this the shard is too small to hold anything out
@@ -197,6 +222,8 @@ __all__ = [
     "WORSE_MODEL",
     "AdoptionGate",
     "adoption_problem",
+    "label_skew",
+    "local_margin",
     "degenerate",
     "NON_FINITE",
     "NORM_EPS",

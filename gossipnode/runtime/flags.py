@@ -60,7 +60,8 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
      "(reference: a delta's base, else the current model; default 100; 0: off)"),
     ("--adopt-margin", "adopt_margin", float,
      "MoDeST: refuse another node's round model whose mean loss on this node's data exceeds that of "
-     "the best of its current and last 8 accepted models by more than this many nats (default 0.5; 0: off)"),
+     "the best of its current and last 8 accepted models by more than this many nats plus the skew of "
+     "this node's labels (KL from uniform) (default 0.5; 0: off)"),
     ("--protocol", "protocol", str, "modest (default) or gossip (gossip learning)"),
     ("--gossip-interval", "gossip_interval", float, "gossip: seconds between pushes"),
     ("--beta", "beta", float, "gossip: weight of the own model when merging"),

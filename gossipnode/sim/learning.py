@@ -16,7 +16,8 @@ from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
 from gossipnode.learn.aggregation.rounds import pick_base, self_check
 from gossipnode.learn.compress import Compressor
-from gossipnode.learn.sanity import DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model, degenerate, probe_split
+from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model, degenerate,
+                                     local_margin, probe_split)
 from gossipnode.learn.state import State, sub
 from gossipnode.learn.state import state_from_module  # noqa: F401  (used by subclasses' set-up)
 from gossipnode.wire.tensors import decode_values, to_raw
@@ -155,6 +156,14 @@ class Learning:
             self._probe_cache[key] = loss
         return loss
 
+    def gate_of(self, i: int) -> AdoptionGate:
+        """Node i's adoption check, its margin widened by the skew of i's labels (as the daemon)."""
+        gate = self._gates.get(i)
+        if gate is None:
+            labels = self.data.y[np.asarray(self.shards[i], dtype=np.int64)]
+            gate = self._gates[i] = AdoptionGate(local_margin(self.cfg.adopt_margin, labels, self.data.num_classes))
+        return gate
+
     def adoption_problem(self, i: int, h: bytes, current: bytes) -> str | None:
         """The daemon's receive-time checks of a round model (SPEC section 15) for honest node i
         holding ``current``: degenerate_model, then the adoption check (worse_model). Every
@@ -166,9 +175,7 @@ class Learning:
             return DEGENERATE_MODEL
         if self.cfg.adopt_margin <= 0:
             return None
-        gate = self._gates.get(i)
-        if gate is None:
-            gate = self._gates[i] = AdoptionGate(self.cfg.adopt_margin)
+        gate = self.gate_of(i)
         new, old = self.probe_loss(i, h), self.probe_loss(i, current)
         if gate.check(new, old) is not None:
             return WORSE_MODEL
@@ -231,7 +238,7 @@ class Learning:
         """The daemon's aggregator self-check (learn/aggregation/rounds.py, the same function):
         a result much worse than i's current model on i's own data gives way to the screened,
         then the unfiltered pipeline, then to the current model."""
-        gate = self._gates.get(i) or AdoptionGate(self.cfg.adopt_margin)
+        gate = self.gate_of(i)
         d = self.probe_set_of(i)
         x, y = d.x, d.y
         out, info = self_check(self.pipeline(i), lambda st: self.trainer.probe_loss(st, x, y), gate, state,
