@@ -68,6 +68,7 @@ class View:
     @entries.setter
     def entries(self, value: dict[bytes, Entry]) -> None:
         self._entries = _Entries(value)
+        self._active = self._order = None   # a new dict may reuse a freed one's id
         self._max = max((e.last_active for e in value.values()), default=0)
 
     def __contains__(self, pk: bytes) -> bool:
