@@ -48,9 +48,8 @@ PROTOCOL = {
     "stall_timeout": -1.0,          # off (the simulator's default; the daemon's is 3 x round_timeout)
     "inactivity_threshold": 50, "role_slack": 2, "accept_quorum": 1,
 }
-# The daemon's flags; the simulator's cores get them too. 10 s, not 3: each process warms torch up
-# before it serves (seconds when five start at once on 2 cores), and a node that came up after the
-# others' bootstrap wait missed its round-1 training (seen in CI: round 1 trainers {0, 2} vs {0, 2, 4}).
+# The daemon's flags; the simulator's cores get them too. 10 s, not 3: room for all five processes
+# to come up on 2 loaded cores before anyone's bootstrap wait ends.
 BOOTSTRAP_WAIT, BOOTSTRAP_TIMEOUT = 10.0, 300.0
 RUN_LIMIT_S = 150.0   # bounds a broken run only (measured on 2 cores: 12-16 s alone, 26-33 s with 3-4 at once)
 
