@@ -218,7 +218,9 @@ async def test_survivors_go_on_after_most_nodes_crash(tmp_path) -> None:
                                "5 more rounds on the survivors")
         after = [n.status() for n in survivors]
     # they did try the crashed ones, and both trained in most of the 5 rounds (measured 5-6)
-    assert all(a["send_failures"] > b["send_failures"] for a, b in zip(after, before, strict=True)), after
+    # (together: a survivor whose walks met only the other survivor need not have tried one; one CI
+    # run saw that, with pre-walks choosing candidates while the node was busy)
+    assert sum(a["send_failures"] for a in after) > sum(b["send_failures"] for b in before), after
     assert all(a["rounds_trained"] >= b["rounds_trained"] + 4 for a, b in zip(after, before, strict=True))
     print(f"5 rounds after the crash in {took:.1f} s; trained",
           [a["rounds_trained"] - b["rounds_trained"] for a, b in zip(after, before, strict=True)])
