@@ -305,3 +305,26 @@ def test_max_rounds_every_node_finishes() -> None:
     # the others, never sampled at the end, left after hearing the network passed round 5
     assert len(net.finished) >= 8
     assert all(c.train_idx <= 6 and c.agg_idx <= 6 for c in net.cores.values())
+
+
+def test_a_node_that_starts_late_still_trains_in_round_one() -> None:
+    """Every node lists every other: the first four wait for the fifth to be known, then start
+    round 1 after bootstrap_wait; the fifth started 1 s later, so it hears of round 1 (hearsay in
+    the others' records) before its own bootstrap_wait is over. If it is in round 1's sample it
+    must still train round 1: the aggregators wait for it (tests/test_crosscheck.py once waited
+    out the 60 s aggregation timeout)."""
+    cfg = ModestConfig(sample_size=5, ping_timeout=2.0, bootstrap_wait=3.0, aggregation_timeout=60.0)
+    net = CoreNet(5, cfg, train_time=0.3)
+    addrs = list(net.addr)
+    late = pk_of(4)
+    for pk, c in net.cores.items():
+        if pk != late:
+            net._run(pk, c.start(net.now, addrs))
+    net.run_until(1.0)
+    net._run(late, net.cores[late].start(net.now, addrs))
+    net.run_until(30.0)
+    assert late in net.cores[pk_of(0)].sample(1)   # sample_size = 5: everyone
+    assert 1 in net.trainings.get(late, []), net.trainings.get(late)
+    # round 1 was aggregated from all five, well before the aggregation timeout
+    assert len(net.aggregations[2][0][1]) == 5 if 2 in net.aggregations else False
+    assert net.max_round() >= 3

@@ -145,7 +145,7 @@ class Liveness:
     def _stall_watch(self) -> bool:
         """Idle with nothing pending: the only state in which no timer would ever fire again."""
         return (self.cfg.stall_timeout is not None and not self.finished and not self._stall_walk
-                and not (self.round == 0 and self.train_idx == 0 and self.started)
+                and not self._bootstrapping()
                 and self.training is None and not self.walks and not self.retries
                 and (self.completed_aggregation or not self.buffer))
 

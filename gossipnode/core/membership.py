@@ -311,7 +311,7 @@ class Membership:
         if pk == self.pk or self.finished or not addresses or (e is not None and e.status == Status.JOIN):
             return self._flush()
         addr = addresses[0]
-        if self.started and self.round == 0 and self.train_idx == 0 and addr not in self.bootstrap:
+        if self._bootstrapping() and addr not in self.bootstrap:
             self.bootstrap.append(addr)
         self._out.append(SendTo(addr, self._advert()))
         return self._flush()
@@ -365,13 +365,22 @@ class Membership:
                 self._out.append(SendTo(addr, adv))
         self.bootstrap_next = now + self.cfg.ping_interval
 
+    def _bootstrapping(self) -> bool:
+        """The bootstrap phase: started, never trained, and no evidence that round 1 is over (R_v,
+        not R: a node that started late hears of rounds 1 and 2 in the others' records and pings
+        before its own bootstrap_wait is over, and if it is in round 1's sample the round's
+        aggregators wait for its update). A joiner learns R_v from its bootstrap peers' VIEW."""
+        return self.started and self.train_idx == 0 and self.rv() <= 1 and not self.finished
+
     def _bootstrap_tick(self, now: float) -> None:
         if now < self.bootstrap_next:
             return
         known = self._known_addresses()
         all_known = all(a in known for a in self.bootstrap)
         waited = now - self.start_time
-        if (all_known and waited >= self.cfg.bootstrap_wait) or waited >= self.cfg.bootstrap_timeout:
+        # once round 1 has begun elsewhere there is nothing more to wait for than the peers
+        if (all_known and (waited >= self.cfg.bootstrap_wait or self.round >= 1)) \
+                or waited >= self.cfg.bootstrap_timeout:
             self.started = False  # bootstrap phase over
             if self.pk in self.sample(1):
                 self._event(1, "start", peers=len(self.view) - 1)

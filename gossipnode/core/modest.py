@@ -183,7 +183,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
         self._probe_tick(now)
         self._reach_tick(now)
         self._prewalk_tick(now)
-        if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
+        if self._bootstrapping():
             self._bootstrap_tick(now)
         self._missing_tick(now)
         if (self.agg_deadline is not None and now >= self.agg_deadline
@@ -207,7 +207,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
             iv = self._probe_interval()
             ds.extend(min(j.first_sent + self.cfg.ping_timeout, j.last_sent + iv)
                       for j in self.pending.values() if not j.reached)
-        if self.round == 0 and self.train_idx == 0 and self.started and not self.finished:
+        if self._bootstrapping():
             ds.append(self.bootstrap_next)
         if self.cfg.max_rounds is not None and not self.finish_sent and self._passed(self.cfg.max_rounds):
             ds.append(self.finish_at if self.finish_at is not None else self.now)
