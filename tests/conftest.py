@@ -31,6 +31,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "test_cli_errors.py": ("integration",),          # `python -m gossipnode` with bad flags
     "test_cli_stop.py": ("integration", "slow"),
     "test_e2e_cli.py": ("integration",),
+    "test_train_process.py": ("integration",),       # the training child process, real node processes
     "test_export.py": ("integration",),              # `gossipnode export` as a process
     "test_python_api.py": ("integration",),          # the README script and `import` as processes
     "test_integration_attack.py": ("integration", "slow"),

@@ -27,7 +27,7 @@ def test_status_api_and_command_and_restart_resumes(node_procs) -> None:
     s = node.wait_up()
     for key in ("node_id", "public_key", "network_id", "address", "round", "role", "peers_known",
                 "peers_active", "model_hash", "rounds_trained", "rounds_aggregated", "last_eval",
-                "bytes_sent", "bytes_received", "messages_rejected", "uptime_s", "device", "version"):
+                "bytes_sent", "bytes_received", "messages_rejected", "uptime_s", "device", "version", "event_loop"):
         assert key in s, key
     assert s["device"] == "cpu"
     # The event loop keeps answering while the node trains; the node leaves after round 3.
@@ -36,6 +36,8 @@ def test_status_api_and_command_and_restart_resumes(node_procs) -> None:
     final = json.loads((node.state_dir / "status.json").read_text())
     assert ckpt["round"] == 4 and final["rounds_trained"] == 3
     assert final["last_eval"]["round"] == 4 and final["last_eval"]["accuracy"] > 0.3
+    # the loop-lag monitor ran (sampled every 50 ms) and saw the training rounds
+    assert final["event_loop"]["samples"] > 0 and final["event_loop"]["lag_max_ms"] >= 0
 
     # Restart with the same state dir: same identity, the checkpointed model, counters kept.
     node.args = FAST + ["--sample-size", "1"]

@@ -65,6 +65,20 @@ def test_training_is_reproducible(mnist1d_small: Dataset) -> None:
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
+def test_warm_up_changes_neither_the_module_nor_the_batch_order(mnist1d_small: Dataset) -> None:
+    """Start-up warm-up (issue 12, item 6): a trainer that warmed up trains bit-identically to
+    one that did not (same seed), and its own module is untouched."""
+    small = mnist1d_small.subset(np.arange(200))
+    a = _trainer(small, seed=3)
+    b = _trainer(small, seed=3)
+    st = state_from_module(a.model)
+    assert a.warm_up(small.x, small.y) >= 0.0
+    assert all(np.array_equal(st[k], v) for k, v in state_from_module(a.model).items())
+    sa, _ = a.train(st, small)
+    sb, _ = b.train(st, small)
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
 class _CountingEvent(threading.Event):
     """Becomes set after ``n`` checks: cancels deterministically in the middle of an epoch."""
 

@@ -116,6 +116,10 @@ async def _serve(cfg, sock) -> int:
         asyncio.ensure_future(node.stop(graceful=True, reason=s.name, timeout=STOP_TIMEOUT_S))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    learner = getattr(node, "learner", None)   # torch's first-step imports, before REST serves
+    if learner is not None and hasattr(learner, "warm_up"):
+        secs = await loop.run_in_executor(learner.executor, learner.warm_up)
+        log.debug("torch warmed up in %.2f s", secs)
     try:
         await node.start()
     except OSError as e:

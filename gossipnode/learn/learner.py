@@ -92,6 +92,12 @@ class Learner:
         state, stats = self.trainer.train(to_state(model), self._parts()[0], cancel)
         return to_model(state), stats
 
+    def warm_up(self) -> float:
+        """Trainer.warm_up on two local samples (start-up, before the node serves)."""
+        if len(self.dataset.y) == 0:
+            return 0.0
+        return self.trainer.warm_up(self.dataset.x, self.dataset.y)
+
     def evaluate(self, model: Model) -> EvalResult:
         return self.trainer.evaluate(to_state(model), self.dataset.x_test, self.dataset.y_test)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -149,6 +150,27 @@ class Trainer:
                 seconds=time.perf_counter() - t0,
             )
             return out, stats
+
+    def warm_up(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One forward/backward/optimizer step on a throwaway copy of the module, and one
+        evaluation pass: the first optimizer step imports `torch._dynamo` and more (about 1 s,
+        under the GIL); done at start-up, before the node serves, the first real training does
+        not stall the event loop. Touches neither the module, nor the batch order. Seconds taken."""
+        t0 = time.perf_counter()
+        with self._lock:
+            model = copy.deepcopy(self.model)
+            opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
+                                  weight_decay=self.weight_decay)
+            xt = torch.as_tensor(np.ascontiguousarray(x[:2], dtype=np.float32)).to(self.device)
+            yt = torch.as_tensor(np.ascontiguousarray(y[:2], dtype=np.int64)).to(self.device)
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            self._loss(model(xt), yt).backward()
+            opt.step()
+            model.eval()
+            with torch.no_grad():
+                float(nn.functional.cross_entropy(model(xt), yt))
+        return time.perf_counter() - t0
 
     @torch.no_grad()
     def predict(self, state: State, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:

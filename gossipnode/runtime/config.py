@@ -49,6 +49,7 @@ class NodeConfig:
     lr: float = 0.05
     momentum: float = 0.9
     threads: int = 1                    # torch CPU threads per node
+    train_process: str = "off"          # on: train in a child process (runtime/trainproc.py)
     independent_init: bool = False
     # aggregation pipeline: filter -> combine -> correct
     filter: str = "sybilwall"           # sybilwall, foolsgold, krum, multikrum, none

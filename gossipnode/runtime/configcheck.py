@@ -173,6 +173,8 @@ def check(cfg: Any, explicit: set[str]) -> None:
             raise ConfigError(f"{flag(name)} must be label-flip (or labelflip) or backdoor"
                               f"{' (comma-separated)' if name == 'eval_attack' else ''}; "
                               f"got {getattr(cfg, name)!r}") from None
+    if cfg.train_process not in ("on", "off"):
+        raise ConfigError(f"--train-process must be on or off, got {cfg.train_process!r}")
     if not 0 < cfg.vc_max_corr <= 1:
         raise ConfigError(f"--vc-max-corr must be in (0, 1], got {cfg.vc_max_corr}")
     for name in ("local_epochs", "batch_size", "threads", "sybils"):

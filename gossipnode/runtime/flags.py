@@ -37,6 +37,8 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lr", "lr", float, "SGD learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--threads", "threads", int, "torch CPU threads"),
+    ("--train-process", "train_process", str,
+     "on: train in a child process, so training never holds the event loop's GIL (default off)"),
     ("--filter", "filter", str, "aggregation filter: sybilwall (default), foolsgold, krum, multikrum, none"),
     ("--combine", "combine", str, "aggregation combiner: mean (default), median, trimmed-mean"),
     ("--correct", "correct", str, "aggregation correction: vc (default: variance correction where the merged "

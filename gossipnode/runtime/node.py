@@ -1,7 +1,6 @@
-"""The node: lifecycle (start, stop) and dispatch. Inbound frames come here from every transport
-and go to the core through the shared `core.driver.ActionDriver`; the node is the driver's Host
-and hands the work to its services (outbox, model exchange, histories, learning worker,
-telemetry), which return results and never call back into it."""
+"""The node: lifecycle (start, stop) and dispatch. Inbound frames from every transport go to the core
+through the shared `core.driver.ActionDriver`; the node is the driver's Host and hands the work to its
+services (outbox, model exchange, histories, learning worker, telemetry), which never call back."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +21,6 @@ from gossipnode.core.messages import ModelMsg
 from gossipnode.core.modest import ModestCore
 from gossipnode.learn.aggregation import build_pipeline
 from gossipnode.learn.compress import make_compressor
-from gossipnode.learn.learner import Learner
 from gossipnode.learn.sanity import WORSE_MODEL
 from gossipnode.learn.trainer import TrainingCancelled
 from gossipnode.transport import TransportOptions, build_transports
@@ -41,6 +39,7 @@ from .outbox import FAILED, SENT, UNREACHABLE, Outbox
 from .stopping import stop_node
 from .store import ModelStore
 from .telemetry import Telemetry
+from .trainproc import Learner, make_learner
 from .worker import LearningWorker, attack_names
 
 log = logging.getLogger("gossipnode.node")
@@ -64,7 +63,7 @@ class Node(Inbound):
         self.events = self.telemetry.events
         self._owns_learner = learner is None
         init_seed = int.from_bytes(self.pk[:4], "big") if cfg.independent_init else None
-        self.learner = learner or Learner.create(cfg, init_seed=init_seed)
+        self.learner = learner or make_learner(cfg, init_seed)   # --train-process
         self.store = ModelStore()
         self.pipeline = build_pipeline(cfg.filter, cfg.combine, cfg.correct, self_id=self.id,
                                        **cfg.pipeline_params())
@@ -118,7 +117,7 @@ class Node(Inbound):
         self.outbox = Outbox(self.identity, cfg.network_id, self.transports, self.telemetry, self.core.address_of)
         self.driver = ActionDriver(self.core, self, self._now)
         t = self.telemetry
-        t.parts = [self._status, t.counters, self.worker.status, self._status_tail]
+        t.parts = [self._status, t.counters, self.worker.status, self._status_tail, t.looplag.status]
         t.peers, t.model, t.current = self.peers, self.store.get, lambda: self.current
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -173,6 +172,7 @@ class Node(Inbound):
             await site.start()
         self._spawn(self._evaluate(self.current, self.model_round, "start"))
         self._spawn(self._timer_loop())
+        self._spawn(self.telemetry.looplag.run())   # the event loop's lag, `event_loop` in the status
         log.info("node %s listening on %s (network %s, device %s)", self.id, ", ".join(self.addresses),
                  self.cfg.network_id, self.learner.device)
         self.driver.start(list(self.cfg.peers))

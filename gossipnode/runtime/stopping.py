@@ -80,6 +80,8 @@ async def stop_node(node: Node, graceful: bool, reason: str, timeout: float | No
                 log.warning("closing transport %s: %s", type(tr).__name__, e or type(e).__name__)
         if node._owns_learner:
             node.learner.executor.shutdown(wait=False, cancel_futures=True)
+            if (close := getattr(node.learner, "close", None)) is not None:   # --train-process on
+                close()
         if node._runner is not None:
             try:
                 await asyncio.wait_for(node._runner.cleanup(), left(5.0))

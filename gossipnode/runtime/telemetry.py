@@ -12,6 +12,7 @@ from typing import Any
 from gossipnode.core import actions as act
 
 from .events import EventHub
+from .looplag import LoopLag
 
 log = logging.getLogger("gossipnode.node")
 MAX_ROUNDS_KEPT = 1000
@@ -23,6 +24,7 @@ class Telemetry:
     def __init__(self, api_token: str = "") -> None:
         self.api_token = api_token
         self.events = EventHub()
+        self.looplag = LoopLag()   # the event loop's lag, `event_loop` in the status
         self.started_at = time.time()
         self.stopping = False
         self.rejected: Counter[str] = Counter()
