@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from gossipnode.core.actions import Aggregate, Event, Send
 from gossipnode.core.config import ModestConfig
 from gossipnode.core.messages import ModelKind, ModelMsg, Ping, Pong, Status, ViewRecord
@@ -307,7 +309,8 @@ def test_max_rounds_every_node_finishes() -> None:
     assert all(c.train_idx <= 6 and c.agg_idx <= 6 for c in net.cores.values())
 
 
-def test_a_node_that_starts_late_still_trains_in_round_one() -> None:
+@pytest.mark.parametrize("late_i", range(5))
+def test_a_node_that_starts_late_still_trains_in_round_one(late_i: int) -> None:
     """Every node lists every other: the first four wait for the fifth to be known, then start
     round 1 after bootstrap_wait; the fifth started 1 s later, so it hears of round 1 (hearsay in
     the others' records) before its own bootstrap_wait is over. If it is in round 1's sample it
@@ -316,7 +319,7 @@ def test_a_node_that_starts_late_still_trains_in_round_one() -> None:
     cfg = ModestConfig(sample_size=5, ping_timeout=2.0, bootstrap_wait=3.0, aggregation_timeout=60.0)
     net = CoreNet(5, cfg, train_time=0.3)
     addrs = list(net.addr)
-    late = pk_of(4)
+    late = pk_of(late_i)
     for pk, c in net.cores.items():
         if pk != late:
             net._run(pk, c.start(net.now, addrs))

@@ -20,6 +20,7 @@ so the message *types* are compared, not their counts.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import time
@@ -190,6 +191,9 @@ def test_processes_and_simulator_agree_on_roles_and_message_types(tmp_path) -> N
     # or a walk's ping that timed out (peers_unreachable events in the rounds).
     why = "; ".join(f"node {i}: send_failures {f['send_failures']}, rejected {f['messages_rejected']}"
                     for i, f in enumerate(finals))
+    if real_train != sim_train:   # what each process did in rounds 0-2, for the report
+        for i, rs in enumerate(rounds):
+            print(f"node {i}:", json.dumps([r for r in rs if r["round"] <= 2])[:4000])
     assert real_train == sim_train, why
     assert real_agg == sim_agg, why
     assert real_train == order_train and real_agg == order_agg

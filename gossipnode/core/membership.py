@@ -366,11 +366,14 @@ class Membership:
         self.bootstrap_next = now + self.cfg.ping_interval
 
     def _bootstrapping(self) -> bool:
-        """The bootstrap phase: started, never trained, and no evidence that round 1 is over (R_v,
-        not R: a node that started late hears of rounds 1 and 2 in the others' records and pings
-        before its own bootstrap_wait is over, and if it is in round 1's sample the round's
-        aggregators wait for its update). A joiner learns R_v from its bootstrap peers' VIEW."""
-        return self.started and self.train_idx == 0 and self.rv() <= 1 and not self.finished
+        """The bootstrap phase: started, never trained, and no evidence that round 1's training
+        is over (R_v <= 2: round 1's trainers send TRAINED(2), and round 2's model does not
+        exist yet). Not R == 0: a node that started late hears of rounds 1 and 2 in the
+        others' records and pings, or is sent TRAINED(2) as an aggregator, before its own
+        bootstrap_wait is over; if it is in round 1's sample, the aggregators wait for its
+        update. A joiner learns R_v (the network's round) from its bootstrap peers' VIEW."""
+        return (self.started and self.train_idx == 0 and self.rv() <= 2 and self.model_round < 2
+                and not self.finished)
 
     def _bootstrap_tick(self, now: float) -> None:
         if now < self.bootstrap_next:
