@@ -18,7 +18,7 @@ def experiments():
     return mod
 
 
-@pytest.mark.parametrize("name", ["compare", "churn", "sybil", "variance", "scale", "vcmatrix"])
+@pytest.mark.parametrize("name", ["compare", "churn", "sybil", "variance", "scale", "vcmatrix", "vcregular"])
 def test_quick_experiment(name, experiments, tmp_path) -> None:
     assert experiments.main([name, "--quick", "--out", str(tmp_path)]) == 0
     runs = json.loads((tmp_path / f"{name}.json").read_text())
