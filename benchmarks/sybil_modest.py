@@ -29,9 +29,11 @@ def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float)
                     local_epochs=3, eval_every=max(1, a.rounds // 6), attack=attack if phi else "none",
                     sybils=phi, eval_attack="" if phi else ",".join(ATTACKS), **DEFENCES[defence])
     t0 = time.perf_counter()
-    s = run_sim(cfg)["summary"]
+    res = run_sim(cfg)
+    s = res["summary"]
+    last = next((p for p in reversed(res["series"]) if p.get("attack_rates")), {})
     return {"seed": seed, "defence": defence, "attack": attack if phi else "none", "phi": phi,
-            "acc": s["final_acc_mean"], "best": s["best_acc_mean"], "rate": s["final_attack_rate"],
+            "acc": s["final_acc_mean"], "best": s["best_acc_mean"], "rates": last.get("attack_rates") or {cfg.attack: s["final_attack_rate"]},
             "rejected": s.get("models_rejected"), "wall": round(time.perf_counter() - t0, 1)}
 
 
@@ -63,8 +65,7 @@ def main() -> None:
         if r["phi"] == 0:
             continue
         b = base[(r["seed"], r["defence"])]
-        brate = (b["rate"] or {}).get(r["attack"]) if isinstance(b["rate"], dict) else b["rate"]
-        rate = r["rate"].get(r["attack"]) if isinstance(r["rate"], dict) else r["rate"]
+        brate, rate = b["rates"].get(r["attack"]), r["rates"].get(r["attack"])
         def f3(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"
         print(f"| {r['attack']} | {r['phi']} | {r['defence']} | {r['seed']} | {r['acc']:.3f} | {b['acc']:.3f} | "
