@@ -475,7 +475,11 @@ def report(out: Path) -> None:
         notes = out / f"notes-{name}.md"
         if notes.exists():
             lines += [notes.read_text(), ""]
-    (out.parent / "RESULTS.md").write_text("\n".join(lines))
+    # sections after the generated ones (9 on: benchmarks' measurements) are written by hand: kept
+    path = out.parent / "RESULTS.md"
+    old = path.read_text() if path.exists() else ""
+    cut = old.find(f"\n## {len(TITLES) + 1}. ")
+    path.write_text("\n".join(lines) + (old[cut:] if cut >= 0 else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
