@@ -19,6 +19,7 @@ class ModestConfig:
     bootstrap_timeout: float = 30.0   # start round 1 after this even if bootstrap peers are silent
     fresh_contact: float = 1.0        # a peer heard from this recently counts as reachable
     prewalk: bool = True              # ping the next send's candidates while training / aggregating
+    keepalive: bool = True            # keep-alive pings and sparse idle probes (SPEC 15.7); off only to measure
     max_rounds: int | None = None     # leave after the model of round max_rounds + 1 exists
     stall_timeout: float | None = None  # idle this long without a new round: check, maybe restart
     # Membership bounds (SPEC "Membership records"): hearsay moves R at most this far above

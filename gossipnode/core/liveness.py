@@ -28,6 +28,7 @@ class _Probe:
     backoff: float
     sent: int = 0      # probes sent without an answer
     last_sent: float = 0.0
+    inactive: bool = False   # found inactive by the scan (not lost by a walk): see keepalive.py
 
     def failed(self, now: float, timeout: float) -> bool:
         """At least one probe went unanswered for a ping timeout: a real outage, not a lost ping."""
@@ -248,6 +249,8 @@ class Liveness:
         due = sorted((p.next_at, pk) for pk, p in self._probe.items() if p.next_at <= now)
         for _, pk in due[:PROBE_BURST]:
             p = self._probe[pk]
+            if not self._idle_probe_ok(now, p.inactive):
+                continue
             p.sent += 1
             p.last_sent = now
             p.backoff = min(2 * p.backoff, self.cfg.probe_max)
@@ -265,9 +268,9 @@ class Liveness:
             if pk == self.pk or pk in self._probe:
                 continue
             gone = pk in self.gone
-            if (e.status == Status.JOIN and e.last_active < below) or gone:
+            if ((e.status == Status.JOIN and e.last_active < below) or gone) and self._may_add_inactive():
                 b = 2 * self.cfg.ping_timeout
-                self._probe[pk] = _Probe(now, b)
+                self._probe[pk] = _Probe(now, b, inactive=True)
                 self._apart.setdefault(pk, (e.last_active, now))
         for pk in [pk for pk in self._probe if pk not in self.view.entries]:
             del self._probe[pk]
@@ -294,8 +297,10 @@ class Liveness:
         if not self.started_once():
             return None
         ds = [self._scan_at]
+        idle = self._idle_probe_at if not self.current() else 0.0
         if self._probe:
-            ds.append(max(self._probe_at, min(p.next_at for p in self._probe.values())))
+            ds.append(max(self._probe_at, min(max(p.next_at, idle) if p.inactive else p.next_at
+                                               for p in self._probe.values())))
         return min(ds)
 
     def _missing_tick(self, now: float) -> None:

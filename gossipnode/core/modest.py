@@ -8,7 +8,8 @@ This module is the round state machine (trainer and aggregator sides, dispatch, 
 finish). The rest of the core is mixed in, one job per module, all sharing this state:
 membership.py (signed records, adverts, joins, bootstrap), rounds.py (the bounded round
 estimate and its witnesses), roles.py (role checks, held models, the adoption quorum) and
-liveness.py (retries and the stall restart), walks.py (ping-walks, and pre-walks ahead of the next send).
+liveness.py (retries and the stall restart), keepalive.py (keep-alive pings),
+walks.py (ping-walks, and pre-walks ahead of the next send).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .actions import (
 )
 from .auth import DigestAuth, RecordAuth
 from .config import ModestConfig
+from .keepalive import KeepAlive
 from .liveness import Liveness, _Retry
 from .membership import Membership
 from .messages import Advertise, ModelKind, ModelMsg, Ping, Pong, ViewShare
@@ -30,7 +32,7 @@ from .rounds import Rounds
 from .view import View
 
 
-class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
+class ModestCore(Membership, Rounds, Roles, Liveness, KeepAlive, Walks):
     def __init__(
         self,
         cfg: ModestConfig,
@@ -58,6 +60,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
         self._init_roles()
         self._init_liveness()
         self._init_walks()
+        self._init_keepalive()
         self.train_idx = 0
         self.agg_idx = 0
         self.training: int | None = None
@@ -182,6 +185,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
         self.walks = [w for w in self.walks if not w.done]
         self._probe_tick(now)
         self._reach_tick(now)
+        self._keepalive_tick(now)
         self._prewalk_tick(now)
         if self._bootstrapping():
             self._bootstrap_tick(now)
@@ -213,7 +217,7 @@ class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
             ds.append(self.finish_at if self.finish_at is not None else self.now)
         if self._stall_watch():
             ds.append(self.progress_at + self.cfg.stall_timeout)
-        for d in (self._probe_deadline(), self._prewalk_deadline()):
+        for d in (self._probe_deadline(), self._prewalk_deadline(), self._keepalive_deadline()):
             if d is not None:
                 ds.append(d)
         return min(ds) if ds else None
@@ -226,7 +230,9 @@ class ModestCore(Membership, Rounds, Roles, Liveness, Walks):
             # The ping's round is hearsay: it moves R at most to R_v + window. (Not rejected:
             # an idle node whose R_v lags must still answer, or it drops out of every sample.)
             self._bump(sender, max(self.round, min(msg.round, self._cap())))
-            if msg.round >= self._cap():   # (a trainer of round r pings before it sends TRAINED(r + 1))
+            # Half the window, not the window: a kept-alive idle node (keepalive.py) catches up
+            # then, off the critical path, and not when a model of a round out of its range arrives.
+            if msg.round >= self.rv() + max(1, self.cfg.window // 2):
                 self._witness(sender, msg.round)
             # A PONG carries the highest round this node took part in (holds its model or
             # aggregates it), not R, which may be hearsay from views: retries need to know

@@ -19,6 +19,7 @@ class Rounds:
         self.verified_round = 0      # R_v: rounds seen from role-checked models (see note_verified)
         self.peer_round: dict[bytes, int] = {}   # the round each peer last reported in a pong (capped)
         self._pong_round: dict[bytes, int] = {}  # the same, uncapped (members only): witnesses, stall vetoes
+        self._hi_pingers: dict[bytes, int] = {}  # the last members that pinged with a round far above R_v
         self._witness_walk: int | None = None    # the round a running witness walk checks
         self._held_round: dict[tuple[bytes, int, int], ModelMsg] = {}   # held while witnesses answer
 
@@ -62,11 +63,20 @@ class Rounds:
             self.note_verified(rounds[FINISH_WITNESSES - 1])
 
     def _witness(self, sender: bytes, r: int) -> None:
-        """A member pinged with a round at R_v + window or above (a lagging idle node is a candidate of
-        a later round): ask the pinger and the next candidates of order(r) for their rounds, one
-        such walk at a time. Their PONG rounds are their own (not hearsay) and raise R_v only to
-        the witnessed round (_catch_up), so one member, however it pings, is one witness."""
-        if self._witness_walk is not None or not self.is_member(sender):
+        """A member pinged with a round at R_v + window / 2 or above (a lagging idle node is kept
+        alive by current nodes, keepalive.py, or is a candidate of a later round): ask the pinger,
+        the last members that pinged with such rounds, round r - 1's trainers and the
+        candidates of order(r) for their rounds, one such walk at a time. A laggard's view is
+        stale, so its order(r) may name idle nodes; its recent high pingers took part lately.
+        PONG rounds are the repliers' own (not hearsay) and raise R_v only to the witnessed round
+        (_catch_up), so one member, however it pings, is one witness."""
+        if not self.is_member(sender):
+            return
+        self._hi_pingers.pop(sender, None)
+        self._hi_pingers[sender] = r
+        while len(self._hi_pingers) > 2 * FINISH_WITNESSES + 2:
+            self._hi_pingers.pop(next(iter(self._hi_pingers)))
+        if self._witness_walk is not None:
             return
         self._witness_walk = r
 
@@ -77,7 +87,13 @@ class Rounds:
                 if not self.finished:
                     self._on_model(key[0], held, VERIFY_WALKS)
 
-        cands = [sender] + [p for p in self.order(r) if p not in (sender, self.pk)]
+        first = self.order(r - 1)[: self.cfg.sample_size] if r > 1 else []
+        seen = {sender, self.pk}
+        cands = [sender]
+        for p in list(reversed(self._hi_pingers)) + first + self.order(r):
+            if p not in seen:
+                seen.add(p)
+                cands.append(p)
         self._walk(cands, FINISH_WITNESSES + 1, r, done, fresh=False)
 
     def _hold_round(self, sender: bytes, msg: ModelMsg, walks: int) -> bool:

@@ -50,6 +50,7 @@ class SimConfig:
     success_fraction: float = 1.0
     ping_timeout: float = 5.0
     prewalk: bool = True              # modest: the core's pre-walks (SPEC 15.6); off only to measure them
+    keepalive: bool = True            # modest: keep-alive pings, sparse idle probes (SPEC 15.7); off to measure
     inactivity_threshold: int = 50
     aggregation_timeout: float = 30.0
     round_timeout: float = 60.0

@@ -41,7 +41,7 @@ class ModestSim(SimExchange, Engine):
             # nobody floods joins here: a joiner may probe the whole network it learns at once
             max_pending=max(256, self.n_honest_cap + self.n_sybils),
             max_peers=max(10_000, self.n_honest_cap + self.n_sybils),
-            role_slack=cfg.role_slack, accept_quorum=cfg.accept_quorum, prewalk=cfg.prewalk,
+            role_slack=cfg.role_slack, accept_quorum=cfg.accept_quorum, prewalk=cfg.prewalk, keepalive=cfg.keepalive,
         )
         n = self.n_honest_cap + self.n_sybils
         self.pks = [self.make_pk(i) for i in range(n)]
