@@ -10,16 +10,14 @@ brought them back at a cost of O(N) pings per node (about 2,000 pings per round 
 A node that took part in round R or R - 1 (its R is the network's) pings up to KEEPALIVE_BURST
 members per ping_interval whose signed `last_active` is between R - tau and R - tau / 2. The
 PING carries R; the idle member's round moves with it, it re-signs its record and its PONG
-carries that record, which this node's views relay on. Members are picked in an order of their
-own for each pinger, so the round's current nodes do not all ping the same ones. Idle nodes do
+carries that record, which this node's views relay on. Each pinger picks its members at random,
+so the round's current nodes do not all ping the same ones. Idle nodes do
 not keep others alive (their R is stale), and probe inactive members at most IDLE_PROBES at a
 time, one per probe_max / 2: enough for a part of a healed partition to find the other.
 
 A mixin of ModestCore (modest.py), sans-I/O.
 """
 from __future__ import annotations
-
-import hashlib
 
 from .messages import Ping, Status
 
@@ -34,8 +32,11 @@ class KeepAlive:
         self._idle_probe_at = 0.0
 
     def current(self) -> bool:
-        """Took part in round R or R - 1: this node's R is the network's, not a stale one."""
-        return self.started_once() and max(self.train_idx, self.agg_idx) >= self.round - 1
+        """Took part in round R or R - 1 and is busy or made progress within 2 x ping_timeout: its R
+        is the network's. (An idle node that heard nothing since its last round also took part
+        in "R", but its R is stale.)"""
+        return (self.started_once() and max(self.train_idx, self.agg_idx) >= self.round - 1
+                and (self.now - self.progress_at <= 2 * self.cfg.ping_timeout or self.role() != "idle"))
 
     def _keepalive_tick(self, now: float) -> None:
         tau = self.cfg.inactivity_threshold
@@ -55,9 +56,9 @@ class KeepAlive:
                 due.append(pk)
         if not due:
             return
-        salt = self.pk + r.to_bytes(8, "big")
-        due.sort(key=lambda pk: hashlib.blake2b(pk + salt, digest_size=8).digest())
-        for pk in due[:KEEPALIVE_BURST]:
+        # a random pick of our own, so the round's current nodes do not all ping the same members
+        pick = due if len(due) <= KEEPALIVE_BURST else self.rng.sample(due, KEEPALIVE_BURST)
+        for pk in pick:
             self._ka_sent[pk] = r
             self._send(pk, Ping(r, self._new_nonce(), self.own_record()))
 
@@ -76,8 +77,8 @@ class KeepAlive:
         self._idle_probe_at = now + self.cfg.probe_max / 2
         return True
 
-    def _may_add_inactive(self) -> bool:
-        """Another inactive member for the probe list? Idle nodes keep at most IDLE_PROBES."""
+    def _inactive_room(self) -> int:
+        """How many more inactive members may go on the probe list? Idle nodes keep IDLE_PROBES."""
         if not self.cfg.keepalive or self.current():
-            return True
-        return sum(1 for p in self._probe.values() if p.inactive) < IDLE_PROBES
+            return 1 << 30
+        return IDLE_PROBES - sum(1 for p in self._probe.values() if p.inactive)

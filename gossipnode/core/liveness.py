@@ -264,11 +264,15 @@ class Liveness:
         """Inactive members (silent for more than tau rounds) and departed ones are probed too:
         after a partition longer than tau each part sees the other as inactive."""
         below = self.round - self.cfg.inactivity_threshold
+        room = self._inactive_room()
         for pk, e in self.view.entries.items():
+            if room <= 0:
+                break
             if pk == self.pk or pk in self._probe:
                 continue
             gone = pk in self.gone
-            if ((e.status == Status.JOIN and e.last_active < below) or gone) and self._may_add_inactive():
+            if (e.status == Status.JOIN and e.last_active < below) or gone:
+                room -= 1
                 b = 2 * self.cfg.ping_timeout
                 self._probe[pk] = _Probe(now, b, inactive=True)
                 self._apart.setdefault(pk, (e.last_active, now))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .actions import Finished
 from .messages import ModelMsg
 from .roles import HOLD_MAX, VERIFY_WALKS
+from .sampling import sample
 
 
 FINISH_WITNESSES = 2   # signed claims of distinct peers that the network passed max_rounds
@@ -87,10 +88,13 @@ class Rounds:
                 if not self.finished:
                     self._on_model(key[0], held, VERIFY_WALKS)
 
-        first = self.order(r - 1)[: self.cfg.sample_size] if r > 1 else []
+        # the first s of order(r - 1) and of order(r), from one A(r) (witnesses, not roles: close
+        # enough, and no full sort of a large view per walk)
+        act, s = self.active(r), self.cfg.sample_size
+        first = sample(act, r - 1, s) if r > 1 else []
         seen = {sender, self.pk}
         cands = [sender]
-        for p in list(reversed(self._hi_pingers)) + first + self.order(r):
+        for p in list(reversed(self._hi_pingers)) + first + sample(act, r, s):
             if p not in seen:
                 seen.add(p)
                 cands.append(p)
