@@ -96,6 +96,41 @@ def test_pingwalk_exhausted_returns_what_answered() -> None:
     assert result == [[c[0], c[2]]]
 
 
+def test_pingwalk_more_candidates_only_when_the_list_runs_out() -> None:
+    c = [pk_of(i) for i in range(6)]
+    calls: list[int] = []
+
+    def more() -> list[bytes]:
+        calls.append(1)
+        return [c[0], c[3], c[3], c[4], c[5]]   # repeats itself and the list
+
+    w, pings, result = _walk(c[:3], 2, reachable={c[0], c[1]})
+    w.more = more
+    w.start(0.0)
+    assert result == [[c[0], c[1]]] and not calls and not pings   # enough without it
+    w, pings, result = _walk(c[:2], 3, reachable={c[0]})
+    w.more = more
+    w.start(0.0)
+    # c[1] pinged first; the list is used up, so more() is asked once, deduplicated
+    assert calls == [1] and [p for p, _ in pings] == [c[1], c[3]]
+    assert w.candidates == [c[0], c[1], c[3], c[4], c[5]]
+    w.on_pong(0.1, c[3], dict(pings)[c[3]])
+    w.tick(5.0)   # c[1] timed out: c[4] next, then c[5]
+    assert [p for p, _ in pings][-1] == c[4] and calls == [1] and not result
+    w.on_pong(5.1, c[4], pings[-1][1])
+    assert result == [[c[0], c[3], c[4]]] and w.failed == [c[1]]
+
+
+def test_pingwalk_more_exhausted_returns_what_answered() -> None:
+    c = [pk_of(i) for i in range(3)]
+    w, pings, result = _walk([c[0]], 3, reachable={c[0]})
+    w.more = lambda: [c[1]]
+    w.start(0.0)
+    assert not result   # c[1] pinged, nothing else to try
+    w.tick(5.0)
+    assert result == [[c[0]]] and w.failed == [c[1]]
+
+
 def test_pingwalk_wrong_nonce_ignored() -> None:
     c = [pk_of(i) for i in range(2)]
     w, pings, result = _walk(c, 1)

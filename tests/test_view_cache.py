@@ -1,5 +1,6 @@
-"""View.active is cached per (round, tau, self, view version): it must equal the uncached filter
-after every kind of change, including direct item assignment through `entries`."""
+"""View.active, order and ahead are kept per (round, tau, self) and caught up from the view's
+change log (activeset.py): they must equal the uncached computation after every kind of change,
+including direct item assignment through `entries`."""
 from gossipnode.core.messages import Status
 from gossipnode.core.sampling import sample_order
 from gossipnode.core.view import Entry, View
@@ -26,9 +27,9 @@ def test_active_cache_invalidates_on_every_change():
         change()
         for k in (25, 30, 31):
             a = v.active(k, 5, me)
-            assert a == _uncached(v, k, 5, me)
+            assert sorted(a) == sorted(_uncached(v, k, 5, me)) and a[-1] == me
             a.append(b"x")   # a caller's append must not leak into the cache
-            assert v.active(k, 5, me) == _uncached(v, k, 5, me)
+            assert sorted(v.active(k, 5, me)) == sorted(_uncached(v, k, 5, me))
             o = v.order(k, 5, me)
             assert o == sample_order(_uncached(v, k, 5, me), k)
             o.pop()
@@ -46,6 +47,42 @@ def test_simulation_outcome_is_the_same_without_the_cache(monkeypatch):
     cached = run_sim(cfg, data=data)
     monkeypatch.setattr(View, "active", lambda self, k, tau, me: _uncached(self, k, tau, me))
     monkeypatch.setattr(View, "order", lambda self, k, tau, me: sample_order(_uncached(self, k, tau, me), k))
+
+    def ahead(self, k, tau, me, pk):
+        full = sample_order(_uncached(self, k, tau, me) + [pk], k)
+        return full[: full.index(pk)]
+
+    monkeypatch.setattr(View, "ahead", ahead)
     plain = run_sim(cfg, data=data)
     assert json.dumps(cached["series"]) == json.dumps(plain["series"])
     assert cached["summary"]["bytes_total"] == plain["summary"]["bytes_total"] > 0
+
+
+def test_active_sets_follow_random_writes_and_log_restarts():
+    """Many interleaved writes, rounds and keys (more than the sets kept, and a log restart):
+    A(k) as a set, order(k) and ahead() always equal the uncached computation."""
+    import random
+
+    rng = random.Random(7)
+    v, me, tau = View(), b"me", 5
+    pks = [bytes([i]) * 4 for i in range(60)]
+    for step in range(3000):
+        pk = rng.choice(pks)
+        op = rng.random()
+        if op < 0.6:
+            v.apply(pk, rng.randrange(40), rng.randrange(3), rng.choice([Status.JOIN, Status.LEAVE]))
+        elif op < 0.7:
+            v.bump(pk, rng.randrange(40))
+        elif op < 0.75:
+            v.entries.pop(pk, None)
+        elif op < 0.76:
+            v.entries.update({pk: Entry(rng.randrange(40), 5, Status.JOIN)})   # restarts the log
+        k = rng.randrange(10, 45)
+        want = _uncached(v, k, tau, me)
+        assert sorted(v.active(k, tau, me)) == sorted(want)
+        assert v.active(k, tau, me)[-1] == me
+        order = sample_order(want, k)
+        assert v.order(k, tau, me) == order
+        who = rng.choice(pks + [me])
+        full = sample_order(want + [who], k)
+        assert v.ahead(k, tau, me, who) == full[: full.index(who)]

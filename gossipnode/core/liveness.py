@@ -265,17 +265,19 @@ class Liveness:
         after a partition longer than tau each part sees the other as inactive."""
         below = self.round - self.cfg.inactivity_threshold
         room = self._inactive_room()
-        for pk, e in self.view.entries.items():
+        ents = self.view.entries
+        join = Status.JOIN
+        out = [pk for pk, e in ents.items() if e.last_active < below and e.status == join] if room > 0 else []
+        out += [pk for pk in self.gone if pk in ents]
+        for pk in out:
             if room <= 0:
                 break
             if pk == self.pk or pk in self._probe:
                 continue
-            gone = pk in self.gone
-            if (e.status == Status.JOIN and e.last_active < below) or gone:
-                room -= 1
-                b = 2 * self.cfg.ping_timeout
-                self._probe[pk] = _Probe(now, b, inactive=True)
-                self._apart.setdefault(pk, (e.last_active, now))
+            room -= 1
+            b = 2 * self.cfg.ping_timeout
+            self._probe[pk] = _Probe(now, b, inactive=True)
+            self._apart.setdefault(pk, (ents[pk].last_active, now))
         for pk in [pk for pk in self._probe if pk not in self.view.entries]:
             del self._probe[pk]
             self._apart.pop(pk, None)

@@ -343,7 +343,7 @@ class Membership:
         self.index += 1
         self.status = Status.LEAVE
         adv = self._advert()
-        peers = [pk for pk in self.active(self.round) if pk != self.pk]
+        peers = sorted(pk for pk in self.active(self.round) if pk != self.pk)
         self.rng.shuffle(peers)
         for pk in peers[: self.cfg.sample_size]:
             self._send(pk, adv)

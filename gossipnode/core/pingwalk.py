@@ -28,6 +28,7 @@ class PingWalk:
     is_reachable_now: Callable[[bytes], bool]
     new_nonce: Callable[[], int]
     inherited: dict[bytes, _Pending] = field(default_factory=dict)   # pings in flight from a pre-walk
+    more: Callable[[], list[bytes]] | None = None   # further candidates, computed only if needed
     next_idx: int = 0
     pending: dict[bytes, _Pending] = field(default_factory=dict)
     answered: set[bytes] = field(default_factory=set)
@@ -39,7 +40,17 @@ class PingWalk:
         self._check()
 
     def _fill(self, now: float) -> None:
-        while len(self.answered) + len(self.pending) < self.count and self.next_idx < len(self.candidates):
+        while len(self.answered) + len(self.pending) < self.count:
+            if self.next_idx >= len(self.candidates):
+                if self.more is None:
+                    break
+                more, self.more = self.more, None
+                have = set(self.candidates)
+                for p in more():   # may repeat itself (two rounds' samples) and the list
+                    if p not in have:
+                        have.add(p)
+                        self.candidates.append(p)
+                continue
             pk = self.candidates[self.next_idx]
             self.next_idx += 1
             if self.is_reachable_now(pk):
@@ -55,7 +66,7 @@ class PingWalk:
     def _check(self) -> None:
         if self.done:
             return
-        exhausted = self.next_idx >= len(self.candidates) and not self.pending
+        exhausted = self.next_idx >= len(self.candidates) and not self.pending and self.more is None
         if len(self.answered) >= self.count or exhausted:
             self.done = True
             pos = {pk: i for i, pk in enumerate(self.candidates)}

@@ -9,7 +9,7 @@ A mixin of ModestCore (modest.py); it shares the core's state and uses its `_wal
 from __future__ import annotations
 
 from .messages import ModelKind, ModelMsg
-from .sampling import sample, sample_order
+from .sampling import sample
 
 
 VERIFY_WALKS = 2      # a held model may trigger this many verification walks (SPEC 15.1)
@@ -39,11 +39,8 @@ class Roles:
         """The candidates ahead of `pk` in order(k) that are not known to be unreachable. `pk`
         itself counts as active (its signed message is the evidence); self is always reachable.
         `pk` "may" act in round k as one of the first `n` when len(ahead(pk, k)) < n + slack."""
-        cands = self.active(k)
-        if pk not in cands:
-            cands.append(pk)
-        order = sample_order(cands, k)
-        return [p for p in order[: order.index(pk)] if p not in self.unreachable]
+        ahead = self.view.ahead(k, self.cfg.inactivity_threshold, self.pk, pk)
+        return [p for p in ahead if p not in self.unreachable] if self.unreachable else ahead
 
     def admissible(self, sender: bytes, msg: ModelMsg) -> str | None:
         """The checks that need no walk, for the runtime to run before it stores or fetches

@@ -90,15 +90,13 @@ class Rounds:
 
         # the first s of order(r - 1) and of order(r), from one A(r) (witnesses, not roles: close
         # enough, and no full sort of a large view per walk)
-        act, s = self.active(r), self.cfg.sample_size
-        first = sample(act, r - 1, s) if r > 1 else []
-        seen = {sender, self.pk}
-        cands = [sender]
-        for p in list(reversed(self._hi_pingers)) + first + sample(act, r, s):
-            if p not in seen:
-                seen.add(p)
-                cands.append(p)
-        self._walk(cands, FINISH_WITNESSES + 1, r, done, fresh=False)
+        cands = [sender] + [p for p in reversed(self._hi_pingers) if p not in (sender, self.pk)]
+
+        def more() -> list[bytes]:   # only when the pingers are not enough: O(N) each
+            act, s = self.active(r), self.cfg.sample_size
+            return [p for p in (sample(act, r - 1, s) if r > 1 else []) + sample(act, r, s) if p != self.pk]
+
+        self._walk(cands, FINISH_WITNESSES + 1, r, done, fresh=False, more=more)
 
     def _hold_round(self, sender: bytes, msg: ModelMsg, walks: int) -> bool:
         """A model above the window while a witness walk runs: hold it until the walk ends."""

@@ -34,11 +34,13 @@ def _round_keys(round_: int) -> dict[bytes, bytes]:
     return keys
 
 
-def _keyed(candidates: Iterable[bytes], round_: int) -> tuple[set[bytes], dict[bytes, bytes]]:
+def round_keys(round_: int, cands: Iterable[bytes]) -> dict[bytes, bytes]:
+    """The memo of `round_`, holding the keys of `cands` (a dict: pk -> order key)."""
     global _n_keys
     keys = _round_keys(round_)
-    cands = set(candidates)
-    missing = [pk for pk in cands if pk not in keys]
+    if not isinstance(cands, set):
+        cands = set(cands)
+    missing = cands.difference(keys)   # in C: set minus dict keys
     if missing:
         if _n_keys + len(missing) > MAX_KEYS:   # a flood of made-up peers: start over
             _keys.clear()
@@ -50,7 +52,12 @@ def _keyed(candidates: Iterable[bytes], round_: int) -> tuple[set[bytes], dict[b
         for pk in missing:
             keys[pk] = sha(pk + r).digest()
         _n_keys += len(missing)
-    return cands, keys
+    return keys
+
+
+def _keyed(candidates: Iterable[bytes], round_: int) -> tuple[set[bytes], dict[bytes, bytes]]:
+    cands = set(candidates)
+    return cands, round_keys(round_, cands)
 
 
 def sample_order(candidates: Iterable[bytes], round_: int) -> list[bytes]:

@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 from collections.abc import Iterable
 
 from .messages import Status, ViewRecord
-from .sampling import sample_order
+from .activeset import KEEP, ActiveSet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     last_active: int
     index: int
@@ -23,29 +23,50 @@ class Entry:
 
 
 class _Entries(dict):
-    """A dict that counts its writes: callers assign items directly, and View's caches key on
-    the count."""
-    __slots__ = ("version",)
+    """A dict that counts its writes and logs them: callers assign items directly, and View's
+    active sets (activeset.py) catch up from the log. log[i] names the key of write
+    log_base + i + 1 and was[i] its entry's last_active before that write (None: absent or
+    left), so a set need not keep its own members to know what changed. Writes without one key
+    (clear, update, ...) restart the log."""
+    __slots__ = ("version", "log", "was", "log_base")
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
-        self.version = 0
+        self.version = self.log_base = 0
+        self.log: list[bytes] = []
+        self.was: list[int | None] = []
+
+    def _wrote(self, k) -> None:
+        e = dict.get(self, k)
+        self.version += 1
+        self.log.append(k)
+        self.was.append(None if e is None or e.status == Status.LEAVE else e.last_active)
+        if len(self.log) > len(self) // 2 + 64:   # bounded: a set this far behind rebuilds (as fast)
+            self._restart()
+
+    def _restart(self) -> None:
+        self.log, self.was = [], []
+        self.log_base = self.version
 
     def __setitem__(self, k, v) -> None:
-        self.version += 1
+        self._wrote(k)
         super().__setitem__(k, v)
 
     def __delitem__(self, k) -> None:
-        self.version += 1
+        self._wrote(k)
         super().__delitem__(k)
+
+    def pop(self, k, *default):
+        self._wrote(k)
+        return dict.pop(self, k, *default)
 
     def _bump(name):   # noqa: N805 - builds the other mutators
         def f(self, *a, **kw):
             self.version += 1
+            self._restart()
             return getattr(dict, name)(self, *a, **kw)
         return f
 
-    pop = _bump("pop")
     popitem = _bump("popitem")
     clear = _bump("clear")
     update = _bump("update")
@@ -56,8 +77,7 @@ class _Entries(dict):
 class View:
     def __init__(self) -> None:
         self._entries: dict[bytes, Entry] = _Entries()
-        self._active: tuple | None = None   # (key, list): role checks ask A(k) many times per round
-        self._order: tuple | None = None    # (key, list): sample_order of that A(k)
+        self._sets: dict[tuple, ActiveSet] = {}   # (round, tau, self) -> A(k), kept up to date
         self._max = 0   # max last_active: R reads it on every message, so keep it, not scan
 
     @property
@@ -68,7 +88,7 @@ class View:
     @entries.setter
     def entries(self, value: dict[bytes, Entry]) -> None:
         self._entries = _Entries(value)
-        self._active = self._order = None   # a new dict may reuse a freed one's id
+        self._sets = {}
         self._max = max((e.last_active for e in value.values()), default=0)
 
     def __contains__(self, pk: bytes) -> bool:
@@ -133,27 +153,35 @@ class View:
         """The signed records to relay (entries without one, e.g. from `apply`, are not relayed)."""
         return tuple(e.record for e in self.entries.values() if e.record is not None)
 
+    def _set(self, round_: int, tau: int, self_pk: bytes) -> ActiveSet:
+        key = (round_, tau, self_pk)
+        c = self._sets.get(key)
+        if c is None or not c.catch_up(self._entries):
+            c = ActiveSet(self._entries, round_, tau, self_pk)
+        self._sets.pop(key, None)
+        self._sets[key] = c   # the most recent last
+        if len(self._sets) > KEEP:
+            del self._sets[next(iter(self._sets))]
+        return c
+
     def active(self, round_: int, tau: int, self_pk: bytes) -> list[bytes]:
-        """A(k) = {j : status != LEAVE and r_j >= k - tau} plus self (a fresh list: callers append)."""
-        key = (round_, tau, self_pk, self._entries.version, id(self._entries))
-        c = self._active
-        if c is not None and c[0] == key:
-            return list(c[1])
-        out = [
-            pk for pk, e in self.entries.items()
-            if e.status != Status.LEAVE and e.last_active >= round_ - tau and pk != self_pk
-        ]
-        out.append(self_pk)
-        self._active = (key, out)
-        return list(out)
+        """A(k) = {j : status != LEAVE and r_j >= k - tau} plus self (a fresh list: callers append;
+        its order is not the sample order and callers must not depend on it)."""
+        return self._set(round_, tau, self_pk).active()
 
     def order(self, round_: int, tau: int, self_pk: bytes) -> list[bytes]:
-        """sample_order(A(k), k), cached like `active` (a fresh list: walks keep theirs)."""
-        key = (round_, tau, self_pk, self._entries.version, id(self._entries))
-        c = self._order
-        if c is None or c[0] != key:
-            c = self._order = (key, sample_order(self.active(round_, tau, self_pk), round_))
-        return list(c[1])
+        """sample_order(A(k), k) (a fresh list: walks keep theirs)."""
+        return self._set(round_, tau, self_pk).order()
+
+    def ahead(self, round_: int, tau: int, self_pk: bytes, pk: bytes) -> list[bytes]:
+        """The members of A(k) before `pk` in sample_order(A(k) + pk, k)."""
+        return self._set(round_, tau, self_pk).ahead(pk)
+
+    def size_hint(self) -> int:
+        """|A(k)| as last built (the view's size, if none was): an estimate."""
+        if self._sets:
+            return len(next(reversed(self._sets.values())).members) + 1
+        return len(self._entries)
 
     def max_round(self) -> int:
         return self._max

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .messages import Ping
 from .pingwalk import PingWalk
-from .sampling import sample
+from .sampling import order_key, sample
 
 
 class Walks:
@@ -27,7 +27,7 @@ class Walks:
         self._prewalk_due: tuple[float, int] | None = None   # (when, round being trained)
 
     def _walk(self, candidates: list[bytes], count: int, round_: int, on_done, fresh: bool = True,
-              pre: bool = False) -> PingWalk:
+              pre: bool = False, more=None) -> PingWalk:
         def send_ping(pk: bytes, nonce: int) -> None:
             self._send(pk, Ping(self.round, nonce, self.own_record()))
 
@@ -45,9 +45,13 @@ class Walks:
             on_done(reachable)
 
         # Peers known out of reach are skipped, not pinged on every walk (probes find them again).
+        def reachable_more() -> list[bytes]:
+            return [p for p in more() if p not in self.unreachable]
+
         w = PingWalk([p for p in candidates if p not in self.unreachable], count, self.cfg.ping_timeout,
                      self.cfg.ping_interval, send_ping, done, reachable_now, self._new_nonce,
-                     inherited={} if pre else self._take_prewalks())
+                     inherited={} if pre else self._take_prewalks(),
+                     more=None if more is None else reachable_more)
         box.append(w)
         w.start(self.now)
         if not w.done:
@@ -90,8 +94,18 @@ class Walks:
         if self._agg_checked == k:
             return
         self._agg_checked = k   # one look at order(k) per round, however many pings come
+        if not self._may_aggregate(k):
+            return
         if self.pk in sample(self.active(k), k, self.cfg.aggregators):
             self._prewalk_trainers(k)
+
+    def _may_aggregate(self, k: int) -> bool:
+        """A quick look before building A(k): with order keys uniform, a key whose expected rank
+        among the members is over 8 (a + 1) is almost never among the first a (e^-8 for a = 1).
+        Only the pre-walk, an optimisation, is skipped on this estimate; roles never are."""
+        n = self.view.size_hint()
+        x = int.from_bytes(order_key(self.pk, k)[:8], "big") / 2.0 ** 64
+        return x * n <= 8 * (self.cfg.aggregators + 1)
 
     def _prewalk_schedule(self, k: int) -> None:
         """Training round k starts: ping k+1's aggregators so they are fresh when it ends (timed

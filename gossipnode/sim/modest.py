@@ -86,7 +86,7 @@ class ModestSim(SimExchange, Engine):
         shared = {self.pks[j]: Entry(0, 1, Status.JOIN, (self.addr[j],), recs[j]) for j in present}
         for i in present:
             c = self._core(i)
-            c.view.entries = dict(shared)
+            c.view.entries = shared
         for i in present:
             self.drivers[i].start([])
         self.latest_models = [self.initial]
