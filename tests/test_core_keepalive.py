@@ -39,6 +39,20 @@ def test_a_current_node_pings_members_near_the_end_of_tau_and_no_others() -> Non
     assert pk_of(1) not in p1 | second
 
 
+def test_many_members_due_at_once_get_a_larger_burst() -> None:
+    # 400 members due together (a network that started at once): 8 per tick cannot reach them
+    # in the tau / 2 = 10 rounds they have left; b = ceil(2 * 400 / (10 * (3 + 1))) = 20
+    rounds = {1: 100} | {i: 85 for i in range(2, 402)}
+    c = _core(rounds, own=100)
+    assert c.current()
+    first = set(_pinged(c.tick(1.0)))
+    assert len(first) == 20
+    second = set(_pinged(c.tick(2.0)))
+    assert len(second) == 19 and not first & second   # 380 left: ceil(760 / 40)
+    c2 = _core({1: 100} | {i: 85 for i in range(2, 3000)}, own=100)
+    assert len(_pinged(c2.tick(1.0))) == 64            # capped
+
+
 def test_an_idle_node_sends_no_keepalive_and_probes_inactive_members_sparingly() -> None:
     # R_v 10, hearsay R 30: idle (it took part in round 10). 60 members inactive at R = 30.
     rounds = {1: 30} | {i: 5 for i in range(2, 62)}

@@ -194,6 +194,21 @@ def test_sim_defaults_are_the_daemons() -> None:
     assert config_from_args(build_parser().parse_args(["sim", "--independent-init"])).init == "independent"
 
 
+def test_bool_flags_parse_false(capsys) -> None:
+    """`--keepalive false` once meant True (bool("false")): every benchmark of it measured keep-alive."""
+    from gossipnode.cli.entry import build_parser
+    from gossipnode.sim.cli import config_from_args
+
+    def cfg(*a):
+        return config_from_args(build_parser().parse_args(["sim", *a]))
+
+    assert cfg("--keepalive", "false").keepalive is False and cfg("--prewalk", "0").prewalk is False
+    assert cfg("--keepalive", "True").keepalive is True and cfg().keepalive is True
+    with pytest.raises(SystemExit):
+        cfg("--keepalive", "maybe")
+    assert "expected true or false" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spelling", ["labelflip", "label-flip", "label_flip", "Label-Flip"])
 def test_one_attack_spelling(spelling) -> None:
     from gossipnode.runtime.config import load_config

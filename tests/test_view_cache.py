@@ -60,8 +60,10 @@ def test_simulation_outcome_is_the_same_without_the_cache(monkeypatch):
 
 def test_active_sets_follow_random_writes_and_log_restarts():
     """Many interleaved writes, rounds and keys (more than the sets kept, and a log restart):
-    A(k) as a set, order(k) and ahead() always equal the uncached computation."""
+    A(k) as a set, order(k), sample() and ahead() always equal the uncached computation."""
     import random
+
+    from gossipnode.core import sampling
 
     rng = random.Random(7)
     v, me, tau = View(), b"me", 5
@@ -83,6 +85,26 @@ def test_active_sets_follow_random_writes_and_log_restarts():
         assert v.active(k, tau, me)[-1] == me
         order = sample_order(want, k)
         assert v.order(k, tau, me) == order
+        for n in (1, 3, 100):
+            assert v.sample(k, tau, me, n) == order[:n]
+        if step % 700 == 0:   # the process-wide memo starts over (a flood of keys): still exact
+            sampling._keys.clear()
         who = rng.choice(pks + [me])
         full = sample_order(want + [who], k)
         assert v.ahead(k, tau, me, who) == full[: full.index(who)]
+
+
+def test_sample_walks_the_process_wide_order_exactly():
+    """Other views' peers in the round's memo (a simulation's other nodes) are skipped; a view
+    much smaller than the memo takes the plain path. Both equal the uncached sample."""
+    from gossipnode.core.sampling import round_keys
+
+    me, tau, k = b"me", 5, 12
+    round_keys(k, [bytes([200, i]) for i in range(150)])   # peers this view does not know
+    for size in (3, 40):
+        v = View()
+        for i in range(size):
+            v.apply(bytes([i]), 10 if i % 3 else 2, 1, Status.LEAVE if i % 7 == 0 else Status.JOIN)
+        want = sample_order(_uncached(v, k, tau, me), k)
+        for n in (1, 2, 5, size + 5):
+            assert v.sample(k, tau, me, n) == want[:n]

@@ -7,8 +7,8 @@ node does only once it hears a later round. So active sets shrank to ~40 % of th
 within 60 rounds (RESULTS 5), and probing every inactive member from every node (SPEC 15.5)
 brought them back at a cost of O(N) pings per node (about 2,000 pings per round at 1,000 nodes).
 
-A node that took part in round R or R - 1 (its R is the network's) pings up to KEEPALIVE_BURST
-members per ping_interval whose signed `last_active` is between R - tau and R - tau / 2. The
+A node that took part in round R or R - 1 (its R is the network's) pings up to 8-64
+members per ping_interval (`_ka_burst`) whose signed `last_active` is between R - tau and R - tau / 2. The
 PING carries R; the idle member's round moves with it, it re-signs its record and its PONG
 carries that record, which this node's views relay on. Each pinger picks its members at random,
 so the round's current nodes do not all ping the same ones. Idle nodes do
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from .messages import Ping, Status
 
-KEEPALIVE_BURST = 8   # pings per ping_interval by a current node
+KEEPALIVE_BURST = 8   # pings per ping_interval by a current node, at least
+KEEPALIVE_MAX = 64    # and at most (when many members are due at once)
 IDLE_PROBES = 2       # inactive members an idle node probes at a time
 
 
@@ -30,6 +31,7 @@ class KeepAlive:
         self._ka_at = 0.0
         self._ka_sent: dict[bytes, int] = {}   # member -> our R when we last kept it alive
         self._idle_probe_at = 0.0
+        self._ka_due: list = [-1, []]   # [R, the members due at R's first tick, still due]
 
     def current(self) -> bool:
         """Took part in round R or R - 1 and is busy or made progress within 2 x ping_timeout: its R
@@ -48,19 +50,37 @@ class KeepAlive:
         again = r - tau // 4   # pinged before this: try again (a lost ping, a record still stale)
         if len(self._ka_sent) > 4 * self.cfg.max_pending:
             self._ka_sent = {pk: k for pk, k in self._ka_sent.items() if k > again}
-        due = []
-        for pk, e in self.view.entries.items():
+        ents = self.view.entries
+
+        def is_due(pk: bytes) -> bool:
+            e = ents.get(pk)
+            if e is None:
+                return False
             signed = e.record.last_active if e.record is not None else e.last_active
-            if (lo <= signed <= hi and e.status == Status.JOIN and pk != self.pk and pk not in self.unreachable
-                    and pk not in self._probe and self._ka_sent.get(pk, again) <= again):
-                due.append(pk)
+            return (lo <= signed <= hi and e.status == Status.JOIN and pk != self.pk and pk not in self.unreachable
+                    and pk not in self._probe and self._ka_sent.get(pk, again) <= again)
+
+        # the view is scanned once per round R, the ticks in between filter what was due: a
+        # record moves out of the window within R (someone kept it alive) but not into it
+        if self._ka_due[0] != r:
+            self._ka_due = [r, [pk for pk in ents if is_due(pk)]]
+        due = self._ka_due[1] = [pk for pk in self._ka_due[1] if is_due(pk)]
         if not due:
             return
         # a random pick of our own, so the round's current nodes do not all ping the same members
-        pick = due if len(due) <= KEEPALIVE_BURST else self.rng.sample(due, KEEPALIVE_BURST)
+        pick = due if len(due) <= self._ka_burst(len(due)) else self.rng.sample(due, self._ka_burst(len(due)))
         for pk in pick:
             self._ka_sent[pk] = r
             self._send(pk, Ping(r, self._new_nonce(), self.own_record()))
+
+    def _ka_burst(self, due: int) -> int:
+        """Enough for the due members to be pinged within the tau / 2 rounds they have left, by
+        the s + a nodes current in a round, if each ticks once per round (rounds may be shorter
+        than ping_interval: at 5,000 simulated nodes they are). A network that started at once
+        has all of its members due together; 8 per tick was too few there (RESULTS 5.3)."""
+        c = self.cfg
+        need = -(-2 * due // (max(1, c.inactivity_threshold // 2) * (c.sample_size + c.aggregators)))
+        return max(KEEPALIVE_BURST, min(KEEPALIVE_MAX, need))
 
     def _keepalive_deadline(self) -> float | None:
         if self.cfg.inactivity_threshold < 4 or not self.cfg.keepalive or not self.current():

@@ -9,7 +9,6 @@ A mixin of ModestCore (modest.py); it shares the core's state and uses its `_wal
 from __future__ import annotations
 
 from .messages import ModelKind, ModelMsg
-from .sampling import sample
 
 
 VERIFY_WALKS = 2      # a held model may trigger this many verification walks (SPEC 15.1)
@@ -33,7 +32,7 @@ class Roles:
         return self.view.order(k, self.cfg.inactivity_threshold, self.pk)
 
     def sample(self, k: int) -> list[bytes]:
-        return sample(self.active(k), k, self.cfg.sample_size)
+        return self.view.sample(k, self.cfg.inactivity_threshold, self.pk, self.cfg.sample_size)
 
     def ahead(self, pk: bytes, k: int) -> list[bytes]:
         """The candidates ahead of `pk` in order(k) that are not known to be unreachable. `pk`

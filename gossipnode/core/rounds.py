@@ -9,7 +9,6 @@ from __future__ import annotations
 from .actions import Finished
 from .messages import ModelMsg
 from .roles import HOLD_MAX, VERIFY_WALKS
-from .sampling import sample
 
 
 FINISH_WITNESSES = 2   # signed claims of distinct peers that the network passed max_rounds
@@ -88,13 +87,14 @@ class Rounds:
                 if not self.finished:
                     self._on_model(key[0], held, VERIFY_WALKS)
 
-        # the first s of order(r - 1) and of order(r), from one A(r) (witnesses, not roles: close
-        # enough, and no full sort of a large view per walk)
+        # the sender and recent pingers first, then the first s of order(r - 1) and of order(r)
+        # (the likely trainers of r - 1 and r)
         cands = [sender] + [p for p in reversed(self._hi_pingers) if p not in (sender, self.pk)]
 
-        def more() -> list[bytes]:   # only when the pingers are not enough: O(N) each
-            act, s = self.active(r), self.cfg.sample_size
-            return [p for p in (sample(act, r - 1, s) if r > 1 else []) + sample(act, r, s) if p != self.pk]
+        def more() -> list[bytes]:   # only when the pingers are not enough
+            tau, s = self.cfg.inactivity_threshold, self.cfg.sample_size
+            prev = self.view.sample(r - 1, tau, self.pk, s) if r > 1 else []
+            return [p for p in prev + self.view.sample(r, tau, self.pk, s) if p != self.pk]
 
         self._walk(cands, FINISH_WITNESSES + 1, r, done, fresh=False, more=more)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .messages import Ping
 from .pingwalk import PingWalk
-from .sampling import order_key, sample
+from .sampling import order_key
 
 
 class Walks:
@@ -96,7 +96,7 @@ class Walks:
         self._agg_checked = k   # one look at order(k) per round, however many pings come
         if not self._may_aggregate(k):
             return
-        if self.pk in sample(self.active(k), k, self.cfg.aggregators):
+        if self.pk in self.view.sample(k, self.cfg.inactivity_threshold, self.pk, self.cfg.aggregators):
             self._prewalk_trainers(k)
 
     def _may_aggregate(self, k: int) -> bool:

@@ -55,13 +55,23 @@ def _help(name: str) -> str:
     return next((h for _, n, _, h in NODE_FLAGS if n == name), name.replace("_", " "))
 
 
+def _bool(v: str) -> bool:
+    """true/false (yes/no, on/off, 1/0): a bare bool("false") would be True."""
+    t = v.strip().lower()
+    if t in ("true", "yes", "on", "1"):
+        return True
+    if t in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+
+
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     for f in fields(SimConfig):
         if f.name == "extra":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        typ: Any = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+        typ: Any = {"int": int, "float": float, "str": str, "bool": _bool}.get(str(f.type).split(" ")[0], str)
         if f.name == "rounds":
             typ, default = int, None   # None: 50 unless --duration is given
         elif f.name == "duration":
