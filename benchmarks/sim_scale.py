@@ -43,15 +43,18 @@ def child(variant: str, nodes: int, rounds: int) -> None:
 
     if variant == "recomputed":
         _recomputed()
-    data = ldata.load_mnist1d(num_samples=4000)
-    cfg = SimConfig(nodes=nodes, rounds=rounds, sample_size=10, mnist1d_samples=4000, eval_samples=300,
+    n = max(10_000, 2 * nodes)   # the CLI's default, or enough for a shard per node
+    data = ldata.load_mnist1d(num_samples=n)
+    cfg = SimConfig(nodes=nodes, rounds=rounds, sample_size=10, mnist1d_samples=n, eval_samples=300,
                     eval_every=20, model="logreg", filter="none", correct="none")
     t0 = time.perf_counter()
-    s = run_sim(cfg, data=data)["summary"]
+    r = run_sim(cfg, data=data)
     wall = time.perf_counter() - t0
+    s = r["summary"]
+    act = [p["view_active"] for p in r["series"] if p.get("view_active") is not None]
     print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "rounds": s["rounds_completed"], "acc": s["final_acc_mean"],
-                      "messages": sum(s["messages"].values()), "view_active": s.get("view_active")}))
+                      "messages": sum(s["messages"].values()), "view_active": act[-1] if act else None}))
 
 
 def main() -> None:
@@ -69,7 +72,9 @@ def main() -> None:
     for _ in range(a.reps):
         for v in variants:
             out = subprocess.run([sys.executable, __file__, "--child", v, "--nodes", str(a.nodes),
-                                  "--rounds", str(a.rounds)], check=True, capture_output=True, text=True)
+                                  "--rounds", str(a.rounds)], capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{v} run failed:\n{out.stderr[-2000:]}")
             runs[v].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"MoDeST simulator, {a.nodes} nodes, {a.rounds} rounds, sample size 10, logreg, "
           f"no filter or correction; best of {a.reps}")
@@ -82,9 +87,9 @@ def main() -> None:
         print(f"| {v} | {b['wall']:.1f} / {max(r['wall'] for r in rs):.1f} | {b['rss_mb']:.0f} | {b['rounds']} | "
               f"{b['acc']:.3f} | {b['messages']} | {b['view_active']} |")
     if len(best) == 2:
-        print(f"ratio recomputed / incremental wall: {best['recomputed']['wall'] / best['incremental']['wall']:.2f}x; "
-              f"same outcome: {best['recomputed']['acc'] == best['incremental']['acc'] and "
-              f"best['recomputed']['messages'] == best['incremental']['messages']}")
+        inc, rec = best["incremental"], best["recomputed"]
+        same = rec["acc"] == inc["acc"] and rec["messages"] == inc["messages"]
+        print(f"ratio recomputed / incremental wall: {rec['wall'] / inc['wall']:.2f}x; same outcome: {same}")
 
 
 if __name__ == "__main__":
