@@ -5,6 +5,10 @@ request (the first training included: a stall on the first optimizer step shows 
 node's own event-loop lag (`event_loop` in /v1/status). 3 repetitions; min / median / max.
 
     PYTHONPATH=$PWD python benchmarks/status_latency.py [REQUESTS] [REPS] [-- extra node flags]
+
+GN_PEER_NICE=N runs node B (and its children) at niceness N: a stand-in for a peer on another
+machine, as both nodes share the same 2 cores here. The training phase starts once both nodes
+have trained a round (B's start-up is not in it; the worst request still includes it).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+PEER_NICE = int(os.environ.get("GN_PEER_NICE", "0"))
 ARGS = ["--protocol", "gossip", "--gossip-interval", "0.5", "--bootstrap-wait", "0", "--local-epochs", "2"]
 
 
@@ -29,11 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(port: int, d: Path, extra: list[str]) -> subprocess.Popen:
+def start(port: int, d: Path, extra: list[str], nice: int = 0) -> subprocess.Popen:
     log = open(d / f"node-{port}.log", "ab")  # noqa: SIM115  (closed with the process)
     return subprocess.Popen([sys.executable, "-m", "gossipnode", "start", "--port", str(port),
                              "--state-dir", str(d / str(port)), *ARGS, *extra], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None,
                             env=os.environ | {"PYTHONUNBUFFERED": "1"})
 
 
@@ -78,12 +84,12 @@ def one_run(n: int, extra: list[str]) -> dict[str, float]:
             wait_up(ua)
             time.sleep(2.0)   # the start-up evaluation is over
             idle = sample(ua, n)
-            b = start(pb, d, ["--shard", "1/2", "--peers", ua, *extra])
+            b = start(pb, d, ["--shard", "1/2", "--peers", ua, *extra], PEER_NICE)
             wait_up(ub)
             # from the moment the peer is up: the first training is in what is measured
             first = []
-            while status(ua)["rounds_trained"] < 1:
-                first += sample(ua, 5)
+            while status(ua)["rounds_trained"] < 1 or status(ub)["rounds_trained"] < 1:
+                first += sample(ua, 5)   # B's start-up (torch warm-up) is over too
             r0 = status(ua)["rounds_trained"]
             busy = sample(ua, n)
             s = status(ua)
@@ -112,7 +118,8 @@ def main() -> None:
     n = int(argv[0]) if argv else 300
     reps = int(argv[1]) if len(argv) > 1 else 3
     runs = [one_run(n, extra) for _ in range(reps)]
-    print(f"GET /v1/status, {n} requests per phase, {reps} runs; extra flags: {' '.join(extra) or '-'}")
+    print(f"GET /v1/status, {n} requests per phase, {reps} runs; extra flags: {' '.join(extra) or '-'}; "
+          f"peer nice {PEER_NICE}")
     print(f"{'':34} {'min':>9} {'median':>9} {'max':>9}")
     for k in runs[0]:
         xs = [r[k] for r in runs]

@@ -1,6 +1,6 @@
 """`--train-process on` (issue 12, item 6): training in a child process gives the same models as
 training in the node's process; the child's log goes through the node's logging (valid JSON
-lines with --log-format json); SIGTERM or SIGKILL of the node leaves no child behind."""
+lines with --log-format json); it runs at --train-nice; SIGTERM or SIGKILL of the node leaves no child behind."""
 from __future__ import annotations
 
 import json
@@ -32,6 +32,11 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _nice(pid: int, tid: int | None = None) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])   # field 19 of proc_pid_stat(5)
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -80,6 +85,11 @@ def test_no_child_outlives_the_node(node_procs, sig) -> None:
         time.sleep(0.3)
     kids = _children(node.proc.pid)
     assert kids, "no training child process"
+    # --train-nice (default 10): every thread of the child, torch's included, yields to the node
+    want = min(19, _nice(node.proc.pid) + 10)
+    for k in kids:
+        tids = [int(t.name) for t in Path(f"/proc/{k}/task").glob("*")]
+        assert tids and all(_nice(k, t) == want for t in tids), [(t, _nice(k, t)) for t in tids]
     os.kill(node.proc.pid, sig)
     rc = node.proc.wait(30)
     assert all(_gone(k) for k in kids), f"child {kids} outlived the node"

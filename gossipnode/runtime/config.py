@@ -50,6 +50,7 @@ class NodeConfig:
     momentum: float = 0.9
     threads: int = 1                    # torch CPU threads per node
     train_process: str = "off"          # on: train in a child process (runtime/trainproc.py)
+    train_nice: int = 10                # niceness of that child (0-19): the event loop goes first
     independent_init: bool = False
     # aggregation pipeline: filter -> combine -> correct
     filter: str = "sybilwall"           # sybilwall, foolsgold, krum, multikrum, none

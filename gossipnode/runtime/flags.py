@@ -39,6 +39,8 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--threads", "threads", int, "torch CPU threads"),
     ("--train-process", "train_process", str,
      "on: train in a child process, so training never holds the event loop's GIL (default off)"),
+    ("--train-nice", "train_nice", int,
+     "with --train-process on: niceness 0-19 of the training child (default 10)"),
     ("--filter", "filter", str, "aggregation filter: sybilwall (default), foolsgold, krum, multikrum, none"),
     ("--combine", "combine", str, "aggregation combiner: mean (default), median, trimmed-mean"),
     ("--correct", "correct", str, "aggregation correction: vc (default: variance correction where the merged "
