@@ -366,3 +366,30 @@ def test_a_node_that_starts_late_still_trains_in_round_one(late_i: int) -> None:
     # round 1 was aggregated from all five, well before the aggregation timeout
     assert len(net.aggregations[2][0][1]) == 5 if 2 in net.aggregations else False
     assert net.max_round() >= 3
+
+
+def test_a_trainer_pinged_by_its_aggregator_prewalks_the_next_aggregators() -> None:
+    """SPEC 15.6: a PING of round r - 1 (an aggregator of r, whose R is a round behind, walking to
+    r's trainers) makes a trainer of r ping r+1's aggregators at once, before its model arrives;
+    once per round. When its training ends the walk finds them fresh and sends without a ping."""
+    tau = ModestConfig().inactivity_threshold
+    c = _core(0, sample_size=3, aggregators=2)
+    c.start(0.0, [])
+    _known(c, 20)
+    r = next(k for k in range(3, 40) if pk_of(0) in c.view.sample(k, tau, pk_of(0), 3)
+             and pk_of(0) not in c.view.sample(k - 1, tau, pk_of(0), 3)
+             and pk_of(0) not in c.view.sample(k, tau, pk_of(0), 2))   # a trainer of r only
+    out = c.handle(1.0, pk_of(1), Ping(r - 1, 7))
+    pinged = [a.peer for a in out if isinstance(a, Send) and isinstance(a.msg, Ping)]
+    nxt = [p for p in c.order(r + 1) if p != pk_of(0)][:2]
+    assert pinged == nxt, (pinged, nxt)
+    again = c.handle(1.1, pk_of(2), Ping(r - 1, 8))
+    assert not [a for a in again if isinstance(a, Send) and isinstance(a.msg, Ping)]
+    for i, p in enumerate(pinged):   # they answer
+        nonce = next(w for w in c.walks for pk in w.pending if pk == p).pending[p].nonce
+        c.handle(1.2 + i / 100, p, Pong(r - 1, nonce))
+    c.handle(1.3, pk_of(1), ModelMsg(r, ModelKind.AGGREGATED, b"\1" * 32, ()))
+    assert c.training == r
+    out = c.training_done(1.4, r, b"\2" * 32)
+    sent = [a.peer for a in out if isinstance(a, Send) and isinstance(a.msg, ModelMsg)]
+    assert sent == nxt and not [a for a in out if isinstance(a, Send) and isinstance(a.msg, Ping)]
