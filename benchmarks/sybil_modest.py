@@ -27,14 +27,16 @@ ATTACKS = ("label-flip", "backdoor")
 def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float) -> dict:
     cfg = SimConfig(protocol="modest", nodes=a.nodes, rounds=a.rounds, seed=seed, partition="dirichlet:0.1",
                     local_epochs=3, eval_every=max(1, a.rounds // 6), attack=attack if phi else "none",
-                    sybils=phi, eval_attack="" if phi else ",".join(ATTACKS), **DEFENCES[defence])
+                    sybils=phi, eval_attack="" if phi else ",".join(ATTACKS), round_twins=a.round_twins,
+                    **DEFENCES[defence])
     t0 = time.perf_counter()
     res = run_sim(cfg)
     s = res["summary"]
     last = next((p for p in reversed(res["series"]) if p.get("attack_rates")), {})
     return {"seed": seed, "defence": defence, "attack": attack if phi else "none", "phi": phi,
             "acc": s["final_acc_mean"], "best": s["best_acc_mean"], "rates": last.get("attack_rates") or {cfg.attack: s["final_attack_rate"]},
-            "rejected": s.get("models_rejected"), "wall": round(time.perf_counter() - t0, 1)}
+            "rejected": s.get("models_rejected"), "round_twins": a.round_twins,
+            "wall": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:
@@ -45,6 +47,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--defences", default=",".join(DEFENCES))
     ap.add_argument("--jsonl", default="", help="append each run as a JSON line here")
+    ap.add_argument("--round-twins", default="on", choices=("on", "off"),
+                    help="sybilwall: near-copies of a round get weight 0 (default on; off: the paper's weights)")
     a = ap.parse_args()
     phis = [float(x) for x in a.phis.split(",")]
     rows = []

@@ -98,6 +98,29 @@ def test_sybilwall_uses_gossiped_histories_foolsgold_does_not() -> None:
     assert set(sw.aggregate(contribs, base).weights) == {c.peer for c in contribs}
 
 
+def test_sybilwall_round_twins_zeroed_though_their_histories_differ() -> None:
+    """Two Sybil identities seen apart in earlier rounds have different histories, so FoolsGold's
+    weights keep them; in this round they send one model: copies (cosine >= 0.999) get weight 0.
+    Honest updates of a round, alike but not copies (cosine ~0.3), keep theirs; off: the paper's."""
+    rng = np.random.default_rng(2)
+    dim = 1000
+    base = {"w": np.zeros(dim, np.float32)}
+    poison, common = rng.normal(size=dim), rng.normal(size=dim)
+    honest = [_contrib(f"h{i}", 0.7 * common + rng.normal(size=dim), rnd=3) for i in range(4)]
+    sybils = [_contrib(f"s{i}", poison, rnd=3) for i in range(2)]
+    for twins, want in (("on", 0.0), ("off", None)):
+        pipe = build_pipeline("sybilwall", self_id="me", round_twins=twins == "on")
+        for i in range(2):   # each identity's earlier rounds, seen by this node: unrelated updates
+            pipe.filter.store.record_update(f"s{i}", 1, rng.normal(size=dim).astype(np.float32) * 5)
+        res = pipe.aggregate(honest + sybils, base)
+        if want is None:
+            assert min(res.scores[f"s{i}"] for i in range(2)) > 0.5
+        else:
+            assert all(res.scores[f"s{i}"] == 0.0 for i in range(2))
+        assert all(res.scores[f"h{i}"] > 0 for i in range(4))
+    assert not build_pipeline("foolsgold").filter.round_twins   # FoolsGold as published
+
+
 def test_sybilwall_accumulates_histories() -> None:
     flt = SybilWallFilter(self_id="me", store=HistoryStore("me"))
     pipe = build_pipeline("none")
@@ -434,3 +457,33 @@ def test_adoption_margin_widens_with_the_skew_of_the_nodes_own_labels() -> None:
     # a 1.5-nat honest swing on one-class data passes there, and is refused on balanced data
     assert AdoptionGate(local_margin(0.5, np.full(50, 3), 10)).check(1.7, 0.2) is None
     assert AdoptionGate(local_margin(0.5, y, 10)).check(1.7, 0.2) is not None
+
+
+def test_self_check_never_falls_back_to_round_copies() -> None:
+    """The aggregator's self-check (learn/aggregation/rounds.py): when the filtered result fails
+    the probe, its fallbacks must not bring back the copies the filter zeroed. A backdoor keeps
+    clean accuracy, so each copy passes the probe alone, and the unfiltered mean of the copies
+    was adopted (RESULTS 13.2). With --round-twins off the old fallback stays."""
+    from gossipnode.learn.aggregation.rounds import self_check
+    from gossipnode.learn.sanity import AdoptionGate
+    rng = np.random.default_rng(3)
+    dim = 200
+    base = {"w": np.zeros(dim, np.float32)}
+    poison = rng.normal(size=dim)
+
+    def probe(st: State) -> float:
+        w = np.asarray(st["w"], np.float64)
+        n = np.linalg.norm(w)
+        return 1.0 if n == 0 else (0.0 if w @ poison / (n * np.linalg.norm(poison)) > 0.9 else 10.0)
+
+    contribs = [_contrib(f"h{i}", rng.normal(size=dim), rnd=2) for i in range(3)] + \
+        [_contrib(f"s{i}", poison, rnd=2) for i in range(3)]
+    for twins, fallback in ((True, "current"), (False, "unfiltered")):
+        pipe = build_pipeline("sybilwall", self_id="me", round_twins=twins)
+        res = pipe.aggregate(contribs, base)
+        out, info = self_check(pipe, probe, AdoptionGate(0.5), res.state, contribs, base, base)
+        assert info["fallback"] == fallback, info
+        if twins:
+            assert info["self_check"]["copies"] == 3 and probe(out) == 1.0   # the current model
+        else:
+            assert probe(out) == 0.0   # the copies' model: what the attacker wanted

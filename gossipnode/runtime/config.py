@@ -62,6 +62,7 @@ class NodeConfig:
     vc_eps: float = 1e-8
     vc_rho: float = 1.0
     vc_max_corr: float = 0.3            # vc: no correction where the merged models correlate above this
+    round_twins: str = "on"             # sybilwall: weight 0 to near-copies among a round's updates
     history_records: int = 1            # SybilWall history records piggy-backed per model message
     history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
     compress: str = "none"              # trained deltas: none | f16 | int8 | topk:FRACTION (error feedback)
@@ -114,7 +115,8 @@ class NodeConfig:
 
     def pipeline_params(self) -> dict[str, Any]:
         return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
-                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr}
+                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr,
+                "round_twins": self.round_twins == "on"}
 
     def shard_index(self) -> tuple[int, int]:
         try:

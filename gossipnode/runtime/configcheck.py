@@ -175,6 +175,8 @@ def check(cfg: Any, explicit: set[str]) -> None:
                               f"got {getattr(cfg, name)!r}") from None
     if cfg.train_process not in ("on", "off"):
         raise ConfigError(f"--train-process must be on or off, got {cfg.train_process!r}")
+    if cfg.round_twins not in ("on", "off"):
+        raise ConfigError(f"--round-twins must be on or off, got {cfg.round_twins!r}")
     if not 0 <= cfg.train_nice <= 19:
         raise ConfigError(f"--train-nice must be in 0..19, got {cfg.train_nice}")
     if not 0 < cfg.vc_max_corr <= 1:

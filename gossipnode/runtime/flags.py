@@ -50,6 +50,8 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--trim-beta", "trim_beta", float, "trimmed-mean: fraction trimmed at each side"),
     ("--vc-eps", "vc_eps", float, "variance correction epsilon"),
     ("--vc-rho", "vc_rho", float, "variance correction damping (1 = full correction)"),
+    ("--round-twins", "round_twins", str, "sybilwall: on (default) gives weight 0 to near-copies (cosine >= 0.999) "
+     "among one round's updates, which histories alone miss; off: the paper's weights only"),
     ("--vc-max-corr", "vc_max_corr", float, "vc: correct fully below half this correlation of the merged "
      "models, not at all above it"),
     ("--history-records", "history_records", int, "SybilWall history records piggy-backed per model message"),

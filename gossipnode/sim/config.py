@@ -40,6 +40,7 @@ class SimConfig:
     vc_eps: float = 1e-8
     vc_rho: float = 1.0
     vc_max_corr: float = 0.3
+    round_twins: str = "on"           # sybilwall: weight 0 to near-copies among a round's updates (daemon's)
     max_update_norm: float = 100.0    # model sanity (the daemon's --max-update-norm); 0: off
     adopt_margin: float = 0.5         # modest: the daemon's adoption check (--adopt-margin); 0: off
     history_records: int = 1          # SybilWall history records piggy-backed per model message (daemon's)
@@ -102,6 +103,8 @@ class SimConfig:
             raise ValueError("--sybils needs --attack label-flip or backdoor")
         if self.sybil_aggregate not in ("honest", "replace", "drop"):
             raise ValueError("sybil_aggregate must be honest, replace or drop")
+        if self.round_twins not in ("on", "off"):
+            raise ValueError("round_twins must be on or off")
         if self.history_dtype not in ("f2", "f4"):
             raise ValueError("history_dtype must be f2 or f4")
         if not self.adopt_margin >= 0:
@@ -122,7 +125,8 @@ class SimConfig:
 
     def pipeline_params(self) -> dict:
         return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
-                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr}
+                "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr,
+                "round_twins": self.round_twins == "on"}
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

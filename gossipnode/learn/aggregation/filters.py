@@ -13,6 +13,26 @@ from .registry import register
 from .types import Contribution
 
 _SIMILARITY_TOL = 1e-9
+TWIN_COSINE = 0.999   # two updates of one round this alike come from one source (see round_twins)
+
+
+def round_twins(deltas: np.ndarray) -> np.ndarray:
+    """Rows that have a near-copy (cosine >= TWIN_COSINE) among the other rows: updates of one
+    round trained from the same base on different data are never this alike, while Sybils run
+    by one attacker send one model under many identities. Histories miss these copies when the
+    identities were seen apart (each identity's history sums the rounds its receiver saw), so a
+    round's copies could keep weight. A zero update has no twin."""
+    d = np.asarray(deltas, dtype=np.float64)
+    n = len(d)
+    if n < 2 or not np.isfinite(d).all():
+        return np.zeros(n, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):   # huge float64 models: no twin, no warning
+        d = d / np.maximum(np.abs(d).max(axis=1, keepdims=True), 1e-300)
+        norms = np.linalg.norm(d, axis=1)
+        unit = d / np.where(norms > 0, norms, 1.0)[:, None]
+        cs = np.nan_to_num(unit @ unit.T, nan=0.0, posinf=0.0, neginf=0.0)
+    np.fill_diagonal(cs, 0.0)
+    return (cs >= TWIN_COSINE).any(axis=1) & (norms > 0)
 
 
 def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
@@ -67,15 +87,20 @@ class SybilWallFilter:
     to its sender's history first (round = ``Contribution.round`` or one past the stored one).
     """
 
-    PARAMS: ClassVar[dict[str, str]] = {"self_id": "self_id", "auto_record": "auto_record"}
+    PARAMS: ClassVar[dict[str, str]] = {"self_id": "self_id", "auto_record": "auto_record",
+                                        "round_twins": "round_twins"}
     use_gossip: ClassVar[bool] = True
+    twins_default: ClassVar[bool] = True
 
     def __init__(
-        self, self_id: str | None = None, store: HistoryStore | None = None, auto_record: bool = True
+        self, self_id: str | None = None, store: HistoryStore | None = None, auto_record: bool = True,
+        round_twins: bool | None = None,
     ) -> None:
         self.store = store if store is not None else HistoryStore(self_id)
         self.self_id = self_id if self_id is not None else self.store.self_id
         self.auto_record = auto_record
+        # weight 0 to near-copies within one call (round_twins()); FoolsGold as published: off
+        self.round_twins = self.twins_default if round_twins is None else round_twins
 
     def weights(self, contributions: Sequence[Contribution], base: State | None) -> dict[str, float]:
         if self.auto_record:
@@ -94,10 +119,17 @@ class SybilWallFilter:
         peers = list(hist)
         w = foolsgold_weights(np.stack([hist[p] for p in peers]))
         by_peer = dict(zip(peers, w.tolist(), strict=True))
-        return {c.peer: by_peer[c.peer] for c in contributions}
+        out = {c.peer: by_peer[c.peer] for c in contributions}
+        if self.round_twins and len(contributions) > 1:
+            twins = round_twins(np.stack([_flat64(c.delta) for c in contributions]))
+            for c, t in zip(contributions, twins.tolist(), strict=True):
+                if t:
+                    out[c.peer] = 0.0
+        return out
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "histories": len(self.store), "gossip": self.use_gossip}  # type: ignore[attr-defined]
+        return {"name": self.name, "histories": len(self.store), "gossip": self.use_gossip,  # type: ignore[attr-defined]
+                "round_twins": self.round_twins}
 
 
 @register("filter", "foolsgold")
@@ -105,6 +137,7 @@ class FoolsGoldFilter(SybilWallFilter):
     """SybilWall's weights from direct histories only (no gossip)."""
 
     use_gossip: ClassVar[bool] = False
+    twins_default: ClassVar[bool] = False
 
 
 def _flat64(state: State) -> np.ndarray:

@@ -9,9 +9,11 @@ from collections.abc import Callable, Collection
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from ..sanity import AdoptionGate, adoption_problem
 from ..state import State
-from .filters import NoFilter
+from .filters import NoFilter, _flat64, round_twins
 from .pipeline import Pipeline
 from .types import Contribution
 
@@ -51,15 +53,24 @@ def self_check(pipeline: Pipeline, probe: Callable[[State], float], gate: Adopti
     (FoolsGold weights favour the most dissimilar update, so one label-flipper among similar iid
     nodes gets it all), or updates against a poisoned base, fail it; then the contributions that
     are each much worse go, and the rest is aggregated again with the filter (``screened``),
-    then without it (``unfiltered``); else the current model is sent again (``current``)."""
+    then without it (``unfiltered``); else the current model is sent again (``current``).
+    Copies (the filter's round twins: one attacker's model under many identities) never come
+    back in a fallback: a backdoor keeps clean accuracy, so each copy passes the probe, and the
+    unfiltered mean would hand the round to them (measured: RESULTS 13.2)."""
     margin = gate.margin
     base_loss = gate.reference(probe(current))
     loss = probe(state)
     if adoption_problem(loss, base_loss, margin) is None:
         return state, {}
-    kept = [c for c in contributions if adoption_problem(probe(c.model), base_loss, margin) is None]
+    copies: set[str] = set()
+    if getattr(pipeline.filter, "round_twins", False) and len(contributions) > 1:
+        twins = round_twins(np.stack([_flat64(c.delta) for c in contributions]))
+        copies = {c.peer for c, t in zip(contributions, twins.tolist(), strict=True) if t}
+    kept = [c for c in contributions
+            if c.peer not in copies and adoption_problem(probe(c.model), base_loss, margin) is None]
     out: dict[str, Any] = {"self_check": {"current_loss": round(base_loss, 5), "loss": round(loss, 5),
-                                          "margin": round(margin, 5), "kept": len(kept)}}
+                                          "margin": round(margin, 5), "kept": len(kept),
+                                          "copies": len(copies)}}
     if kept:
         for name, p in (("screened", pipeline), ("unfiltered", unfiltered(pipeline))):
             with no_recording(p):
