@@ -487,3 +487,24 @@ def test_self_check_never_falls_back_to_round_copies() -> None:
             assert info["self_check"]["copies"] == 3 and probe(out) == 1.0   # the current model
         else:
             assert probe(out) == 0.0   # the copies' model: what the attacker wanted
+
+
+def test_round_twins_only_in_aggregations_not_merges() -> None:
+    """In a merge (gossip, D-PSGD), `received - own` of two peers that agree with each other but
+    not with us is alike legitimately: no twin rule there, the paper's weights only."""
+    dim = 300
+    rng = np.random.default_rng(4)
+    own = {"w": np.zeros(dim, np.float32)}
+    agreed = rng.normal(size=dim)
+    contribs = [_contrib("a", agreed), _contrib("b", agreed + 1e-4 * rng.normal(size=dim))]
+    earlier = {p: (rng.normal(size=dim) * 20).astype(np.float32) for p in ("a", "b")}
+
+    def pipe():   # histories that differ: the paper's weights keep both
+        p = build_pipeline("sybilwall", self_id="me", correct="none")
+        for peer, h in earlier.items():
+            p.filter.store.record_update(peer, 1, h)
+        return p
+    merged = pipe().aggregate(contribs, None, own=own, beta=0.5)
+    assert merged.zeroed == [] and min(merged.scores.values()) > 0
+    # the same two as a round's updates from one base: copies, weight 0
+    assert sorted(pipe().aggregate(contribs, own).zeroed) == ["a", "b"]

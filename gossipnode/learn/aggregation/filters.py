@@ -21,7 +21,9 @@ def round_twins(deltas: np.ndarray) -> np.ndarray:
     round trained from the same base on different data are never this alike, while Sybils run
     by one attacker send one model under many identities. Histories miss these copies when the
     identities were seen apart (each identity's history sums the rounds its receiver saw), so a
-    round's copies could keep weight. A zero update has no twin."""
+    round's copies could keep weight. A zero update has no twin. Only for updates from one
+    base (a MoDeST aggregation): in a merge, `received - own` of two peers that agree with each
+    other but not with us can be this alike legitimately."""
     d = np.asarray(deltas, dtype=np.float64)
     n = len(d)
     if n < 2 or not np.isfinite(d).all():
@@ -33,6 +35,14 @@ def round_twins(deltas: np.ndarray) -> np.ndarray:
         cs = np.nan_to_num(unit @ unit.T, nan=0.0, posinf=0.0, neginf=0.0)
     np.fill_diagonal(cs, 0.0)
     return (cs >= TWIN_COSINE).any(axis=1) & (norms > 0)
+
+
+def twin_peers(contributions: Sequence[Contribution]) -> set[str]:
+    """The contributions that are near-copies of another one (round_twins of their deltas)."""
+    if len(contributions) < 2:
+        return set()
+    twins = round_twins(np.stack([_flat64(c.delta) for c in contributions]))
+    return {c.peer for c, t in zip(contributions, twins.tolist(), strict=True) if t}
 
 
 def foolsgold_weights(histories: np.ndarray) -> np.ndarray:
@@ -99,7 +109,8 @@ class SybilWallFilter:
         self.store = store if store is not None else HistoryStore(self_id)
         self.self_id = self_id if self_id is not None else self.store.self_id
         self.auto_record = auto_record
-        # weight 0 to near-copies within one call (round_twins()); FoolsGold as published: off
+        # weight 0 to near-copies among a round's updates (round_twins(), applied by the pipeline
+        # to aggregations from one base, not to merges); FoolsGold as published: off
         self.round_twins = self.twins_default if round_twins is None else round_twins
 
     def weights(self, contributions: Sequence[Contribution], base: State | None) -> dict[str, float]:
@@ -119,13 +130,7 @@ class SybilWallFilter:
         peers = list(hist)
         w = foolsgold_weights(np.stack([hist[p] for p in peers]))
         by_peer = dict(zip(peers, w.tolist(), strict=True))
-        out = {c.peer: by_peer[c.peer] for c in contributions}
-        if self.round_twins and len(contributions) > 1:
-            twins = round_twins(np.stack([_flat64(c.delta) for c in contributions]))
-            for c, t in zip(contributions, twins.tolist(), strict=True):
-                if t:
-                    out[c.peer] = 0.0
-        return out
+        return {c.peer: by_peer[c.peer] for c in contributions}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "histories": len(self.store), "gossip": self.use_gossip,  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from ..state import State, is_weight
 from . import combine as _combine  # noqa: F401  (registers stages)
 from . import correct as _correct  # noqa: F401
 from . import filters as _filters  # noqa: F401
+from .filters import twin_peers
 from .registry import COMBINERS, CORRECTORS, FILTERS, known_params, make_stage
 from .types import AggregateResult, AggregationError, Contribution
 
@@ -67,6 +68,9 @@ class Pipeline:
 
         raw_scores = self.filter.weights(contributions, base) if contributions else {}
         scores = {p: float(np.clip(np.nan_to_num(w, nan=0.0), 0.0, 1.0)) for p, w in raw_scores.items()}
+        if own is None and getattr(self.filter, "round_twins", False):   # a round's updates, one base
+            for p in twin_peers(contributions):
+                scores[p] = 0.0
         accepted = [c for c in contributions if scores[c.peer] > 0]
         zeroed = [c.peer for c in contributions if scores[c.peer] <= 0]
         raw = np.array([scores[c.peer] for c in accepted], dtype=np.float64)

@@ -9,11 +9,9 @@ from collections.abc import Callable, Collection
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
 from ..sanity import AdoptionGate, adoption_problem
 from ..state import State
-from .filters import NoFilter, _flat64, round_twins
+from .filters import NoFilter, twin_peers
 from .pipeline import Pipeline
 from .types import Contribution
 
@@ -62,10 +60,7 @@ def self_check(pipeline: Pipeline, probe: Callable[[State], float], gate: Adopti
     loss = probe(state)
     if adoption_problem(loss, base_loss, margin) is None:
         return state, {}
-    copies: set[str] = set()
-    if getattr(pipeline.filter, "round_twins", False) and len(contributions) > 1:
-        twins = round_twins(np.stack([_flat64(c.delta) for c in contributions]))
-        copies = {c.peer for c, t in zip(contributions, twins.tolist(), strict=True) if t}
+    copies = twin_peers(contributions) if getattr(pipeline.filter, "round_twins", False) else set()
     kept = [c for c in contributions
             if c.peer not in copies and adoption_problem(probe(c.model), base_loss, margin) is None]
     out: dict[str, Any] = {"self_check": {"current_loss": round(base_loss, 5), "loss": round(loss, 5),
