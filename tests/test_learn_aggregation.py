@@ -508,3 +508,21 @@ def test_round_twins_only_in_aggregations_not_merges() -> None:
     assert merged.zeroed == [] and min(merged.scores.values()) > 0
     # the same two as a round's updates from one base: copies, weight 0
     assert sorted(pipe().aggregate(contribs, own).zeroed) == ["a", "b"]
+
+
+def test_twin_peers_in_slices_over_several_tensors(monkeypatch) -> None:
+    """Cosines come from float64 dot products a slice of a tensor at a time (no flat float64
+    copy of every update): the same answer with slices smaller than a tensor."""
+    from gossipnode.learn.aggregation import filters
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(30, 7)).astype(np.float32), rng.normal(size=11).astype(np.float32)
+
+    def c(peer: str, w, bias) -> Contribution:
+        m = {"l.weight": np.asarray(w, np.float32), "l.bias": np.asarray(bias, np.float32)}
+        return Contribution(peer, m, m, 1)
+    contribs = [c("x", a, b), c("y", a * 3, b * 3), c("z", rng.normal(size=(30, 7)), b), c("o", a, -b)]
+    for chunk in (1 << 20, 16, 5):
+        monkeypatch.setattr(filters, "_GRAM_CHUNK", chunk)
+        assert filters.twin_peers(contribs) == {"x", "y"}   # a scaled copy is a copy; "o" differs in one tensor
+    zero = {"l.weight": np.zeros((30, 7), np.float32), "l.bias": np.zeros(11, np.float32)}
+    assert filters.twin_peers([Contribution("p", zero, zero, 1), Contribution("q", zero, zero, 1)]) == set()

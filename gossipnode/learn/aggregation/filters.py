@@ -13,35 +13,49 @@ from .registry import register
 from .types import Contribution
 
 _SIMILARITY_TOL = 1e-9
-TWIN_COSINE = 0.999   # two updates of one round this alike come from one source (see round_twins)
+TWIN_COSINE = 0.999   # two updates of one round this alike come from one source (see twin_peers)
 
 
-def round_twins(deltas: np.ndarray) -> np.ndarray:
-    """Rows that have a near-copy (cosine >= TWIN_COSINE) among the other rows: updates of one
-    round trained from the same base on different data are never this alike, while Sybils run
-    by one attacker send one model under many identities. Histories miss these copies when the
-    identities were seen apart (each identity's history sums the rounds its receiver saw), so a
-    round's copies could keep weight. A zero update has no twin. Only for updates from one
-    base (a MoDeST aggregation): in a merge, `received - own` of two peers that agree with each
-    other but not with us can be this alike legitimately."""
-    d = np.asarray(deltas, dtype=np.float64)
-    n = len(d)
-    if n < 2 or not np.isfinite(d).all():
-        return np.zeros(n, dtype=bool)
-    with np.errstate(over="ignore", invalid="ignore"):   # huge float64 models: no twin, no warning
-        d = d / np.maximum(np.abs(d).max(axis=1, keepdims=True), 1e-300)
-        norms = np.linalg.norm(d, axis=1)
-        unit = d / np.where(norms > 0, norms, 1.0)[:, None]
-        cs = np.nan_to_num(unit @ unit.T, nan=0.0, posinf=0.0, neginf=0.0)
-    np.fill_diagonal(cs, 0.0)
-    return (cs >= TWIN_COSINE).any(axis=1) & (norms > 0)
+_GRAM_CHUNK = 1 << 20   # values per tensor slice: n x 8 MiB of float64 at a time, however big the model
+
+
+def _gram(deltas: Sequence[State]) -> np.ndarray | None:
+    """The deltas' dot products in float64, one slice of one weight tensor at a time: no flat
+    float64 copy of n models (10 updates of a 100 MB model would be 2 GB each copy). None if
+    the deltas do not hold the same weight tensors."""
+    n = len(deltas)
+    g = np.zeros((n, n))
+    for k, v in deltas[0].items():
+        if not is_weight(k, v):
+            continue
+        flat = [np.asarray(d.get(k, ())).ravel() for d in deltas]
+        if any(f.size != flat[0].size for f in flat):
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            for lo in range(0, flat[0].size, _GRAM_CHUNK):
+                x = np.stack([f[lo:lo + _GRAM_CHUNK] for f in flat]).astype(np.float64)
+                g += x @ x.T
+    return g
 
 
 def twin_peers(contributions: Sequence[Contribution]) -> set[str]:
-    """The contributions that are near-copies of another one (round_twins of their deltas)."""
+    """The contributions whose update has a near-copy (cosine >= TWIN_COSINE) among the others.
+    Updates of one round trained from the same base on different data are never this alike,
+    while Sybils run by one attacker send one model under many identities. Histories miss these
+    copies when the identities were seen apart (each identity's history sums the rounds its
+    receiver saw), so a round's copies could keep weight. A zero update has no twin. Only for
+    updates from one base (a MoDeST aggregation): in a merge, `received - own` of two peers that
+    agree with each other but not with us can be this alike legitimately."""
     if len(contributions) < 2:
         return set()
-    twins = round_twins(np.stack([_flat64(c.delta) for c in contributions]))
+    g = _gram([c.delta for c in contributions])
+    if g is None or not np.isfinite(g).all():
+        return set()   # huge or unlike updates: no twin, never a warning
+    d = np.sqrt(np.maximum(np.diag(g), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cs = np.nan_to_num(g / np.outer(d, d), nan=0.0, posinf=0.0, neginf=0.0)
+    np.fill_diagonal(cs, 0.0)
+    twins = (cs >= TWIN_COSINE).any(axis=1) & (d > 0)
     return {c.peer for c, t in zip(contributions, twins.tolist(), strict=True) if t}
 
 
@@ -109,7 +123,7 @@ class SybilWallFilter:
         self.store = store if store is not None else HistoryStore(self_id)
         self.self_id = self_id if self_id is not None else self.store.self_id
         self.auto_record = auto_record
-        # weight 0 to near-copies among a round's updates (round_twins(), applied by the pipeline
+        # weight 0 to near-copies among a round's updates (twin_peers(), applied by the pipeline
         # to aggregations from one base, not to merges); FoolsGold as published: off
         self.round_twins = self.twins_default if round_twins is None else round_twins
 
