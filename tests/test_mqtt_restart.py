@@ -94,3 +94,33 @@ async def test_socket_closed_without_disconnect_callback_reconnects(mosquitto) -
         assert t.stats["connects"] == 2 and t.connected
     finally:
         await t.stop()
+
+
+async def test_socket_the_loop_stopped_polling_reconnects_without_waiting_for_a_disconnect(mosquitto) -> None:
+    """The broker goes away while the loop no longer polls the socket (reads and writes; seen on
+    broker shutdowns under uvloop). The watchdog drops the socket instead of letting aiomqtt wait
+    its 10 s time-out for a DISCONNECT that can never be written: peers hold our will for only
+    5 s (SPEC 14.3), so a node that took 10 s to come back was counted gone."""
+    import asyncio
+    idt = Identity.generate()
+    t = MqttTransport(mosquitto.url, idt.node_id, NET, backoff_initial=0.05)
+    t.bind(idt, (t.address,), lambda *a: None, lambda pk: None)
+
+    async def h(frame: bytes, reply_to: str | None) -> None:
+        return None
+    await t.start(h)
+    try:
+        paho = t._client._client
+        asyncio.get_running_loop().remove_reader(paho._sock.fileno())
+        paho._call_socket_register_write = lambda: None      # writes queue up, never flushed
+        mosquitto.stop()
+        mosquitto.start()
+        t0 = time.monotonic()
+        while t.stats["connects"] < 2 and time.monotonic() - t0 < 15:
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - t0
+        print(f"reconnected {took:.2f} s after the broker listened again (socket not polled)")
+        assert t.stats["connects"] == 2 and t.connected
+        assert took < 4.0      # watchdog 0.25 s tick + 1 s unread + 0.5 s dead + back-off <= 1 s
+    finally:
+        await t.stop()

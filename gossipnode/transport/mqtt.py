@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 from ..wire.announce import HEX16, AnnounceError, parse_record
 from ..wire.chunks import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Reassembler, decode_chunk, encode_chunks
 from .base import InboundHandler, OutFrame, TransportError, TransportOptions, as_bytes
-from .mqtt_peers import WILL_GRACE_S, BrokerUrl, GoneCallback, OwnRecords, PeerCallback, PeerTracker
+from .mqtt_peers import WILL_GRACE_S, BrokerUrl, GoneCallback, OwnRecords, PeerCallback, PeerTracker, drop_socket
 from .mqtt_peers import socket_dead, topic_safe
 
 if TYPE_CHECKING:
@@ -260,16 +260,22 @@ class MqttTransport:
     async def _will_timer(self, client: aiomqtt.Client) -> None:
         """Counts held wills and returns when the connection's socket is dead (a watchdog)."""
         dead_since: float | None = None
+        tick = min(0.25, max(0.01, self.peers.will_grace / 4))
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(min(0.25, max(0.01, self.peers.will_grace / 4)))
-            now = time.monotonic()
+            await asyncio.sleep(tick)
+            now, stalled = time.monotonic(), time.monotonic() - last > 4 * tick
+            last = now
             if socket_dead(client):
                 dead_since = now if dead_since is None else dead_since
                 if now - dead_since >= 0.5:
+                    drop_socket(client)
                     return
                 continue
             dead_since = None
-            self.check_wills(now)
+            # after a stall of our loop, re-announces may still sit unread: let the reader run first
+            if not stalled:
+                self.check_wills(now)
 
     def check_wills(self, now: float) -> int:
         """Count the held wills whose grace has run out (PeerTracker.check) while connected."""

@@ -80,8 +80,22 @@ def socket_dead(client: Any) -> bool:
         return False
     except OSError:
         return True
-    last_in = getattr(paho, "_last_msg_in", None)
+    # paho 2.x keeps the time of its last read in `_last_bytes_received` (1.x: `_last_msg_in`)
+    last_in = getattr(paho, "_last_bytes_received", getattr(paho, "_last_msg_in", None))
     return not data or (isinstance(last_in, float) and time.monotonic() - last_in > 1.0)
+
+
+def drop_socket(client: Any) -> None:
+    """Close a dead connection's socket so that leaving `async with aiomqtt.Client` does not
+    wait its time-out (10 s) for a DISCONNECT that the unpolled socket can never write: peers
+    hold our will for only `will_grace` (SPEC 14.3, 14.4)."""
+    paho = getattr(client, "_client", None)
+    close = getattr(paho, "_sock_close", None)
+    if callable(close):
+        try:
+            close()
+        except OSError:
+            pass
 
 
 class PeerTracker:
