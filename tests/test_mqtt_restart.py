@@ -73,10 +73,7 @@ async def test_broker_restart_no_peer_gone_and_reconnect_under_a_second(mosquitt
     assert r["reconnect_s_max"] < 3.0      # measured 0.2 s median, 0.84 s max (back-off cap 1 s)
 
 
-async def test_socket_closed_without_disconnect_callback_reconnects(mosquitto) -> None:
-    """paho closes the socket but aiomqtt is never told (seen once on a broker shutdown): the
-    watchdog treats the connection as lost and reconnects, instead of staying 'connected'."""
-    import asyncio
+async def _started(mosquitto) -> MqttTransport:
     idt = Identity.generate()
     t = MqttTransport(mosquitto.url, idt.node_id, NET, backoff_initial=0.05)
     t.bind(idt, (t.address,), lambda *a: None, lambda pk: None)
@@ -84,6 +81,14 @@ async def test_socket_closed_without_disconnect_callback_reconnects(mosquitto) -
     async def h(frame: bytes, reply_to: str | None) -> None:
         return None
     await t.start(h)
+    return t
+
+
+async def test_socket_closed_without_disconnect_callback_reconnects(mosquitto) -> None:
+    """paho closes the socket but aiomqtt is never told (seen once on a broker shutdown): the
+    watchdog treats the connection as lost and reconnects, instead of staying 'connected'."""
+    import asyncio
+    t = await _started(mosquitto)
     try:
         assert t.connected and t._client is not None
         t._client._client._sock_close()          # the socket goes; no on_disconnect
@@ -102,13 +107,7 @@ async def test_socket_the_loop_stopped_polling_reconnects_without_waiting_for_a_
     its 10 s time-out for a DISCONNECT that can never be written: peers hold our will for only
     5 s (SPEC 14.3), so a node that took 10 s to come back was counted gone."""
     import asyncio
-    idt = Identity.generate()
-    t = MqttTransport(mosquitto.url, idt.node_id, NET, backoff_initial=0.05)
-    t.bind(idt, (t.address,), lambda *a: None, lambda pk: None)
-
-    async def h(frame: bytes, reply_to: str | None) -> None:
-        return None
-    await t.start(h)
+    t = await _started(mosquitto)
     try:
         paho = t._client._client
         asyncio.get_running_loop().remove_reader(paho._sock.fileno())
