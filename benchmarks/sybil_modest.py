@@ -5,6 +5,7 @@ baseline, in the simulator. Prints one row per (attack, phi, defence): final hon
 the no-attack baseline's, and the attack rate next to the baseline's rate of the same attack.
 
     python benchmarks/sybil_modest.py [--phis 1.0] [--seeds 0] [--rounds 300] [--nodes 100]
+    python benchmarks/sybil_modest.py --setup paper-dpsgd --nodes 99 --rounds 150   # the paper's own
 
 One run is ~2 minutes of one core at 100 nodes and 300 rounds (measured: 400 clean rounds
 116 s). The issue's full grid (phi in 0.1 / 0.5 / 1 / 2, 3 seeds) is --phis 0.1,0.5,1,2
@@ -24,18 +25,30 @@ DEFENCES = {"none": dict(filter="none", combine="mean"), "median": dict(filter="
 ATTACKS = ("label-flip", "backdoor")
 
 
+# The SybilWall paper's own set-up (ALGORITHMS.md §2): D-PSGD on a random geometric graph of 99
+# honest nodes (radius 0.2, degree at most 7); its phi counts Sybil links per honest node: 15 phi
+# identities, each linked to (up to) 7 honest nodes next to it (the paper's networks/99_*_phi_v2).
+PAPER = dict(protocol="dpsgd", topology="rgg:0.2:7", sybil_links=7)
+PAPER_NODES, PAPER_SYBILS_PER_PHI = 99, 15
+
+
 def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float) -> dict:
-    cfg = SimConfig(protocol="modest", nodes=a.nodes, rounds=a.rounds, seed=seed, partition="dirichlet:0.1",
-                    local_epochs=3, eval_every=max(1, a.rounds // 6), attack=attack if phi else "none",
-                    sybils=phi, eval_attack="" if phi else ",".join(ATTACKS), round_twins=a.round_twins,
-                    **DEFENCES[defence])
+    paper = a.setup == "paper-dpsgd"
+    extra = dict(PAPER, local_epochs=1) if paper else dict(protocol="modest", local_epochs=3)
+    # simulator's --sybils: identities per honest node
+    sybils = PAPER_SYBILS_PER_PHI * phi / a.nodes if paper else phi
+    cfg = SimConfig(nodes=a.nodes, rounds=a.rounds, seed=seed, partition="dirichlet:0.1",
+                    eval_every=max(1, a.rounds // 6), attack=attack if phi else "none",
+                    sybils=sybils, eval_attack="" if phi else ",".join(ATTACKS), round_twins=a.round_twins,
+                    **extra, **DEFENCES[defence])
     t0 = time.perf_counter()
     res = run_sim(cfg)
     s = res["summary"]
     last = next((p for p in reversed(res["series"]) if p.get("attack_rates")), {})
     return {"seed": seed, "defence": defence, "attack": attack if phi else "none", "phi": phi,
             "acc": s["final_acc_mean"], "best": s["best_acc_mean"], "rates": last.get("attack_rates") or {cfg.attack: s["final_attack_rate"]},
-            "rejected": s.get("models_rejected"), "round_twins": a.round_twins,
+            "rejected": s.get("models_rejected"), "round_twins": a.round_twins, "setup": a.setup,
+            "sybil_ids": s.get("sybils"),
             "wall": round(time.perf_counter() - t0, 1)}
 
 
@@ -49,7 +62,12 @@ def main() -> None:
     ap.add_argument("--jsonl", default="", help="append each run as a JSON line here")
     ap.add_argument("--round-twins", default="on", choices=("on", "off"),
                     help="sybilwall: near-copies of a round get weight 0 (default on; off: the paper's weights)")
+    ap.add_argument("--setup", default="modest", choices=("modest", "paper-dpsgd"),
+                    help="modest: MoDeST, 3 local epochs; paper-dpsgd: the paper's D-PSGD graph, "
+                         "99 nodes (set --nodes 99), phi = Sybil links per honest node, 1 local epoch")
     a = ap.parse_args()
+    if a.setup == "paper-dpsgd" and a.nodes != PAPER_NODES:
+        print(f"note: the paper's set-up has {PAPER_NODES} honest nodes; running {a.nodes}")
     phis = [float(x) for x in a.phis.split(",")]
     rows = []
     for seed in [int(x) for x in a.seeds.split(",")]:
@@ -62,7 +80,9 @@ def main() -> None:
                     with open(a.jsonl, "a") as f:
                         f.write(json.dumps(r) + "\n")
     base = {(r["seed"], r["defence"]): r for r in rows if r["phi"] == 0}
-    print(f"\n{a.nodes} honest nodes, MoDeST, Dirichlet(0.1), 3 local epochs, {a.rounds} rounds")
+    what = ("D-PSGD on rgg:0.2:7, 1 local epoch, phi = Sybil links per honest node" if a.setup == "paper-dpsgd"
+            else "MoDeST, 3 local epochs")
+    print(f"\n{a.nodes} honest nodes, {what}, Dirichlet(0.1), {a.rounds} rounds")
     print("| attack | phi | defence | seed | final acc | no-attack acc | attack rate | no-attack rate | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

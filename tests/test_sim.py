@@ -116,6 +116,36 @@ def test_sybil_attack_scenarios_run(attack, small_data) -> None:
     assert 0.0 <= r["summary"]["final_attack_rate"] < 0.5
 
 
+def test_rgg_topology_is_the_papers_graph_and_sybils_sit_next_to_their_nearest_nodes(small_data) -> None:
+    import numpy as np
+
+    from gossipnode.sim.config import parse_topology
+    from gossipnode.sim.topology import nearest_links, rgg
+    assert parse_topology("rgg:0.2:7") == ("rgg", 7, 0.2)
+    for bad in ("rgg", "rgg:0.2", "rgg:x:7", "rgg:0:7", "rgg:0.2:0"):
+        with pytest.raises(ValueError):
+            parse_topology(bad)
+    for seed in range(3):
+        nbrs, pos = rgg(99, 0.2, 7, np.random.default_rng(seed))
+        assert all(i not in nb and all(i in nbrs[j] for j in nb) for i, nb in enumerate(nbrs))
+        seen, todo = {0}, [0]                      # connected
+        while todo:
+            todo += [j for j in nbrs[todo.pop()] if j not in seen and not seen.add(j)]
+        assert len(seen) == 99
+        deg = [len(nb) for nb in nbrs]
+        assert max(deg) <= 8 and 5.5 < sum(deg) / 99 <= 7      # measured mean 6.16-6.20
+        far = [np.linalg.norm(pos[i] - pos[j]) for i, nb in enumerate(nbrs) for j in nb]
+        assert sum(d > 0.2 for d in far) <= 2 * 4              # only the joins of components
+    links = nearest_links(pos, 3, 7, np.random.default_rng(5))
+    p = np.random.default_rng(5).uniform(size=(3, 2))
+    for q, honest in zip(p, links, strict=True):
+        d = ((pos - q) ** 2).sum(-1)
+        assert len(honest) == 7 and max(d[honest]) <= min(np.delete(d, honest))
+    r = run_sim(cfg(protocol="dpsgd", nodes=12, rounds=2, attack="label-flip", sybils=0.25,
+                    sybil_links=3, topology="rgg:0.5:4", filter="sybilwall"), data=small_data)
+    assert r["summary"]["sybils"] == 3 and r["summary"]["messages"]["model_sybil"] > 0
+
+
 def test_gossip_with_independent_init_and_variance_correction(small_data) -> None:
     r = run_sim(cfg(protocol="gossip", nodes=10, rounds=4, gossip_interval=2.0, init="independent",
                     correct="vc"), data=small_data)

@@ -61,7 +61,7 @@ class SimConfig:
     # gossip learning
     gossip_interval: float = 60.0
     # D-PSGD
-    topology: str = "exp"             # exp (one-peer exponential graph) | ring | regular:K
+    topology: str = "exp"             # exp (one-peer exponential graph) | ring | regular:K | rgg:R:D
     dpsgd_timeout: float = 30.0       # wait this long for neighbours' models, then average what came
     # update compression (the daemon's --compress): none | f16 | int8 | topk:FRACTION
     compress: str = "none"
@@ -178,13 +178,21 @@ def _parse_partition(part: str, bits: list[str]) -> ChurnStep:
     return ChurnStep("partition", 0, duration, start, 1, groups)
 
 
-def parse_topology(spec: str) -> tuple[str, int]:
+def parse_topology(spec: str) -> tuple[str, int, float]:
+    """(name, degree, radius): exp, ring, regular:K, or rgg:RADIUS:MAX_DEGREE (the SybilWall
+    paper's random geometric graph is rgg:0.2:7)."""
     if spec in ("exp", "ring"):
-        return spec, 0
-    name, _, k = spec.partition(":")
-    if name == "regular" and k.isdigit() and int(k) >= 1:
-        return name, int(k)
-    raise ValueError(f"bad topology {spec!r}: want exp, ring or regular:K")
+        return spec, 0, 0.0
+    name, _, rest = spec.partition(":")
+    if name == "regular" and rest.isdigit() and int(rest) >= 1:
+        return name, int(rest), 0.0
+    r, _, k = rest.partition(":")
+    try:
+        if name == "rgg" and k.isdigit() and int(k) >= 1 and 0 < float(r) <= 2:
+            return name, int(k), float(r)
+    except ValueError:
+        pass
+    raise ValueError(f"bad topology {spec!r}: want exp, ring, regular:K or rgg:RADIUS:MAX_DEGREE")
 
 
 def draw(spec: str, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

@@ -1,8 +1,9 @@
 """D-PSGD baseline: every node trains, sends its model to its neighbours and averages what it got.
 
 Topologies: ``exp`` (one-peer exponential graph: in round r node i sends to i + 2^(r mod L) and
-receives from i - 2^(r mod L)), ``ring`` (both neighbours, every round) and ``regular:K`` (a
-seeded random K-regular-ish graph). Averaging runs through the pipeline with the own model as one
+receives from i - 2^(r mod L)), ``ring`` (both neighbours, every round), ``regular:K`` (a
+seeded random K-regular-ish graph) and ``rgg:R:D`` (the SybilWall paper's random geometric graph,
+sim/topology.py; Sybils there link to the honest nodes nearest to them). Averaging runs through the pipeline with the own model as one
 more input (``beta=None``), so filters (SybilWall, Krum, ...) apply per node. Sybil identities
 are attached to ``sybil_links`` honest nodes each and send the attacker's one poisoned model.
 With the ``sybilwall`` filter nodes also gossip one update history per neighbour per round.
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .config import parse_topology
+from .topology import nearest_links, rgg
 from .engine import Engine
 
 
@@ -24,7 +26,7 @@ class DPSGDSim(Engine):
     def setup(self) -> None:
         if self.n_joins:
             raise ValueError("dpsgd: joins are not supported (fixed topology); use crash/leave churn")
-        self.topo, k = parse_topology(self.cfg.topology)
+        self.topo, k, radius = parse_topology(self.cfg.topology)
         n = self.cfg.nodes
         self.L = max(1, math.ceil(math.log2(n))) if n > 1 else 1
         self.nbrs: list[list[int]] = [[] for _ in range(n)]
@@ -39,13 +41,19 @@ class DPSGDSim(Engine):
                         adj[a].add(int(b))
                         adj[b].add(int(a))
             self.nbrs = [sorted(s) for s in adj]
+        elif self.topo == "rgg":
+            self.nbrs, pos = rgg(n, radius, k, self.np_rng)
         self.model = [self.initial_of(i) for i in range(n)]
         self.round = [0] * n
         self.inbox: list[dict[int, dict[int, bytes]]] = [{} for _ in range(n)]
         self.trained = [False] * n
         self.sybils_of: list[list[int]] = [[] for _ in range(n)]
-        for s in self.sybil_ids:
-            for i in self.rng.sample(range(n), min(self.cfg.sybil_links, n)):
+        if self.topo == "rgg":   # as in the paper: each Sybil next to the honest nodes nearest to it
+            links = nearest_links(pos, len(self.sybil_ids), self.cfg.sybil_links, self.np_rng)
+        else:
+            links = [self.rng.sample(range(n), min(self.cfg.sybil_links, n)) for _ in self.sybil_ids]
+        for s, honest in zip(self.sybil_ids, links, strict=True):
+            for i in honest:
                 self.sybils_of[i].append(s)
         self.attacker: dict[int, bytes] = {}
         subset = list(range(n))
