@@ -40,7 +40,7 @@ def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float)
     cfg = SimConfig(nodes=a.nodes, rounds=a.rounds, seed=seed, partition="dirichlet:0.1",
                     eval_every=max(1, a.rounds // 6), attack=attack if phi else "none",
                     sybils=sybils, eval_attack="" if phi else ",".join(ATTACKS), round_twins=a.round_twins,
-                    **extra, **DEFENCES[defence])
+                    history_scope=a.history_scope, **extra, **DEFENCES[defence])
     t0 = time.perf_counter()
     res = run_sim(cfg)
     s = res["summary"]
@@ -48,6 +48,7 @@ def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float)
     return {"seed": seed, "defence": defence, "attack": attack if phi else "none", "phi": phi,
             "acc": s["final_acc_mean"], "best": s["best_acc_mean"], "rates": last.get("attack_rates") or {cfg.attack: s["final_attack_rate"]},
             "rejected": s.get("models_rejected"), "round_twins": a.round_twins, "setup": a.setup,
+            "history_scope": a.history_scope,
             "sybil_ids": s.get("sybils"),
             "wall": round(time.perf_counter() - t0, 1)}
 
@@ -65,6 +66,8 @@ def main() -> None:
     ap.add_argument("--setup", default="modest", choices=("modest", "paper-dpsgd"),
                     help="modest: MoDeST, 3 local epochs; paper-dpsgd: the paper's D-PSGD graph, "
                          "99 nodes (set --nodes 99), phi = Sybil links per honest node, 1 local epoch")
+    ap.add_argument("--history-scope", default="node", choices=("node", "global"),
+                    help="global: every aggregator shares one SybilWall history store (an upper bound)")
     a = ap.parse_args()
     if a.setup == "paper-dpsgd" and a.nodes != PAPER_NODES:
         print(f"note: the paper's set-up has {PAPER_NODES} honest nodes; running {a.nodes}")

@@ -146,6 +146,29 @@ def test_rgg_topology_is_the_papers_graph_and_sybils_sit_next_to_their_nearest_n
     assert r["summary"]["sybils"] == 3 and r["summary"]["messages"]["model_sybil"] > 0
 
 
+def test_global_history_scope_is_one_store_that_follows_identities(small_data) -> None:
+    """history_scope=global (an upper bound, RESULTS 13.3): every aggregator reads and extends the
+    same store, so an identity's history sums its updates wherever it was aggregated; with the
+    default each aggregator holds only what it saw and what gossip brought."""
+    from gossipnode.sim.run import make_engine
+    runs = {}
+    for scope in ("node", "global"):
+        eng = make_engine(cfg(nodes=12, rounds=6, sample_size=4, attack="backdoor", sybils=0.25,
+                              history_scope=scope), data=small_data)
+        eng.run()
+        stores = {id(p.filter.store): p.filter.store for p in eng._pipelines.values()}
+        runs[scope] = (eng, stores)
+    eng, stores = runs["global"]
+    assert len(stores) == 1 and len(eng._pipelines) > 1
+    (store,) = stores.values()
+    assert len(store) >= 6                       # most of the 15 identities, in one place
+    _, local = runs["node"]
+    assert len(local) == len(runs["node"][0]._pipelines) > 1
+    assert max(len(s) for s in local.values()) < len(store)
+    with pytest.raises(ValueError):
+        SimConfig(history_scope="everywhere")
+
+
 def test_gossip_with_independent_init_and_variance_correction(small_data) -> None:
     r = run_sim(cfg(protocol="gossip", nodes=10, rounds=4, gossip_interval=2.0, init="independent",
                     correct="vc"), data=small_data)

@@ -45,6 +45,8 @@ _HELP: dict[str, str] = {
     "eval_nodes": "honest nodes evaluated (gossip, dpsgd; modest/fl evaluate the round's model)",
     "eval_samples": "test samples used for evaluation (0: all)",
     "target": "report time and bytes to reach this mean accuracy",
+    "history_scope": "sybilwall: node (each node's own history store, as deployed) or global (an "
+                     "upper bound no deployment has: every aggregator reads and extends one store)",
 }
 
 

@@ -45,6 +45,9 @@ class SimConfig:
     adopt_margin: float = 0.5         # modest: the daemon's adoption check (--adopt-margin); 0: off
     history_records: int = 1          # SybilWall history records piggy-backed per model message (daemon's)
     history_dtype: str = "f2"         # histories travel as float16 (f2) or float32 (f4)
+    # node (default, what a deployment does) | global: an upper bound no deployment has, every
+    # aggregator reads and extends one history store (each identity's updates wherever aggregated)
+    history_scope: str = "node"
     # MoDeST
     sample_size: int = 10
     aggregators: int = 1
@@ -107,6 +110,8 @@ class SimConfig:
             raise ValueError("round_twins must be on or off")
         if self.history_dtype not in ("f2", "f4"):
             raise ValueError("history_dtype must be f2 or f4")
+        if self.history_scope not in ("node", "global"):
+            raise ValueError("history_scope must be node or global")
         if not self.adopt_margin >= 0:
             raise ValueError("adopt_margin must be >= 0")
         parse_churn(self.churn)

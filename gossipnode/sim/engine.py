@@ -127,6 +127,7 @@ class Engine(Learning, Measure):
         self._poison_data: ldata.Dataset | None = None
         self._poison_cache: dict[bytes, bytes] = {}
         self._pipelines: dict[int, Pipeline] = {}
+        self._global_store = None   # history_scope=global: the one store every aggregator shares
         self._probe_cache: dict[tuple[int, bytes], float] = {}
         self._gates: dict[int, AdoptionGate] = {}
         self.fallbacks: Counter[str] = Counter()   # aggregator self-check: unfiltered / current

@@ -189,6 +189,10 @@ class Learning:
             if self.cfg.filter in ("sybilwall", "foolsgold"):
                 params["self_id"] = self.node_name(i)
             p = build_pipeline(self.cfg.filter, self.cfg.combine, self.cfg.correct, **params)
+            if self.cfg.history_scope == "global" and hasattr(p.filter, "store"):
+                if self._global_store is None:      # the first node's store becomes everyone's
+                    self._global_store = p.filter.store
+                p.filter.store = self._global_store
             self._pipelines[i] = p
         return p
 
