@@ -49,7 +49,8 @@ def main() -> None:
     same = np.array(peers)[:, None] == np.array(peers)[None, :]
     gap = np.abs(rounds[:, None] - rounds[None, :])
     print(f"{len(log)} updates ({int(syb.sum())} from Sybils); attack rate {s['final_attack_rate']:.3f}")
-    print("| round gap | Sybil-Sybil, two identities | one Sybil identity | honest-honest, two nodes | one honest node |")
+    print("| round gap | Sybil-Sybil, two identities | one Sybil identity | honest-honest, two nodes "
+          "| one honest node |")
     print("|---|---|---|---|---|")
     for lo, hi in [(1, 1), (2, 5), (6, 20), (21, 10_000)]:
         band = (gap >= lo) & (gap <= hi)

@@ -24,7 +24,8 @@ _HELP: dict[str, str] = {
     "partition": "iid or dirichlet:ALPHA",
     "model": "cnn1d, mlp, logreg, gnlenet or package.module:factory",
     "init": "same (one seeded initial model) or independent (one per node)",
-    "topology": "dpsgd: exp (one-peer exponential), ring, regular:K or rgg:RADIUS:MAX_DEGREE (the SybilWall paper: rgg:0.2:7)",
+    "topology": "dpsgd: exp (one-peer exponential), ring, regular:K or rgg:RADIUS:MAX_DEGREE "
+                "(the SybilWall paper: rgg:0.2:7)",
     "latency": "per-link latency (s): const:X, uniform:A:B, lognormal:MU:SIGMA, normal:MU:SD or N x N .npy",
     "bandwidth": "per-node bandwidth in bytes/s (same syntax, or a length-N .npy)",
     "compute": "per-node training speed in samples/s (same syntax): heterogeneous nodes",

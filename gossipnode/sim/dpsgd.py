@@ -2,10 +2,11 @@
 
 Topologies: ``exp`` (one-peer exponential graph: in round r node i sends to i + 2^(r mod L) and
 receives from i - 2^(r mod L)), ``ring`` (both neighbours, every round), ``regular:K`` (a
-seeded random K-regular-ish graph) and ``rgg:R:D`` (the SybilWall paper's random geometric graph,
-sim/topology.py; Sybils there link to the honest nodes nearest to them). Averaging runs through the pipeline with the own model as one
-more input (``beta=None``), so filters (SybilWall, Krum, ...) apply per node. Sybil identities
-are attached to ``sybil_links`` honest nodes each and send the attacker's one poisoned model.
+seeded random K-regular-ish graph) and ``rgg:R:D`` (the SybilWall paper's random geometric
+graph, sim/topology.py). Averaging runs through the pipeline with the own model as one more
+input (``beta=None``), so filters (SybilWall, Krum, ...) apply per node. Sybil identities are
+attached to ``sybil_links`` honest nodes each (on ``rgg``: the nearest ones, else random ones)
+and send the attacker's one poisoned model.
 With the ``sybilwall`` filter nodes also gossip one update history per neighbour per round.
 """
 from __future__ import annotations
