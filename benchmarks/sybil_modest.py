@@ -40,7 +40,7 @@ def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float)
     cfg = SimConfig(nodes=a.nodes, rounds=a.rounds, seed=seed, partition="dirichlet:0.1",
                     eval_every=max(1, a.rounds // 6), attack=attack if phi else "none",
                     sybils=sybils, eval_attack="" if phi else ",".join(ATTACKS), round_twins=a.round_twins,
-                    history_scope=a.history_scope, **extra, **DEFENCES[defence])
+                    history_scope=a.history_scope, history_sketch=a.history_sketch, **extra, **DEFENCES[defence])
     t0 = time.perf_counter()
     res = run_sim(cfg)
     s = res["summary"]
@@ -48,7 +48,7 @@ def one(a: argparse.Namespace, seed: int, defence: str, attack: str, phi: float)
     return {"seed": seed, "defence": defence, "attack": attack if phi else "none", "phi": phi,
             "acc": s["final_acc_mean"], "best": s["best_acc_mean"], "rates": last.get("attack_rates") or {cfg.attack: s["final_attack_rate"]},
             "rejected": s.get("models_rejected"), "round_twins": a.round_twins, "setup": a.setup,
-            "history_scope": a.history_scope,
+            "history_scope": a.history_scope, "history_sketch": a.history_sketch,
             "sybil_ids": s.get("sybils"),
             "wall": round(time.perf_counter() - t0, 1)}
 
@@ -68,6 +68,8 @@ def main() -> None:
                          "99 nodes (set --nodes 99), phi = Sybil links per honest node, 1 local epoch")
     ap.add_argument("--history-scope", default="node", choices=("node", "global"),
                     help="global: every aggregator shares one SybilWall history store (an upper bound)")
+    ap.add_argument("--history-sketch", type=int, default=SimConfig.history_sketch,
+                    help="sybilwall: sketch dims of the sketch tables (0: full history records, one per message)")
     a = ap.parse_args()
     if a.setup == "paper-dpsgd" and a.nodes != PAPER_NODES:
         print(f"note: the paper's set-up has {PAPER_NODES} honest nodes; running {a.nodes}")

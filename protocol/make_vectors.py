@@ -31,12 +31,14 @@ from gossipnode.core.messages import (
     Ping,
     Pong,
     RawTensor,
+    SketchTable,
     Status,
     ViewRecord,
     ViewShare,
 )
 from gossipnode.core.auth import POW_DOMAIN, pow_bits, solve_pow
 from gossipnode.wire import Identity, MsgType, ReplayGuard, WireError, decode, encode, seal, signing_digest
+from gossipnode.learn.aggregation.sketch import sketch, splitmix64
 from gossipnode.wire.codec import VERSION, body_digest
 from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_digest
 from gossipnode.learn.compress import Compressor
@@ -141,6 +143,10 @@ def golden_messages(ident: Identity) -> dict[str, Message]:
         "model_request": ModelRequest(model_hash(base)),
         "model_data": ModelData(model_hash(base), base),
         "model_data_empty": ModelData(b"\xab" * 32, ()),
+        # a sketch table of two peers, 4 values each (SPEC §15.2); real tables use 128
+        "model_sketches": ModelMsg(45, ModelKind.AGGREGATED, delta_hash, (), model_hash(base), delta, (),
+                                   SketchTable((peer(1), peer(2)), (44, 40), to_raw("sketches", np.array(
+                                       [[0.5, -1.0, 2.0, 0.0], [1.5, 0.25, -3.0, 8.0]], np.float16)))),
         # two tensors of >= 4096 bytes: each one's data is a segment of its own (SPEC §3 cuts)
         "model_data_segments": ModelData(model_hash(segmented_tensors()), segmented_tensors()),
     }
@@ -224,7 +230,7 @@ def rejections(ident: Identity) -> dict[str, dict[str, object]]:
         "malformed": [(ok[:-1], "malformed"), (b"\xc1", "malformed"), (bad_body, "malformed"),
                       (v1_advert, "malformed"), (short_sig, "malformed")],
         "unknown_version": [(seal(ident, NETWORK, MsgType.PING, SEQ, TS, [ping_body], version=v),
-                             "unknown_version") for v in (1, 2, 4)],
+                             "unknown_version") for v in (1, 2, 3, 5)],
         "bad_signature": [(bytes(bad_sig), "bad_signature")],
         "wrong_network": [(encode(ident, "other", SEQ, TS, ping), "wrong_network")],
         "unknown_type": [(seal(ident, NETWORK, 99, SEQ, TS, [ping_body]), "unknown_type")],
@@ -328,6 +334,18 @@ def hash_vectors() -> dict[str, object]:
     }
 
 
+def sketch_vectors() -> dict[str, object]:
+    """The count-sketch every node applies to a history (SPEC §15.2)."""
+    vec = np.arange(1, 11, dtype=np.float32) * np.array([1, -1] * 5, np.float32)
+    return {
+        "rule": "z_i = splitmix64 output i (0-based; state starts at 0, adds 0x9E3779B97F4A7C15 per output); "
+                "sketch[z_i >> (64 - log2 dims)] += (+1 if z_i & 1 == 0 else -1) * history[i]",
+        "splitmix64_first": [str(int(z)) for z in splitmix64(np.arange(4, dtype=np.uint64))],
+        "history": vec.tolist(),
+        "cases": [{"dims": d, "sketch": sketch(vec, d).tolist()} for d in (1, 4, 8)],
+    }
+
+
 def compressed_vectors() -> dict[str, object]:
     base, model = compressed_base_model()
     cases = []
@@ -390,6 +408,7 @@ def main() -> None:
     files["msg_model_delta_topk.json"] = golden(
         ident, "model_delta_topk",
         ModelMsg(44, ModelKind.TRAINED, topk_hash, view()[:1], model_hash(sample_tensors()), topk, ()), SEQ + 100)
+    files["history_sketch.json"] = sketch_vectors()
     for name, vec in hash_vectors().items():
         files[f"{name}.json"] = vec
     for old in OUT.glob("*.json"):

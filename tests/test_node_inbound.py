@@ -19,10 +19,11 @@ from conftest import free_ports
 
 
 @pytest.fixture
-async def node(tmp_path):
+async def node(tmp_path, request):
     (port,) = free_ports(1)
     cfg = NodeConfig(port=port, state_dir=str(tmp_path / "n"), mnist1d_samples=1000, network_id="t",
-                     bootstrap_wait=600, bootstrap_timeout=600, max_message_mb=1.0)
+                     bootstrap_wait=600, bootstrap_timeout=600, max_message_mb=1.0,
+                     history_sketch=getattr(request, "param", NodeConfig.history_sketch))
     n = Node(cfg)
     await n.start()
     yield n
@@ -118,6 +119,7 @@ async def test_incompatible_model_rejected(node: Node) -> None:
     _ = os.getpid()
 
 
+@pytest.mark.parametrize("node", [0], indirect=True)   # --history-sketch 0: full history records
 async def test_history_records_validated_and_merged(node: Node) -> None:
     import numpy as np
     from gossipnode.core.messages import HistoryRecord
@@ -150,3 +152,55 @@ async def test_history_records_validated_and_merged(node: Node) -> None:
     assert status == 202
     rec = store.get(node_id(subject.public_key))
     assert rec is not None and rec.distance == 3 and rec.received_from == node_id(peer.public_key)
+
+
+async def test_sketch_tables_validated_voted_and_forwarded(node: Node) -> None:
+    """Default --history-sketch 128 (SPEC 15.2): a member's table is checked (shape, values, one row
+    per peer, rounds not above the message's), its entries offered; two senders outvote one."""
+    import numpy as np
+    from gossipnode.core.messages import HistoryRecord, SketchTable
+    from gossipnode.wire.identity import node_id
+    from gossipnode.wire.tensors import model_hash, to_raw
+    a, b, c, subject = (Identity.generate() for _ in range(4))
+    model = node.learner.initial
+    h = model_hash(model)
+    for p in (a, b, c):
+        node.core.view.apply(p.public_key, 0, 1, Status.JOIN, ("http://127.0.0.1:9",))
+    store = node.pipeline.filter.store
+    assert store.sketch_dims == 128
+
+    def table(rows, rounds=(3,), peers=None, dt="<f2"):
+        peers = peers or (subject.public_key,) * len(rounds)
+        return SketchTable(tuple(peers), tuple(rounds), to_raw("sketches", np.asarray(rows, dtype=dt)))
+
+    seq = iter(range(100, 200))
+
+    async def post(sender, t, rnd=5):
+        msg = ModelMsg(rnd, ModelKind.AGGREGATED, h, (), None, model, (), t)
+        return await _post(node, encode(sender, "t", next(seq), time.time(), msg))
+
+    bad = {"shape": table(np.ones((1, 64))), "values": table(np.full((1, 128), np.inf)),
+           "twice": table(np.ones((2, 128)), rounds=(3, 4))}
+    for t in bad.values():
+        assert await post(a, t) == (400, {"rejected": "bad_history"})
+    assert len(store) == 0 and node.status()["messages_rejected"]["bad_history"] == 3
+    # a round above the message's is skipped (no one aggregated it yet), the frame is taken
+    assert (await post(a, table(np.ones((1, 128)), rounds=(9,))))[0] == 202
+    assert len(store) == 0 and node.histories.entries_skipped == 1
+    forged, honest = np.full((1, 128), 4.0), np.ones((1, 128))
+    assert (await post(a, table(forged)))[0] == 202
+    assert (await post(b, table(honest)))[0] == 202
+    assert (await post(c, table(honest)))[0] == 202
+    rec = store.get(node_id(subject.public_key))
+    assert rec is not None and rec.round == 3 and rec.votes == 2 and np.allclose(rec.history, 1.0)
+    # a newer round wins over an older one, and the node forwards the table on its next model
+    assert (await post(a, table(forged * 2, rounds=(4,))))[0] == 202
+    assert store.get(node_id(subject.public_key)).round == 4
+    out = node.histories.attach(ModelMsg(6, ModelKind.TRAINED, h, ()), a.public_key).sketches
+    assert out is not None and subject.public_key in out.peers and out.sketches.shape[1] == 128
+    # full history records from a node running --history-sketch 0 become sketch offers
+    n = node.learner.history_size
+    rec = HistoryRecord(c.public_key, 2, 1, (to_raw("history", np.ones(n, "<f2")),))
+    msg = ModelMsg(5, ModelKind.AGGREGATED, h, (), None, model, (rec,))
+    assert (await _post(node, encode(b, "t", next(seq), time.time(), msg)))[0] == 202
+    assert store.get(node_id(c.public_key)).history.shape == (128,)

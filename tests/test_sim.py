@@ -149,22 +149,26 @@ def test_rgg_topology_is_the_papers_graph_and_sybils_sit_next_to_their_nearest_n
 def test_global_history_scope_is_one_store_that_follows_identities(small_data) -> None:
     """history_scope=global (an upper bound, RESULTS 13.3): every aggregator reads and extends the
     same store, so an identity's history sums its updates wherever it was aggregated; with the
-    default each aggregator holds only what it saw and what gossip brought."""
+    full history records (--history-sketch 0) each aggregator holds only what it saw and what
+    gossip brought; with sketch tables (the default) the node stores follow identities too."""
     from gossipnode.sim.run import make_engine
     runs = {}
-    for scope in ("node", "global"):
+    for scope, dims in (("node", 0), ("global", 0), ("node", 128)):
         eng = make_engine(cfg(nodes=12, rounds=6, sample_size=4, attack="backdoor", sybils=0.25,
-                              history_scope=scope), data=small_data)
+                              history_scope=scope, history_sketch=dims), data=small_data)
         eng.run()
         stores = {id(p.filter.store): p.filter.store for p in eng._pipelines.values()}
-        runs[scope] = (eng, stores)
-    eng, stores = runs["global"]
+        runs[scope, dims] = (eng, stores)
+    eng, stores = runs["global", 0]
     assert len(stores) == 1 and len(eng._pipelines) > 1
     (store,) = stores.values()
     assert len(store) >= 6                       # most of the 15 identities, in one place
-    _, local = runs["node"]
-    assert len(local) == len(runs["node"][0]._pipelines) > 1
+    _, local = runs["node", 0]
+    assert len(local) == len(runs["node", 0][0]._pipelines) > 1
     assert max(len(s) for s in local.values()) < len(store)
+    eng, sketched = runs["node", 128]
+    assert len(sketched) == len(eng._pipelines) > 1 and all(s.sketch_dims == 128 for s in sketched.values())
+    assert max(len(s) for s in sketched.values()) >= len(store) > max(len(s) for s in local.values())
     with pytest.raises(ValueError):
         SimConfig(history_scope="everywhere")
 

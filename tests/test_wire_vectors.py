@@ -21,6 +21,7 @@ from gossipnode.wire.tensors import apply_delta, model_hash
 VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
 V1 = VECTORS / "v1"   # the released version 1: kept, never regenerated, no longer spoken
 V2 = VECTORS / "v2"   # version 2 (sha256 body and model hashes): likewise
+V3 = VECTORS / "v3"   # version 3 (MODEL without sketch tables): likewise
 MSG_CLASSES = {"ADVERTISE": m.Advertise, "VIEW": m.ViewShare, "PING": m.Ping, "PONG": m.Pong,
                "MODEL": m.ModelMsg, "MODEL_REQUEST": m.ModelRequest, "MODEL_DATA": m.ModelData}
 
@@ -62,7 +63,10 @@ def message(type_name: str, d: dict) -> m.Message:
             d["round"], m.ModelKind(d["kind"]), bytes.fromhex(d["model"]), view(d["view"]),
             None if d["base"] is None else bytes.fromhex(d["base"]), tensors(d["tensors"]),
             tuple(m.HistoryRecord(bytes.fromhex(h["peer"]), h["round"], h["distance"], tensors(h["tensors"]))
-                  for h in d["histories"]))
+                  for h in d["histories"]),
+            None if d.get("sketches") is None else m.SketchTable(
+                tuple(bytes.fromhex(p) for p in d["sketches"]["peers"]), tuple(d["sketches"]["rounds"]),
+                tensor(d["sketches"]["sketches"])))
     if type_name == "MODEL_REQUEST":
         return m.ModelRequest(bytes.fromhex(d["model"]))
     if type_name == "MODEL_DATA":
@@ -185,7 +189,7 @@ def test_golden_view_records_are_signed_by_their_peers() -> None:
         assert recs and all(auth.verify(r) for r in recs)
 
 
-@pytest.mark.parametrize("name", [f"{d.name}/{p.name}" for d in (V1, V2) for p in sorted(d.glob("msg_*.json"))])
+@pytest.mark.parametrize("name", [f"{d.name}/{p.name}" for d in (V1, V2, V3) for p in sorted(d.glob("msg_*.json"))])
 def test_old_version_frames_are_rejected_as_unknown_version(name: str) -> None:
     v = json.loads((VECTORS / name).read_text())
     with pytest.raises(WireError) as err:
@@ -201,3 +205,28 @@ def test_segment_vector_names_tensors_without_a_second_pass() -> None:
     big = [t for t in env.msg.tensors if len(t.data) >= 4096]
     assert len(big) == 2 and all(t.digest == blake3(t.data).digest() for t in big)
     assert model_hash(env.msg.tensors).hex() == v["message"]["model"]
+
+
+def _splitmix64(i: int) -> int:
+    """SPEC §15.2, transcribed in plain integers (independent of numpy's uint64 arithmetic)."""
+    m = (1 << 64) - 1
+    z = ((i + 1) * 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def test_history_sketch_vector_follows_the_spec_rule() -> None:
+    from gossipnode.learn.aggregation.sketch import sketch
+    v = load("history_sketch.json")
+    assert [str(_splitmix64(i)) for i in range(4)] == v["splitmix64_first"]
+    assert v["splitmix64_first"][0] == str(0xE220A8397B1DCDAF)   # splitmix64's published first output
+    hist = v["history"]
+    for case in v["cases"]:
+        d = case["dims"]
+        want = [0.0] * d
+        for i, x in enumerate(hist):
+            z = _splitmix64(i)
+            want[z >> (64 - (d.bit_length() - 1)) if d > 1 else 0] += x if z & 1 == 0 else -x
+        assert want == case["sketch"]
+        assert sketch(hist, d).tolist() == case["sketch"]

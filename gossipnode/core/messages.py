@@ -112,6 +112,16 @@ class HistoryRecord:
 
 
 @dataclass(frozen=True)
+class SketchTable:
+    """SybilWall history sketches that follow identities along the round chain (SPEC §15.2):
+    row i of `sketches` (a (len(peers), dims) float tensor) is the count-sketch of the summed
+    updates of `peers[i]`, up to and including round `rounds[i]`."""
+    peers: tuple[bytes, ...]
+    rounds: tuple[int, ...]
+    sketches: RawTensor
+
+
+@dataclass(frozen=True)
 class ModelMsg:
     """A model transfer. `model` is the content hash (sha256) of the full model.
 
@@ -125,6 +135,7 @@ class ModelMsg:
     base: bytes | None = None
     tensors: tuple[RawTensor, ...] = ()
     histories: tuple[HistoryRecord, ...] = field(default=())
+    sketches: SketchTable | None = None
 
 
 @dataclass(frozen=True)

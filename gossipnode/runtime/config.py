@@ -65,6 +65,7 @@ class NodeConfig:
     round_twins: str = "on"             # sybilwall: weight 0 to near-copies among a round's updates
     history_records: int = 1            # SybilWall history records piggy-backed per model message
     history_dtype: str = "f2"           # histories travel as float16 (f2) or float32 (f4)
+    history_sketch: int = 128           # sybilwall: sketch tables of this many values per peer; 0: records
     compress: str = "none"              # trained deltas: none | f16 | int8 | topk:FRACTION (error feedback)
     # model sanity: reject a received model whose ||model - reference|| / ||reference|| exceeds this
     # (= learn.sanity.DEFAULT_MAX_UPDATE_NORM, not imported: config must not pull in torch)
@@ -116,7 +117,7 @@ class NodeConfig:
     def pipeline_params(self) -> dict[str, Any]:
         return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
                 "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr,
-                "round_twins": self.round_twins == "on"}
+                "round_twins": self.round_twins == "on", "history_sketch": self.history_sketch}
 
     def shard_index(self) -> tuple[int, int]:
         try:

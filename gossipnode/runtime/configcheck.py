@@ -160,6 +160,9 @@ def check(cfg: Any, explicit: set[str]) -> None:
     _one_of("correct", cfg.correct, CORRECTIONS)
     _one_of("protocol", cfg.protocol, ("modest", "gossip"))
     _one_of("history_dtype", cfg.history_dtype, ("f2", "f4"))
+    d = cfg.history_sketch
+    if not (type(d) is int and 0 <= d <= 1024 and d & (d - 1) == 0):
+        raise ConfigError(f"--history-sketch must be 0 or a power of two up to 1024, got {d!r}")
     try:
         parse_compress(cfg.compress)
     except ValueError as e:

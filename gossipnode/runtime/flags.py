@@ -56,6 +56,9 @@ NODE_FLAGS: list[tuple[str, str, Any, str]] = [
      "models, not at all above it"),
     ("--history-records", "history_records", int, "SybilWall history records piggy-backed per model message"),
     ("--history-dtype", "history_dtype", str, "f2 (float16, default) or f4: histories on the wire"),
+    ("--history-sketch", "history_sketch", int, "sybilwall: every model message carries count-sketches of this "
+     "many values (a power of two) of each known peer's history, which so follow identities; 0: the full "
+     "history records of --history-records"),
     ("--compress", "compress", str,
      "compress this node's updates: none (float32, default), f16, int8 (per-block scale) or "
      "topk:FRACTION (e.g. topk:0.02); what is dropped is added to the next update (error feedback)"),

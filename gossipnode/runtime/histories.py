@@ -1,5 +1,7 @@
 """SybilWall history gossip (ALGORITHMS.md section 2): records picked for each model message
-that goes out, and records that come in validated and merged into the filter's store."""
+that goes out, and records that come in validated and merged into the filter's store. With
+sketches (`--history-sketch D`) every model message carries the sender's whole sketch table
+instead (SPEC §15.2), so that histories follow identities from aggregator to aggregator."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,8 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from gossipnode.core.messages import HistoryRecord
+from dataclasses import replace
+
+from gossipnode.core.messages import HistoryRecord, ModelKind, ModelMsg, SketchTable
+from gossipnode.learn.aggregation.sketch import sketch
 from gossipnode.wire.identity import node_id
+from gossipnode.wire.bodies import MAX_SKETCH_ENTRIES
 from gossipnode.wire.tensors import ENCODED_DTYPES, from_raw, to_raw
 
 
@@ -27,6 +33,62 @@ class HistoryGossip:
         self.name_of = name_of
         self.pk_of: dict[str, bytes] = {}   # name -> public key, of every peer heard of
         self.bytes_sent = 0   # history bytes in model messages delivered (counted by the node)
+        self.sketch_dims = getattr(self.store, "sketch_dims", 0)
+        self.entries_skipped = 0   # sketch entries above their message's round (not stored)
+        self._table: tuple[int, SketchTable | None] = (-1, None)
+
+    def attach(self, msg: ModelMsg, pk: bytes) -> ModelMsg:
+        """`msg` as it goes to `pk`: with the sketch table, or with records picked for `pk`."""
+        if self.sketch_dims:
+            return replace(msg, sketches=self.table())
+        return replace(msg, histories=self.select(pk))
+
+    @staticmethod
+    def bytes_of(msg: ModelMsg) -> int:
+        t = msg.sketches
+        return sum(len(x.data) for h in msg.histories for x in h.tensors) + (
+            0 if t is None else len(t.sketches.data) + 40 * len(t.peers))
+
+    def table(self) -> SketchTable | None:
+        """The store's sketch table, encoded once per store version."""
+        store = self.store
+        if store is None or len(store) == 0:
+            return None
+        if self._table[0] != store.version:
+            rows = [(self.pk_of[j], r) for j, r in store.table(MAX_SKETCH_ENTRIES) if j in self.pk_of]
+            if not rows:
+                return None
+            lim = float(np.finfo(self.dtype).max)
+            data = np.clip(np.stack([r.history for _, r in rows]), -lim, lim).astype(self.dtype)
+            t = SketchTable(tuple(pk for pk, _ in rows), tuple(r.round for _, r in rows), to_raw("sketches", data))
+            self._table = (store.version, t)
+        return self._table[1]
+
+    def merge_table(self, sender: bytes, msg: ModelMsg) -> str | None:
+        """Validate msg's sketch table and offer its entries to the store; a reason if unusable."""
+        store, t = self.store, msg.sketches
+        # MoDeST rounds are one clock: no entry can be newer than its message (gossip: a model's age)
+        bound = None if msg.kind == ModelKind.GOSSIP else msg.round
+        if store is None or not self.sketch_dims or t is None:
+            return None   # this node keeps no sketches: the table is ignored, not refused
+        if t.sketches.dtype in ENCODED_DTYPES or len(t.peers) != len(t.rounds):
+            return "a sketch table needs one array tensor and a round per peer"
+        v = from_raw(t.sketches)
+        if v.ndim != 2 or v.shape != (len(t.peers), self.sketch_dims) or v.dtype.kind != "f":
+            return f"sketch table of shape {v.shape}, expected ({len(t.peers)}, {self.sketch_dims})"
+        v = v.astype(np.float32)
+        if not np.isfinite(v).all():
+            return "sketch table has non-finite values"
+        if len(set(t.peers)) != len(t.peers):
+            return "a sketch table names a peer twice"
+        src = self.name_of(sender)
+        for pk, rnd, row in zip(t.peers, t.rounds, v, strict=True):
+            if bound is not None and rnd > bound:   # nobody aggregated a round that has not happened
+                self.entries_skipped += 1
+                continue
+            self.heard(pk)
+            store.offer(self.name_of(pk), rnd, row, src)
+        return None
 
     def heard(self, pk: bytes) -> None:
         self.pk_of.setdefault(self.name_of(pk), pk)
@@ -66,5 +128,8 @@ class HistoryGossip:
         src = self.name_of(sender)
         for r, v in zip(records, vecs, strict=True):
             self.heard(r.peer)
-            store.merge_record(self.name_of(r.peer), r.round, r.distance, v, src)
+            if self.sketch_dims:   # from a node that sends records: offered as a sketch entry
+                store.offer(self.name_of(r.peer), r.round, sketch(v, self.sketch_dims), src)
+            else:
+                store.merge_record(self.name_of(r.peer), r.round, r.distance, v, src)
         return None

@@ -71,7 +71,7 @@ class Inbound:
         core records (counts) it and may answer it (gossip mode: its advert, so the sender can join)."""
         why = self.core.admissible(sender, msg)
         if why is not None:
-            self.driver.handle(sender, replace(msg, tensors=(), histories=()))
+            self.driver.handle(sender, replace(msg, tensors=(), histories=(), sketches=None))
         return why
 
     async def _receive_model(self, sender: bytes, msg: ModelMsg) -> str | None:
@@ -90,13 +90,15 @@ class Inbound:
             if self.current and self.cfg.accept_quorum == 1 and msg.round <= self.core.round + 1:
                 # The round goes on from the model we hold (SPEC section 15): a malicious
                 # aggregator wastes its round, it cannot stop honest trainers.
-                self.driver.handle(sender, replace(msg, model=self.current, tensors=(), histories=()))
+                self.driver.handle(sender, replace(msg, model=self.current, tensors=(), histories=(), sketches=None))
             return reason
         if msg.histories and (why := self.histories.merge(sender, msg.histories)) is not None:
+            return self._count_reject("bad_history", why)
+        if msg.sketches and (why := self.histories.merge_table(sender, msg)) is not None:
             return self._count_reject("bad_history", why)
         self.store.put(model, h, parent=msg.base, delta=msg.tensors if msg.base else None)
         if msg.kind == ModelKind.TRAINED:
             self.telemetry.round(msg.round)["participants"].append(node_id(sender))
-        self.driver.handle(sender, replace(msg, tensors=(), histories=()))
+        self.driver.handle(sender, replace(msg, tensors=(), histories=(), sketches=None))
         return None
 

@@ -8,7 +8,6 @@ import logging
 import math
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +289,11 @@ class Node(Inbound):
             if full is None:
                 log.warning("model %s no longer held; cannot send", msg.model.hex()[:16])
                 return
-            msg = replace(full, histories=self.histories.select(pk))
+            msg = self.histories.attach(full, pk)
         self.outbox.reached(pk)
         outcome = await self.outbox.send_to(addr, msg)
         if outcome == SENT and isinstance(msg, ModelMsg):
-            self.histories.bytes_sent += sum(len(t.data) for h in msg.histories for t in h.tensors)
+            self.histories.bytes_sent += self.histories.bytes_of(msg)
         # MoDeST: only a direct send (HTTP, memory) that got no answer says the peer is out of reach.
         elif outcome == UNREACHABLE or (outcome == FAILED and not isinstance(self.core, ModestCore)):
             self.driver.peer_failed(pk)
@@ -387,7 +386,7 @@ class Node(Inbound):
             "device": self.learner.device, "version": __version__, "protocol": self.cfg.protocol,
             "pipeline": self.pipeline.describe(), "last_aggregation": self.telemetry.last_aggregation,
             "history_bytes_sent": self.histories.bytes_sent, "sample_size": self.cfg.sample_size,
-            "finished": self._stopping,
+            "history_entries_skipped": self.histories.entries_skipped, "finished": self._stopping,
         } | self.worker.checkpoint_status() | (
             {"http": self.http.status() | self.exchange.status()} if self.http is not None else {})
 

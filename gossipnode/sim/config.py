@@ -45,6 +45,7 @@ class SimConfig:
     adopt_margin: float = 0.5         # modest: the daemon's adoption check (--adopt-margin); 0: off
     history_records: int = 1          # SybilWall history records piggy-backed per model message (daemon's)
     history_dtype: str = "f2"         # histories travel as float16 (f2) or float32 (f4)
+    history_sketch: int = 128         # sybilwall: sketch tables of this many values per peer; 0: records
     # node (default, what a deployment does) | global: an upper bound no deployment has, every
     # aggregator reads and extends one history store (each identity's updates wherever aggregated)
     history_scope: str = "node"
@@ -110,6 +111,9 @@ class SimConfig:
             raise ValueError("round_twins must be on or off")
         if self.history_dtype not in ("f2", "f4"):
             raise ValueError("history_dtype must be f2 or f4")
+        d = self.history_sketch
+        if not (0 <= d <= 1024 and d & (d - 1) == 0):
+            raise ValueError("history_sketch must be 0 or a power of two up to 1024")
         if self.history_scope not in ("node", "global"):
             raise ValueError("history_scope must be node or global")
         if not self.adopt_margin >= 0:
@@ -131,7 +135,7 @@ class SimConfig:
     def pipeline_params(self) -> dict:
         return {"krum_f": self.krum_f, "multikrum_m": self.multikrum_m, "trim_beta": self.trim_beta,
                 "vc_eps": self.vc_eps, "vc_rho": self.vc_rho, "vc_max_corr": self.vc_max_corr,
-                "round_twins": self.round_twins == "on"}
+                "round_twins": self.round_twins == "on", "history_sketch": self.history_sketch}
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

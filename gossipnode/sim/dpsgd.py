@@ -7,7 +7,8 @@ graph, sim/topology.py). Averaging runs through the pipeline with the own model 
 input (``beta=None``), so filters (SybilWall, Krum, ...) apply per node. Sybil identities are
 attached to ``sybil_links`` honest nodes each (on ``rgg``: the nearest ones, else random ones)
 and send the attacker's one poisoned model.
-With the ``sybilwall`` filter nodes also gossip one update history per neighbour per round.
+With the ``sybilwall`` filter nodes also gossip one update history per neighbour per round (the
+paper's rule; with ``history_sketch`` > 0 the histories are count-sketches, SPEC §15.2).
 """
 from __future__ import annotations
 
@@ -167,9 +168,11 @@ class DPSGDSim(Engine):
         store = self.pipeline(i).filter.store
         names = {self.node_name(j): j for j in set(self.out_nbrs(i, r)) | set(self.in_nbrs(i, r)) if j != i}
         picks = store.select_records(list(names), self.node_name(i), self.np_rng)
+        # a message of one history: a whole model's size, or an empty frame + one sketch row
+        size = self.sizes.full_model if not store.sketch_dims else self.sizes.model_empty + 2 * store.sketch_dims + 40
         for name, (peer, rec) in picks.items():
             j = names[name]
-            self.send(i, j, self.sizes.full_model, "history", self._recv_history, j, i, peer, rec)
+            self.send(i, j, size, "history", self._recv_history, j, i, peer, rec)
 
     def _recv_history(self, j: int, i: int, peer: str, rec) -> None:
         self.pipeline(j).filter.store.merge_record(peer, rec.round, rec.distance, rec.history,

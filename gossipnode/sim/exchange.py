@@ -69,7 +69,7 @@ class SimExchange:
         if i not in self.hgossip:
             p = self.pipeline(i)
             hg = None
-            if getattr(p.filter, "use_gossip", False) and self.cfg.history_records > 0:
+            if getattr(p.filter, "use_gossip", False) and (self.cfg.history_records > 0 or self.cfg.history_sketch):
                 if self._history_size is None:
                     self._history_size = int(flatten(self.models[self.initial]).size)
                 hg = HistoryGossip(p, self.node_name(i), self.cfg.history_records, self.cfg.history_dtype,
@@ -82,9 +82,7 @@ class SimExchange:
     def outgoing(self, i: int, peer: bytes, msg: object) -> object:
         """A model message as node i sends it: with the history records it piggy-backs."""
         if isinstance(msg, ModelMsg) and (hg := self.histories_of(i)) is not None:
-            recs = hg.select(peer)
-            if recs:
-                msg = replace(msg, histories=recs)
+            msg = hg.attach(msg, peer)
         return msg
 
     # ---- receiving a model --------------------------------------------------------------------
@@ -96,7 +94,7 @@ class SimExchange:
             accept(j, i, msg)
             return
         if self.cores[j].admissible(self.pks[i], msg) is not None:
-            self.drivers[j].handle(self.pks[i], replace(msg, histories=()))   # the core rejects it
+            self.drivers[j].handle(self.pks[i], replace(msg, histories=(), sketches=None))   # the core rejects it
             return
         key = (j, base)
         first = key not in self._waiting
@@ -135,10 +133,11 @@ class SimExchange:
 
     def take_histories(self, j: int, i: int, msg: ModelMsg) -> ModelMsg | None:
         """Node j merges the histories on i's model message (None: bad_history, the message is refused)."""
-        if msg.histories:
+        if msg.histories or msg.sketches:
             hg = self.histories_of(j)
-            if hg is not None and hg.merge(self.pks[i], msg.histories) is not None:
+            if hg is not None and (hg.merge(self.pks[i], msg.histories) is not None or (
+                    msg.sketches and hg.merge_table(self.pks[i], msg) is not None)):
                 self.models_rejected["bad_history"] += 1
                 return None
-            msg = replace(msg, histories=())
+            msg = replace(msg, histories=(), sketches=None)
         return msg

@@ -17,6 +17,7 @@ from gossipnode.core.messages import (
     ModelRequest,
     Ping,
     Pong,
+    SketchTable,
     Status,
     ViewRecord,
     ViewShare,
@@ -64,6 +65,12 @@ class SizeModel:
             dt: size(ModelMsg(rnd, ModelKind.TRAINED, h, (), h, model, (
                 HistoryRecord(pk, rnd, 2, (to_raw("history", np.zeros(n, dtype=dt)),)),))) - delta
             for dt in ("<f2", "<f4")}
+        # a sketch table: a fixed part plus one row per peer, by dtype and dims (exact for 1 and 2 rows)
+        def table(rows: int, dt: str, d: int) -> int:
+            t = SketchTable((pk,) * rows, (rnd,) * rows, to_raw("sketches", np.zeros((rows, d), dtype=dt)))
+            return size(ModelMsg(rnd, ModelKind.TRAINED, h, (), h, model, (), t)) - delta
+        self._table_cost = {}
+        self._table_of = table
         self._size = size
         self._h = h
 
@@ -77,7 +84,16 @@ class SizeModel:
         return frame_bytes + self.view_record * len(msg.view) + self.histories(msg)
 
     def histories(self, msg: ModelMsg) -> int:
-        return sum(self.history_record.get(r.tensors[0].dtype, 0) for r in msg.histories if r.tensors)
+        n = sum(self.history_record.get(r.tensors[0].dtype, 0) for r in msg.histories if r.tensors)
+        t = msg.sketches
+        if t is not None and t.peers:
+            key = (t.sketches.dtype, t.sketches.shape[1])
+            if key not in self._table_cost:
+                one, two = self._table_of(1, *key), self._table_of(2, *key)
+                self._table_cost[key] = (one - (two - one), two - one)
+            fixed, row = self._table_cost[key]
+            n += fixed + row * len(t.peers)
+        return n
 
     def of(self, msg: object, with_tensors: bool = True) -> int:
         if isinstance(msg, Ping):

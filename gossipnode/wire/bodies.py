@@ -21,6 +21,7 @@ from gossipnode.core.messages import (
     Ping,
     Pong,
     RawTensor,
+    SketchTable,
     Status,
     ViewRecord,
     ViewShare,
@@ -49,6 +50,7 @@ MAX_ADDRESSES = 8             # transport URLs per peer
 MAX_ADDRESS_BYTES = 256
 MAX_TENSORS = 4096            # per tensor list
 MAX_HISTORIES = 64            # per MODEL message
+MAX_SKETCH_ENTRIES = 1024     # rows of a MODEL's sketch table (SPEC §15.2)
 MAX_TENSORS_PER_MESSAGE = 65536  # all lists of one message together (bounds memory per frame)
 _MAX_DTYPE_BYTES = 8
 _INLINE_BIN = 4096            # smaller bins are copied into the packer; larger ones are referenced
@@ -214,7 +216,7 @@ def write_body(w: Writer, msg: Message) -> MsgType:
         w.pack([_uint(msg.round, "round"), _uint(msg.nonce, "nonce"),
                 None if msg.record is None else _record_row(msg.record)])
     elif isinstance(msg, ModelMsg):
-        w.array(7)
+        w.array(8)
         w.pack(_uint(msg.round, "round"))
         w.pack(_enum(msg.kind, ModelKind, "kind"))
         w.pack(_hash(msg.model, "model"))
@@ -230,6 +232,7 @@ def write_body(w: Writer, msg: Message) -> MsgType:
             w.pack(_uint(h.round, "history round"))
             w.pack(_uint(h.distance, "history distance"))
             _write_tensors(w, h.tensors, budget)
+        _write_sketches(w, msg.sketches, budget)
     elif isinstance(msg, ModelRequest):
         w.pack([_hash(msg.model, "model")])
     elif isinstance(msg, ModelData):
@@ -252,6 +255,31 @@ def _read_record(r: Reader) -> ViewRecord:
                                             _STATUS[r.integer(0, len(_STATUS))], _read_addresses(r))
     pow_ = r.integer()
     return ViewRecord(peer, last, index, status, addresses, r.bin_exact(SIG_LEN), pow_)
+
+
+def _write_sketches(w: Writer, t: SketchTable | None, budget: list[int]) -> None:
+    if t is None:
+        w.pack(None)
+        return
+    if type(t) is not SketchTable or len(t.peers) != len(t.rounds):
+        raise ValueError("sketches must be a SketchTable with one round per peer")
+    _count(t.peers, MAX_SKETCH_ENTRIES, "sketch table")
+    w.array(3)
+    w.pack([_hash(p, "sketch peer") for p in t.peers])
+    w.pack([_uint(x, "sketch round") for x in t.rounds])
+    _write_tensors(w, (t.sketches,), budget)
+
+
+def _read_sketches(r: Reader, budget: list[int]) -> SketchTable | None:
+    if r.is_nil():
+        return None
+    r.array_of(3)
+    peers = tuple(r.bin_exact(KEY_LEN) for _ in range(r.array(MAX_SKETCH_ENTRIES)))
+    rounds = tuple(r.integer() for _ in range(r.array(MAX_SKETCH_ENTRIES)))
+    ts = _read_tensors(r, budget)
+    if len(ts) != 1 or len(rounds) != len(peers):
+        raise WireError(MALFORMED, "a sketch table needs one tensor and one round per peer")
+    return SketchTable(peers, rounds, ts[0])
 
 
 def _read_view(r: Reader) -> tuple[ViewRecord, ...]:
@@ -323,7 +351,7 @@ def _read_pong(r: Reader) -> Pong:
 
 
 def _read_model(r: Reader) -> ModelMsg:
-    r.array_of(7)
+    r.array_of(8)
     budget = [MAX_TENSORS_PER_MESSAGE]
     rnd = r.integer()
     kind = _KIND[r.integer(0, len(_KIND))]
@@ -336,7 +364,7 @@ def _read_model(r: Reader) -> ModelMsg:
         r.array_of(4)
         histories.append(HistoryRecord(r.bin_exact(KEY_LEN), r.integer(), r.integer(),
                                        _read_tensors(r, budget)))
-    return ModelMsg(rnd, kind, model, view, base, tensors, tuple(histories))
+    return ModelMsg(rnd, kind, model, view, base, tensors, tuple(histories), _read_sketches(r, budget))
 
 
 def _read_model_request(r: Reader) -> ModelRequest:

@@ -11,7 +11,7 @@ from gossipnode.wire.errors import MALFORMED, UNKNOWN_VERSION, WireError
 from gossipnode.wire.identity import PUBLIC_KEY_LEN
 from gossipnode.wire.reader import Reader
 
-VERSION = 3   # v3: BLAKE3 segment body hash and model hash (v2: signed membership records)
+VERSION = 4   # v4: MODEL sketch tables (v3: BLAKE3 segment body and model hash; v2: signed records)
 MAX_NETWORK_ID_BYTES = 64
 MAX_CUTS = 8192          # segment boundaries per frame (4096 tensors' data as segments of their own)
 _ENVELOPE_FIELDS = 9

@@ -10,6 +10,7 @@ import numpy as np
 from ..state import State, flatten, is_weight
 from .history import HistoryStore
 from .registry import register
+from .sketch import sketch
 from .types import Contribution
 
 _SIMILARITY_TOL = 1e-9
@@ -112,15 +113,17 @@ class SybilWallFilter:
     """
 
     PARAMS: ClassVar[dict[str, str]] = {"self_id": "self_id", "auto_record": "auto_record",
-                                        "round_twins": "round_twins"}
+                                        "round_twins": "round_twins", "history_sketch": "sketch_dims"}
     use_gossip: ClassVar[bool] = True
     twins_default: ClassVar[bool] = True
 
     def __init__(
         self, self_id: str | None = None, store: HistoryStore | None = None, auto_record: bool = True,
-        round_twins: bool | None = None,
+        round_twins: bool | None = None, sketch_dims: int = 0,
     ) -> None:
-        self.store = store if store is not None else HistoryStore(self_id)
+        # sketch_dims > 0: histories are count-sketches that travel with identities (SPEC §15.2)
+        self.store = store if store is not None else HistoryStore(
+            self_id, sketch_dims if self.use_gossip else 0)
         self.self_id = self_id if self_id is not None else self.store.self_id
         self.auto_record = auto_record
         # weight 0 to near-copies among a round's updates (twin_peers(), applied by the pipeline
@@ -140,7 +143,8 @@ class SybilWallFilter:
         }
         for c in contributions:  # not recorded (auto_record off): judge by this update alone
             if c.peer not in hist:
-                hist[c.peer] = flatten(c.delta)
+                flat = flatten(c.delta)
+                hist[c.peer] = sketch(flat, self.store.sketch_dims) if self.store.sketch_dims else flat
         peers = list(hist)
         w = foolsgold_weights(np.stack([hist[p] for p in peers]))
         by_peer = dict(zip(peers, w.tolist(), strict=True))
@@ -148,7 +152,7 @@ class SybilWallFilter:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "histories": len(self.store), "gossip": self.use_gossip,  # type: ignore[attr-defined]
-                "round_twins": self.round_twins}
+                "round_twins": self.round_twins, "sketch_dims": self.store.sketch_dims}
 
 
 @register("filter", "foolsgold")

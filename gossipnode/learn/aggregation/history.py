@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..state import State, is_weight
+from .sketch import check_dims, sketch
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,12 @@ class StoredHistory:
     history: np.ndarray  # flat float32, weights only: the sum of the Contribution.delta values recorded
     # for the peer. MoDeST aggregation: model_j - the round's base (FoolsGold: j's updates); gossip
     # merge / D-PSGD: received model of j - the receiver's own model (SybilWall's definition).
+    # With sketches (HistoryStore.sketch_dims > 0) `history` is the count-sketch of that sum.
+    votes: int = 0   # distinct senders that offered this very entry (sketch tables); own: OWN
+
+
+OWN = 1 << 30      # an entry this node computed itself outranks any equal-round offer
+MAX_OFFERS = 8     # conflicting candidates kept per peer until the next read (a bound on memory)
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -48,11 +55,15 @@ def _as_vector(history: State | np.ndarray) -> np.ndarray:
 class HistoryStore:
     """``peer -> StoredHistory``. Thread-safe: gossip arrives on the event loop, aggregation runs in a worker."""
 
-    def __init__(self, self_id: str | None = None) -> None:
+    def __init__(self, self_id: str | None = None, sketch_dims: int = 0, max_peers: int = 4096) -> None:
         self.self_id = self_id
+        self.sketch_dims = check_dims(sketch_dims) if sketch_dims else 0
+        self.max_peers = max_peers
         self._records: dict[str, StoredHistory] = {}
-        self._lock = threading.Lock()
-        self._size: int | None = None  # all histories must have the same length
+        self._offers: dict[str, dict[tuple[int, bytes], tuple[np.ndarray, set[str]]]] = {}
+        self._lock = threading.RLock()
+        self._size: int | None = self.sketch_dims or None  # all histories must have the same length
+        self.version = 0   # bumped on every change (senders cache the encoded table by it)
 
     def _check_size(self, vec: np.ndarray) -> None:
         if self._size is None:
@@ -67,14 +78,56 @@ class HistoryStore:
         accumulating from the history it had.
         """
         vec = _as_vector(delta)
+        if self.sketch_dims:
+            vec = _clip32(sketch(vec, self.sketch_dims))
         with self._lock:
             self._check_size(vec)
+            self._resolve()
             old = self._records.get(peer)
             hist = vec if old is None else _clip32(old.history.astype(np.float64) + vec)
             rnd = round if old is None else max(round, old.round)
-            rec = StoredHistory(round=rnd, distance=1, received_from=peer, history=hist)
+            rec = StoredHistory(round=rnd, distance=1, received_from=peer, history=hist, votes=OWN)
             self._records[peer] = rec
+            self.version += 1
             return rec
+
+    def offer(self, peer: str, round: int, history: np.ndarray, sender: str) -> None:
+        """A sketch-table entry from `sender` (SPEC §15.2). Offers are tallied until the store
+        is next read; then, per peer, the candidate most senders sent (then the newest) replaces
+        the stored entry if it is newer, or as new with more votes. Entries about this node are
+        kept too: it forwards them, so that its next aggregator knows its history."""
+        vec = _as_vector(history)
+        with self._lock:
+            self._check_size(vec)
+            cands = self._offers.setdefault(peer, {})
+            key = (round, vec.tobytes())
+            if key in cands:
+                cands[key][1].add(sender)
+            elif len(cands) < MAX_OFFERS:
+                cands[key] = (vec, {sender})
+            self.version += 1   # a pending offer changes what the next table holds
+
+    def _resolve(self) -> None:
+        """Apply the pending offers (lock held)."""
+        if not self._offers:
+            return
+        for peer, cands in self._offers.items():
+            (rnd, _), (vec, senders) = max(cands.items(), key=lambda kv: (len(kv[1][1]), kv[0][0]))
+            old = self._records.get(peer)
+            if old is None or rnd > old.round or (rnd == old.round and len(senders) > old.votes):
+                self._records[peer] = StoredHistory(rnd, 2, min(senders), vec, len(senders))
+        self._offers.clear()
+        if len(self._records) > self.max_peers:   # the oldest entries go first
+            for p, _ in sorted(self._records.items(), key=lambda kv: kv[1].round)[:len(self._records) - self.max_peers]:
+                del self._records[p]
+        self.version += 1
+
+    def table(self, limit: int) -> list[tuple[str, StoredHistory]]:
+        """Up to `limit` entries, newest rounds first: the sketch table a model message carries."""
+        with self._lock:
+            self._resolve()
+            items = sorted(self._records.items(), key=lambda kv: -kv[1].round)
+        return items[:limit]
 
     def merge_record(
         self, peer: str, round: int, distance: int, history: State | np.ndarray, received_from: str
@@ -96,6 +149,7 @@ class HistoryStore:
             if old is not None and (old.distance == 1 or round <= old.round):
                 return False
             self._records[peer] = StoredHistory(round, distance + 1, received_from, vec)
+            self.version += 1
             return True
 
     def select_records(
@@ -125,15 +179,19 @@ class HistoryStore:
 
     def get(self, peer: str) -> StoredHistory | None:
         with self._lock:
+            self._resolve()
             return self._records.get(peer)
 
     def items(self) -> list[tuple[str, StoredHistory]]:
         with self._lock:
+            self._resolve()
             return list(self._records.items())
 
     def remove(self, peer: str) -> None:
         with self._lock:
             self._records.pop(peer, None)
+            self._offers.pop(peer, None)
+            self.version += 1
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._records
