@@ -70,6 +70,9 @@ def main() -> None:
                     help="global: every aggregator shares one SybilWall history store (an upper bound)")
     ap.add_argument("--history-sketch", type=int, default=SimConfig.history_sketch,
                     help="sybilwall: sketch dims of the sketch tables (0: full history records, one per message)")
+    ap.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated, of " + ", ".join(ATTACKS))
+    ap.add_argument("--baseline", default="on", choices=("on", "off"),
+                    help="off: skip the no-attack run (the table then has no baseline columns)")
     a = ap.parse_args()
     if a.setup == "paper-dpsgd" and a.nodes != PAPER_NODES:
         print(f"note: the paper's set-up has {PAPER_NODES} honest nodes; running {a.nodes}")
@@ -77,7 +80,9 @@ def main() -> None:
     rows = []
     for seed in [int(x) for x in a.seeds.split(",")]:
         for d in a.defences.split(","):
-            for attack, phi in [("none", 0.0)] + [(at, p) for p in phis for at in ATTACKS]:
+            runs = ([("none", 0.0)] if a.baseline == "on" else []) + [
+                (at, p) for p in phis for at in a.attacks.split(",")]
+            for attack, phi in runs:
                 r = one(a, seed, d, attack, phi)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
@@ -93,7 +98,7 @@ def main() -> None:
     for r in rows:
         if r["phi"] == 0:
             continue
-        b = base[(r["seed"], r["defence"])]
+        b = base.get((r["seed"], r["defence"]), {"acc": float("nan"), "rates": {}})
         brate, rate = b["rates"].get(r["attack"]), r["rates"].get(r["attack"])
         def f3(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"

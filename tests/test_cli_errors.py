@@ -204,3 +204,16 @@ def test_load_config_types_per_layer(tmp_path: Path) -> None:
     f.write_text('rounds = true\n')   # a TOML bool is not an integer
     with pytest.raises(ConfigError, match="key 'rounds'"):
         load_config(str(f), env={})
+
+
+def test_history_sketch_must_be_zero_or_a_power_of_two() -> None:
+    from gossipnode.runtime import configcheck
+    from gossipnode.runtime.config import ConfigError, NodeConfig
+    for ok in (0, 1, 64, 128, 1024):
+        configcheck.check(NodeConfig(history_sketch=ok), set())
+    for bad in (-1, 100, 2048):
+        with pytest.raises(ConfigError, match="--history-sketch"):
+            configcheck.check(NodeConfig(history_sketch=bad), set())
+    from gossipnode.sim import SimConfig
+    with pytest.raises(ValueError, match="history_sketch"):
+        SimConfig(history_sketch=100)

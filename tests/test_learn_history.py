@@ -197,3 +197,63 @@ def test_sim_merge_history_is_received_minus_own(protocol, beta, sketch_dims) ->
     if sketch_dims:   # the sketch of a sum is the sum of the sketches
         expected = sketch(expected, sketch_dims)
     np.testing.assert_allclose(hist, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_count_sketch_is_linear_keeps_cosines_and_chunks_alike(monkeypatch) -> None:
+    from gossipnode.learn.aggregation import sketch as sk
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(5210), rng.standard_normal(5210)
+    np.testing.assert_allclose(sk.sketch(x + 2 * y, 128), sk.sketch(x, 128) + 2 * sk.sketch(y, 128), atol=1e-9)
+    errs = []
+    for _ in range(50):
+        a = rng.standard_normal(5210)
+        b = 0.5 * a + rng.standard_normal(5210) * rng.uniform(0, 2)
+        sa, sb = sk.sketch(a, 128), sk.sketch(b, 128)
+        errs.append(abs(sa @ sb / np.linalg.norm(sa) / np.linalg.norm(sb) - a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+    assert np.mean(errs) < 0.1 and max(errs) < 0.35
+    whole = sk.sketch(x, 64)
+    monkeypatch.setattr(sk, "_CACHE_SIZE", 100)   # the chunked path of big models
+    monkeypatch.setattr(sk, "_CHUNK", 1000)
+    np.testing.assert_allclose(sk.sketch(x, 64), whole, atol=1e-9)
+    for bad in (0, 3, 2048):
+        with pytest.raises(ValueError):
+            sk.sketch(x, bad)
+
+
+def test_sketch_store_tallies_offers_and_own_updates_win_ties() -> None:
+    from gossipnode.learn.aggregation.sketch import sketch
+    s = HistoryStore("me", sketch_dims=8)
+    one, two = np.ones(8), np.full(8, 2.0)
+    s.offer("j", 5, two, "forger")          # a lone sender's entry ...
+    s.offer("j", 5, one, "a")
+    s.offer("j", 5, one, "b")               # ... loses to the one two senders sent
+    r = s.get("j")
+    assert r.round == 5 and r.votes == 2 and np.allclose(r.history, 1.0)
+    s.offer("j", 4, two, "c")               # older: ignored
+    s.offer("j", 5, two, "c")               # same round, one sender: fewer votes than stored
+    assert np.allclose(s.get("j").history, 1.0)
+    delta = np.arange(16, dtype=np.float32)
+    s.record_update("j", 6, delta)          # own aggregation: stored + sketch(update)
+    r = s.get("j")
+    assert r.round == 6 and np.allclose(r.history, 1.0 + sketch(delta, 8), atol=1e-5)
+    for who in "xyz":                       # three senders at the same round do not replace it
+        s.offer("j", 6, two, who)
+    assert np.allclose(s.get("j").history, r.history)
+    s.offer("j", 7, two, "x")               # a newer round does (the chain moved on)
+    assert s.get("j").round == 7
+    s.offer("me", 3, one, "a")              # entries about itself are kept, to be forwarded
+    assert s.get("me") is not None
+    assert [p for p, _ in s.table(1)] == ["j"]      # newest rounds first, bounded
+    with pytest.raises(ValueError):
+        s.offer("k", 1, np.ones(9), "a")
+
+
+def test_sketch_store_bounds_peers_and_offers() -> None:
+    from gossipnode.learn.aggregation import history as hmod
+    s = HistoryStore("me", sketch_dims=4, max_peers=3)
+    for i in range(5):
+        s.offer(f"p{i}", i + 1, np.ones(4), "a")
+    assert sorted(s.peers()) == ["p2", "p3", "p4"]    # the oldest rounds went
+    for i in range(hmod.MAX_OFFERS + 5):
+        s.offer("p9", 1, np.full(4, float(i)), f"s{i}")
+    assert len(s._offers["p9"]) == hmod.MAX_OFFERS

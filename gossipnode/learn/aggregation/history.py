@@ -194,14 +194,19 @@ class HistoryStore:
             self.version += 1
 
     def __contains__(self, peer: object) -> bool:
-        return peer in self._records
+        with self._lock:
+            self._resolve()
+            return peer in self._records
 
     def __len__(self) -> int:
-        return len(self._records)
+        with self._lock:
+            self._resolve()
+            return len(self._records)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.peers())
 
     def peers(self) -> list[str]:
         with self._lock:
+            self._resolve()
             return list(self._records)
