@@ -6,6 +6,7 @@ the no-attack baseline's, and the attack rate next to the baseline's rate of the
 
     python benchmarks/sybil_modest.py [--phis 1.0] [--seeds 0] [--rounds 300] [--nodes 100]
     python benchmarks/sybil_modest.py --setup paper-dpsgd --nodes 99 --rounds 150   # the paper's own
+    python benchmarks/sybil_modest.py --phis 0.1 --history-sketch 0   # full history records (before v4)
 
 One run is ~2 minutes of one core at 100 nodes and 300 rounds (measured: 400 clean rounds
 116 s). The issue's full grid (phi in 0.1 / 0.5 / 1 / 2, 3 seeds) is --phis 0.1,0.5,1,2
