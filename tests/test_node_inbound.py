@@ -164,7 +164,7 @@ async def test_sketch_tables_validated_voted_and_forwarded(node: Node) -> None:
     a, b, c, subject = (Identity.generate() for _ in range(4))
     model = node.learner.initial
     h = model_hash(model)
-    for p in (a, b, c):
+    for p in (a, b, c, subject):
         node.core.view.apply(p.public_key, 0, 1, Status.JOIN, ("http://127.0.0.1:9",))
     store = node.pipeline.filter.store
     assert store.sketch_dims == 128
@@ -187,6 +187,11 @@ async def test_sketch_tables_validated_voted_and_forwarded(node: Node) -> None:
     # a round above the message's is skipped (no one aggregated it yet), the frame is taken
     assert (await post(a, table(np.ones((1, 128)), rounds=(9,))))[0] == 202
     assert len(store) == 0 and node.histories.entries_skipped == 1
+    # entries about a key that is not a member are skipped (they could evict real ones)
+    stranger = Identity.generate().public_key
+    assert (await post(a, table(np.ones((1, 128)), peers=(stranger,))))[0] == 202
+    assert len(store) == 0 and node.histories.entries_skipped == 2
+    assert node.status()["history_entries_skipped"] == 2
     forged, honest = np.full((1, 128), 4.0), np.ones((1, 128))
     assert (await post(a, table(forged)))[0] == 202
     assert (await post(b, table(honest)))[0] == 202

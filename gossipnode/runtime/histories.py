@@ -18,11 +18,17 @@ from gossipnode.wire.bodies import MAX_SKETCH_ENTRIES
 from gossipnode.wire.tensors import ENCODED_DTYPES, from_raw, to_raw
 
 
+MAX_NAMES = 1 << 16   # peers whose key this node remembers for its history records and tables
+
+
 class HistoryGossip:
     def __init__(self, pipeline: Any, self_id: str, records: int, dtype: str, history_size: int,
-                 seed: int, name_of: Callable[[bytes], str] = node_id) -> None:
+                 seed: int, name_of: Callable[[bytes], str] = node_id,
+                 is_member: Callable[[bytes], bool] | None = None) -> None:
         """`name_of`: a peer's name in the filter's history store (the daemon: its node id; the
-        simulator, which runs this same class, its own names)."""
+        simulator, which runs this same class, its own names). `is_member`: whether a key is a
+        member of this node's view (sketch entries about anyone else are skipped: a member could
+        otherwise fill the bounded store with made-up identities and evict the real ones)."""
         f = pipeline.filter
         self.store = getattr(f, "store", None) if getattr(f, "use_gossip", False) else None
         self.self_id = self_id
@@ -34,7 +40,8 @@ class HistoryGossip:
         self.pk_of: dict[str, bytes] = {}   # name -> public key, of every peer heard of
         self.bytes_sent = 0   # history bytes in model messages delivered (counted by the node)
         self.sketch_dims = getattr(self.store, "sketch_dims", 0)
-        self.entries_skipped = 0   # sketch entries above their message's round (not stored)
+        self.is_member = is_member
+        self.entries_skipped = 0   # sketch entries above their message's round or about non-members
         self._table: tuple[int, SketchTable | None] = (-1, None)
 
     def attach(self, msg: ModelMsg, pk: bytes) -> ModelMsg:
@@ -83,15 +90,19 @@ class HistoryGossip:
             return "a sketch table names a peer twice"
         src = self.name_of(sender)
         for pk, rnd, row in zip(t.peers, t.rounds, v, strict=True):
-            if bound is not None and rnd > bound:   # nobody aggregated a round that has not happened
+            name = self.name_of(pk)
+            # nobody aggregated a round that has not happened; strangers' entries are not kept
+            if (bound is not None and rnd > bound) or (
+                    self.is_member is not None and name != self.self_id and not self.is_member(pk)):
                 self.entries_skipped += 1
                 continue
             self.heard(pk)
-            store.offer(self.name_of(pk), rnd, row, src)
+            store.offer(name, rnd, row, src)
         return None
 
     def heard(self, pk: bytes) -> None:
-        self.pk_of.setdefault(self.name_of(pk), pk)
+        if len(self.pk_of) < MAX_NAMES:   # any signed frame gets here: the map is bounded
+            self.pk_of.setdefault(self.name_of(pk), pk)
 
     def select(self, pk: bytes) -> tuple[HistoryRecord, ...]:
         """The records to piggy-back on a model message to `pk`."""

@@ -70,7 +70,8 @@ class Node(Inbound):
                                      cfg.adopt_margin, cfg.beta, attack_names(cfg.attack, cfg.eval_attack),
                                      self.state_dir)
         self.histories = HistoryGossip(self.pipeline, self.id, cfg.history_records, cfg.history_dtype,
-                                       self.learner.history_size, int.from_bytes(self.pk[8:16], "big"))
+                                       self.learner.history_size, int.from_bytes(self.pk[8:16], "big"),
+                                       is_member=lambda pk: self.core.is_member(pk))
         self.histories.heard(self.pk)
         self.exchange = ModelExchange(self.store, self.learner, self.max_size, cfg.ping_timeout,
                                       cfg.http_min_rate_mb * (1 << 20), cfg.max_update_norm)

@@ -55,7 +55,7 @@ def _as_vector(history: State | np.ndarray) -> np.ndarray:
 class HistoryStore:
     """``peer -> StoredHistory``. Thread-safe: gossip arrives on the event loop, aggregation runs in a worker."""
 
-    def __init__(self, self_id: str | None = None, sketch_dims: int = 0, max_peers: int = 4096) -> None:
+    def __init__(self, self_id: str | None = None, sketch_dims: int = 0, max_peers: int = 16384) -> None:
         self.self_id = self_id
         self.sketch_dims = check_dims(sketch_dims) if sketch_dims else 0
         self.max_peers = max_peers
