@@ -226,6 +226,7 @@ def test_sketch_store_tallies_offers_and_own_updates_win_ties() -> None:
     s = HistoryStore("me", sketch_dims=8)
     one, two = np.ones(8), np.full(8, 2.0)
     s.offer("j", 5, two, "forger")          # a lone sender's entry ...
+    assert len(s) == 1 and "j" in s         # (counting, as a status poll does, settles nothing)
     s.offer("j", 5, one, "a")
     s.offer("j", 5, one, "b")               # ... loses to the one two senders sent
     r = s.get("j")

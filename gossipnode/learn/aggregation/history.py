@@ -193,15 +193,14 @@ class HistoryStore:
             self._offers.pop(peer, None)
             self.version += 1
 
+    # len and `in` leave the tally alone: a status poll must not settle a round's offers early
     def __contains__(self, peer: object) -> bool:
         with self._lock:
-            self._resolve()
-            return peer in self._records
+            return peer in self._records or peer in self._offers
 
     def __len__(self) -> int:
         with self._lock:
-            self._resolve()
-            return len(self._records)
+            return len(self._records.keys() | self._offers.keys())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.peers())
