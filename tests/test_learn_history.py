@@ -226,7 +226,6 @@ def test_sketch_store_tallies_offers_and_own_updates_win_ties() -> None:
     s = HistoryStore("me", sketch_dims=8)
     one, two = np.ones(8), np.full(8, 2.0)
     s.offer("j", 5, two, "forger")          # a lone sender's entry ...
-    assert len(s) == 1 and "j" in s         # (counting, as a status poll does, settles nothing)
     s.offer("j", 5, one, "a")
     s.offer("j", 5, one, "b")               # ... loses to the one two senders sent
     r = s.get("j")
@@ -259,3 +258,15 @@ def test_sketch_store_bounds_peers_and_offers() -> None:
     for i in range(hmod.MAX_OFFERS + 5):
         s.offer("p9", 1, np.full(4, float(i)), f"s{i}")
     assert len(s._offers["p9"]) == hmod.MAX_OFFERS
+
+
+def test_counting_a_sketch_store_does_not_settle_the_tally() -> None:
+    """A status poll (len, `in`) mid-round must not store a forger's newer-round entry before the
+    honest senders' entries arrive to outvote it."""
+    s = HistoryStore("me", sketch_dims=4)
+    s.offer("j", 9, np.full(4, 5.0), "forger")
+    assert len(s) == 1 and "j" in s
+    s.offer("j", 5, np.ones(4), "a")
+    s.offer("j", 5, np.ones(4), "b")
+    r = s.get("j")
+    assert r.round == 5 and r.votes == 2
