@@ -270,3 +270,54 @@ def test_counting_a_sketch_store_does_not_settle_the_tally() -> None:
     s.offer("j", 5, np.ones(4), "b")
     r = s.get("j")
     assert r.round == 5 and r.votes == 2
+
+
+def test_daemon_drops_updates_trained_from_a_model_it_would_refuse() -> None:
+    """A member that sent a poisoned round model adopts it and trains from it; measured against
+    the honest base its update carries the poison. The aggregator drops updates whose base it did
+    not adopt and would refuse (`unfit_base`), keeps those from an unadopted but fit base, and
+    with nothing left sends its current model again."""
+    from gossipnode.learn.aggregation import build_pipeline
+    from gossipnode.learn.learner import to_model, to_state
+    from gossipnode.learn.sanity import AdoptionGate
+    from gossipnode.learn.state import sub
+    from gossipnode.runtime.aggregating import Aggregation, run_pipeline
+    from gossipnode.runtime.store import ModelStore
+    from gossipnode.wire.identity import node_id
+
+    rng = np.random.default_rng(7)
+    good = _state(rng)
+    probes = []
+
+    def probe(model) -> float:   # loss on "our data": the distance from the good model
+        probes.append(1)
+        return float(np.linalg.norm(_flat(to_state(model)) - _flat(good)))
+
+    store = ModelStore()
+    cur = store.put(to_model(good))
+    near = store.put(to_model({k: v + 0.01 for k, v in good.items()}))     # another honest lineage
+    poison = store.put(to_model({k: v + 5.0 for k, v in good.items()}))    # refused by us
+    agg = Aggregation(store, build_pipeline("none", "mean", "none"), probe, AdoptionGate(0.5))
+    pks = [bytes([i]) * 32 for i in (1, 2, 3)]
+
+    def trained(parent: bytes, pk: bytes) -> tuple[bytes, object, bytes]:
+        base = to_state(store.get(parent))
+        st = {k: v + 0.05 * rng.normal(size=v.shape).astype(np.float32) for k, v in base.items()}
+        return pk, to_model(st), store.put(to_model(st), parent=parent, delta=to_model(sub(st, base)))
+
+    held = [trained(cur, pks[0]), trained(near, pks[1]), trained(poison, pks[2])]
+    out, info = run_pipeline(agg, 5, held, cur, (cur,))
+    assert info["unfit_base"] == [node_id(pks[2])] and info["contributors"] == 2, info
+    assert probe(out) < 0.5, "the poisoned lineage reached the aggregate"
+    # without the check the poison is in the mean
+    plain = Aggregation(store, agg.pipeline, None, AdoptionGate(0.5))
+    out2, info2 = run_pipeline(plain, 5, held, cur, (cur,))
+    assert "unfit_base" not in info2 and probe(out2) > 1.0
+    # nothing fit: the current model again
+    out3, info3 = run_pipeline(agg, 6, [trained(poison, pks[2])], cur, (cur,))
+    assert info3["fallback"] == "current" and info3["unfit_base"] == [node_id(pks[2])]
+    assert store.put(out3) == cur
+    # a base we adopted is never probed
+    probes.clear()
+    run_pipeline(agg, 7, [trained(cur, pks[0])], cur, (cur,))
+    assert len(probes) == 2   # the self-check's two (its reference and the result), no base probe

@@ -9,7 +9,7 @@ from typing import Any
 
 from gossipnode.learn.aggregation import Contribution
 from gossipnode.learn.aggregation.pipeline import Pipeline
-from gossipnode.learn.aggregation.rounds import pick_base, self_check
+from gossipnode.learn.aggregation.rounds import pick_base, self_check, unfit_bases
 from gossipnode.learn.learner import Model, to_model, to_state
 from gossipnode.learn.sanity import AdoptionGate
 from gossipnode.learn.state import sub
@@ -38,6 +38,16 @@ def run_pipeline(agg: Aggregation, round_: int, held: list[tuple[bytes, Model, b
     against it. So in MoDeST a SybilWall history of peer j accumulates j's updates relative to
     each round's base (FoolsGold's sum of updates)."""
     store = agg.store
+    own = store.get(current) if current else None
+    checking = agg.probe is not None and agg.gate.cap > 0
+    unfit: set[bytes] = set()
+    if checking and own is not None:
+        parents_seen = {p for p in (store.parent(h) for _, _, h in held) if p is not None}
+        unfit = unfit_bases(parents_seen, trusted, store.get, agg.probe, agg.gate, own)
+    dropped = [node_id(pk) for pk, _, h in held if store.parent(h) in unfit]
+    held = [x for x in held if store.parent(x[2]) not in unfit]
+    if not held:   # every update was built on a model we would refuse: no progress this round
+        return own, {"contributors": len(dropped), "unfit_base": dropped, "fallback": "current"}
     parents = Counter(p for p in (store.parent(h) for _, _, h in held) if p is not None)
     base_hash = pick_base(parents, trusted) or current
     base_model = store.get(base_hash)
@@ -51,9 +61,8 @@ def run_pipeline(agg: Aggregation, round_: int, held: list[tuple[bytes, Model, b
         contributions.append(Contribution(node_id(pk), state, delta, round_))
     res = agg.pipeline.aggregate(contributions, base)
     state, fallback = res.state, {}
-    own = store.get(current) if current else None
     reference = to_state(own) if own is not None else base
-    if agg.probe is not None and agg.gate.cap > 0 and reference is not None:
+    if checking and reference is not None:
         probe = agg.probe
         state, fallback = self_check(agg.pipeline, lambda st: probe(to_model(st)), agg.gate, res.state,
                                      contributions, base, reference)
@@ -63,7 +72,7 @@ def run_pipeline(agg: Aggregation, round_: int, held: list[tuple[bytes, Model, b
         "weights": {p: round(w, 6) for p, w in res.weights.items()},
         "zeroed": res.zeroed,
         "non_finite": len(res.non_finite),  # contributions dropped for NaN/inf (defence in depth)
-    } | res.notes | fallback
+    } | ({"unfit_base": dropped} if dropped else {}) | res.notes | fallback
     return to_model(state), info
 
 

@@ -326,7 +326,7 @@ class Node(Inbound):
         h, info = done
         if "fallback" in info:
             log.warning("round %d: the aggregate failed the self-check (%s); sent the %s result instead",
-                        a.round, info["self_check"], info["fallback"])
+                        a.round, info.get("self_check", "every update unfit"), info["fallback"])
         self.telemetry.aggregated(a.round, info | {"seconds": round(self._now() - t0, 3)})
         if not self._stopping:
             self.driver.aggregation_done(a.round, h)

@@ -135,5 +135,7 @@ class Telemetry:
         r["aggregation"] = info
         self.last_aggregation = {"round": k} | info
         self.rounds_aggregated += 1
+        for peer in info.get("unfit_base", ()):   # SPEC 15: an update trained from a model we refuse
+            self.count_reject("unfit_base", f"round {k}: the update of {peer} was trained from a refused model")
         if role and "aggregator" not in r["roles"]:
             r["roles"].append("aggregator")

@@ -14,7 +14,7 @@ from gossipnode.learn import attacks
 from gossipnode.learn import data as ldata
 from gossipnode.learn.aggregation import Contribution, build_pipeline
 from gossipnode.learn.aggregation.pipeline import Pipeline
-from gossipnode.learn.aggregation.rounds import pick_base, self_check
+from gossipnode.learn.aggregation.rounds import pick_base, self_check, unfit_bases
 from gossipnode.learn.compress import Compressor
 from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model, degenerate,
                                      local_margin, probe_split)
@@ -210,6 +210,10 @@ class Learning:
         if own is not None:
             base_h = own
         else:
+            contributions = self.fit_bases(i, contributions)
+            if not contributions:   # every update was built on a model i would refuse: no progress
+                self.fallbacks["current"] += 1
+                return self.current[i]
             parents = Counter(self.parent.get(h) for _, h in contributions)
             parents.pop(None, None)
             base_h = pick_base(parents)   # the daemon's rule (nodes here adopt only honest bases)
@@ -236,6 +240,21 @@ class Learning:
         if own is None and base_h is not None and i < self.n_honest_cap and self.cfg.adopt_margin > 0:
             state = self.self_check(i, state, contribs, base_h, getattr(self, "current", {}).get(i, base_h))
         return self.put(state, parent=base_h if own is None else None)
+
+    def fit_bases(self, i: int, contributions: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """The daemon's `unfit_base` rule (runtime/aggregating.py): honest node i drops the updates
+        trained from a model it does not hold and would refuse (a malicious aggregator's model
+        that its Sybils went on from). With nothing left, node i sends its current model again."""
+        current = getattr(self, "current", {}).get(i)
+        if i >= self.n_honest_cap or self.cfg.adopt_margin <= 0 or current not in self.models:
+            return contributions
+        parents = {p for _, h in contributions if (p := self.parent.get(h)) is not None}
+        bad = unfit_bases(parents, (current,), lambda p: p if p in self.models else None,   # by hash: cached probes
+                          lambda h: self.probe_loss(i, h), self.gate_of(i), current)
+        if not bad:
+            return contributions
+        self.models_rejected["unfit_base"] += sum(1 for _, h in contributions if self.parent.get(h) in bad)
+        return [(j, h) for j, h in contributions if self.parent.get(h) not in bad]
 
     def self_check(self, i: int, state: State, contribs: list[Contribution], base_h: bytes,
                    current_h: bytes) -> State:

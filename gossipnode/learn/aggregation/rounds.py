@@ -24,6 +24,25 @@ def pick_base(parents: Counter[bytes], trusted: Collection[bytes] = ()) -> bytes
     return pick.most_common(1)[0][0] if pick else None
 
 
+def unfit_bases(parents: Collection[bytes], trusted: Collection[bytes], model_of: Callable[[bytes], Any],
+                probe: Callable[[Any], float], gate: AdoptionGate, current: Any) -> set[bytes]:
+    """The parents no update may be built on: not adopted here (`trusted`) and much worse on this
+    node's data than its best recent model (the adoption check). A member that sent a poisoned
+    round model adopts it itself and trains from it; measured against the round's base, its
+    update carries the poison, and mixed with two honest ones it stays within the self-check's
+    margin, round after round (a 3-node cluster fell from 0.94 to 0.71-0.82 in 30 s)."""
+    bad: set[bytes] = set()
+    ref: float | None = None
+    for p in parents:
+        if p in trusted or (m := model_of(p)) is None:
+            continue
+        if ref is None:
+            ref = gate.reference(probe(current))
+        if adoption_problem(probe(m), ref, gate.margin) is not None:
+            bad.add(p)
+    return bad
+
+
 @contextmanager
 def no_recording(p: Pipeline):
     """A second pass over the same contributions must not add their updates to the SybilWall
