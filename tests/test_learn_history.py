@@ -321,3 +321,28 @@ def test_daemon_drops_updates_trained_from_a_model_it_would_refuse() -> None:
     probes.clear()
     run_pipeline(agg, 7, [trained(cur, pks[0])], cur, (cur,))
     assert len(probes) == 2   # the self-check's two (its reference and the result), no base probe
+
+
+def test_sim_drops_updates_trained_from_a_model_it_would_refuse() -> None:
+    """The simulator applies the daemon's `unfit_base` rule: an honest aggregator leaves out the
+    updates trained from a model it does not hold and would refuse; with none left it sends its
+    current model again."""
+    from gossipnode.learn import data as ldata
+    from gossipnode.sim import SimConfig, make_engine
+
+    sim = make_engine(SimConfig(protocol="modest", nodes=3, rounds=1, filter="none", correct="none"),
+                      ldata.load_mnist1d(num_samples=600))
+    cur = sim.current[0] = sim.initial   # node 0 holds the initial model
+    init = sim.models[cur]
+    poison = sim.put({k: (v + 30.0 if v.dtype.kind == "f" else v) for k, v in init.items()})
+    rng = np.random.default_rng(3)
+
+    def trained(parent: bytes) -> bytes:
+        base = sim.models[parent]
+        return sim.put({k: (v + 0.01 * rng.normal(size=v.shape).astype(v.dtype) if v.dtype.kind == "f" else v)
+                        for k, v in base.items()}, parent=parent)
+
+    good, bad = trained(cur), trained(poison)
+    assert sim.fit_bases(0, [(1, good), (2, bad)]) == [(1, good)]
+    assert sim.models_rejected["unfit_base"] == 1
+    assert sim.aggregate(0, 1, [(2, bad)]) == cur
