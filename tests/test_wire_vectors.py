@@ -19,7 +19,7 @@ from gossipnode.wire.records import RECORD_DOMAIN, Ed25519RecordAuth, record_dig
 from gossipnode.wire.tensors import apply_delta, model_hash
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "vectors"
-V1 = VECTORS / "v1"   # the released version 1: kept, never regenerated, no longer spoken
+V1 = VECTORS / "v1"   # the released version 1: kept, no longer spoken (SPEC §12: loopback re-make)
 V2 = VECTORS / "v2"   # version 2 (sha256 body and model hashes): likewise
 V3 = VECTORS / "v3"   # version 3 (MODEL without sketch tables): likewise
 MSG_CLASSES = {"ADVERTISE": m.Advertise, "VIEW": m.ViewShare, "PING": m.Ping, "PONG": m.Pong,
