@@ -321,6 +321,10 @@ def test_daemon_drops_updates_trained_from_a_model_it_would_refuse() -> None:
     probes.clear()
     run_pipeline(agg, 7, [trained(cur, pks[0])], cur, (cur,))
     assert len(probes) == 2   # the self-check's two (its reference and the result), no base probe
+    # an unadopted base: the current model is probed once for both checks
+    probes.clear()
+    run_pipeline(agg, 8, [trained(near, pks[1])], cur, (cur,))
+    assert len(probes) == 3   # current, the base `near`, the result
 
 
 def test_sim_drops_updates_trained_from_a_model_it_would_refuse() -> None:

@@ -40,10 +40,19 @@ def run_pipeline(agg: Aggregation, round_: int, held: list[tuple[bytes, Model, b
     store = agg.store
     own = store.get(current) if current else None
     checking = agg.probe is not None and agg.gate.cap > 0
+    own_state = to_state(own) if own is not None else None
+    own_loss: list[float] = []   # the current model is probed once, for both checks
+
+    def probe(m: Model) -> float:
+        if m is not own:
+            return agg.probe(m)
+        if not own_loss:
+            own_loss.append(agg.probe(m))
+        return own_loss[0]
     unfit: set[bytes] = set()
     if checking and own is not None:
         parents_seen = {p for p in (store.parent(h) for _, _, h in held) if p is not None}
-        unfit = unfit_bases(parents_seen, trusted, store.get, agg.probe, agg.gate, own)
+        unfit = unfit_bases(parents_seen, trusted, store.get, probe, agg.gate, own)
     dropped = [node_id(pk) for pk, _, h in held if store.parent(h) in unfit]
     held = [x for x in held if store.parent(x[2]) not in unfit]
     if not held:   # every update was built on a model we would refuse: no progress this round
@@ -61,11 +70,10 @@ def run_pipeline(agg: Aggregation, round_: int, held: list[tuple[bytes, Model, b
         contributions.append(Contribution(node_id(pk), state, delta, round_))
     res = agg.pipeline.aggregate(contributions, base)
     state, fallback = res.state, {}
-    reference = to_state(own) if own is not None else base
+    reference = own_state if own_state is not None else base
     if checking and reference is not None:
-        probe = agg.probe
-        state, fallback = self_check(agg.pipeline, lambda st: probe(to_model(st)), agg.gate, res.state,
-                                     contributions, base, reference)
+        state, fallback = self_check(agg.pipeline, lambda st: probe(own if st is own_state else to_model(st)),
+                                     agg.gate, res.state, contributions, base, reference)
     info = {
         "contributors": len(held),
         "base": base_hash.hex()[:16],
