@@ -317,6 +317,10 @@ def test_daemon_drops_updates_trained_from_a_model_it_would_refuse() -> None:
     out3, info3 = run_pipeline(agg, 6, [trained(poison, pks[2])], cur, (cur,))
     assert info3["fallback"] == "current" and info3["unfit_base"] == [node_id(pks[2])]
     assert store.put(out3) == cur
+    # on skewed local data the rule is off (honest lineages refuse each other there): as without it
+    skewed = Aggregation(store, agg.pipeline, probe, AdoptionGate(0.5, skew=1.0))
+    out4, info4 = run_pipeline(skewed, 5, held, cur, (cur,))
+    assert "unfit_base" not in info4 and info4["contributors"] == 3
     # a base we adopted is never probed
     probes.clear()
     run_pipeline(agg, 7, [trained(cur, pks[0])], cur, (cur,))
@@ -350,3 +354,10 @@ def test_sim_drops_updates_trained_from_a_model_it_would_refuse() -> None:
     assert sim.fit_bases(0, [(1, good), (2, bad)]) == [(1, good)]
     assert sim.models_rejected["unfit_base"] == 1
     assert sim.aggregate(0, 1, [(2, bad)]) == cur
+    # a node on skewed labels keeps the update (the rule is off there, as in the daemon)
+    skewed = make_engine(SimConfig(protocol="modest", nodes=3, rounds=1, filter="none", correct="none",
+                                   partition="dirichlet:0.1"), ldata.load_mnist1d(num_samples=600))
+    skewed.current[0] = skewed.initial
+    for h, p in ((poison, None), (bad, poison)):
+        skewed.put(sim.models[h], parent=p)
+    assert skewed.gate_of(0).skew > 0.25 and skewed.fit_bases(0, [(2, bad)]) == [(2, bad)]

@@ -138,8 +138,9 @@ class AdoptionGate:
 
     RECENT = 8
 
-    def __init__(self, margin: float = DEFAULT_ADOPT_MARGIN) -> None:
+    def __init__(self, margin: float = DEFAULT_ADOPT_MARGIN, skew: float = 0.0) -> None:
         self.cap = margin
+        self.skew = skew   # label_skew of the local data (already in the margin; unfit_bases reads it)
         self.losses: list[float] = []   # probe losses of the last accepted round models
         self.rises: list[float] = []    # their rises over the reference (measurement only)
 

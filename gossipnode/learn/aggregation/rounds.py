@@ -24,14 +24,24 @@ def pick_base(parents: Counter[bytes], trusted: Collection[bytes] = ()) -> bytes
     return pick.most_common(1)[0][0] if pick else None
 
 
+# The rule acts only where this node's own loss is a fair judge: on labels skewed by more than
+# this (KL from uniform, nats) honest lineages refuse each other's models now and then and go on
+# merging only through such updates; dropping them kept them apart for good (3 nodes,
+# Dirichlet(0.1): 0.90-0.92 -> 0.22-0.49 final accuracy, RESULTS 9.2). iid shards: about 0.003.
+UNFIT_MAX_SKEW = 0.25
+
+
 def unfit_bases(parents: Collection[bytes], trusted: Collection[bytes], model_of: Callable[[bytes], Any],
                 probe: Callable[[Any], float], gate: AdoptionGate, current: Any) -> set[bytes]:
     """The parents no update may be built on: not adopted here (`trusted`) and much worse on this
     node's data than its best recent model (the adoption check). A member that sent a poisoned
     round model adopts it itself and trains from it; measured against the round's base, its
     update carries the poison, and mixed with two honest ones it stays within the self-check's
-    margin, round after round (a 3-node cluster fell from 0.94 to 0.71-0.82 in 30 s)."""
+    margin, round after round (a 3-node cluster fell from 0.94 to 0.71-0.82 in 30 s). Off on
+    skewed local data (`UNFIT_MAX_SKEW`)."""
     bad: set[bytes] = set()
+    if gate.skew > UNFIT_MAX_SKEW:
+        return bad
     ref: float | None = None
     for p in parents:
         if p in trusted or (m := model_of(p)) is None:
