@@ -428,6 +428,8 @@ def _plot_vcmatrix(runs: list[dict[str, Any]], cells: list, seed: int, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not cells:   # rescue runs only: nothing to plot
+        return
     cols = min(4, len(cells))
     rows = (len(cells) + cols - 1) // cols
     fig, ax = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
