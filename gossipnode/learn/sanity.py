@@ -144,6 +144,11 @@ class AdoptionGate:
         self.losses: list[float] = []   # probe losses of the last accepted round models
         self.rises: list[float] = []    # their rises over the reference (measurement only)
 
+    @classmethod
+    def for_labels(cls, margin: float, labels: np.ndarray, num_classes: int) -> AdoptionGate:
+        """The gate of a node holding ``labels``: the margin widened by their skew (local_margin)."""
+        return cls(local_margin(margin, labels, num_classes), label_skew(labels, num_classes))
+
     @property
     def margin(self) -> float:
         return max(self.cap, 0.0)

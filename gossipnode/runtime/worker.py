@@ -16,7 +16,7 @@ from gossipnode.core import actions as act
 from gossipnode.learn.attacks import canonical_attacks
 from gossipnode.learn.compress import Compressor
 from gossipnode.learn.learner import Learner, Model
-from gossipnode.learn.sanity import AdoptionGate, label_skew, local_margin
+from gossipnode.learn.sanity import AdoptionGate
 from gossipnode.learn.trainer import TrainStats
 from gossipnode.wire.tensors import apply_delta, make_delta
 
@@ -35,8 +35,8 @@ class LearningWorker:
         self.pipeline = pipeline
         self.compressor = compressor   # None: float32 deltas (error feedback inside)
         ds = getattr(learner, "dataset", None)
-        self.adoption = AdoptionGate(adopt_margin) if ds is None else AdoptionGate(
-            local_margin(adopt_margin, ds.y, ds.num_classes), label_skew(ds.y, ds.num_classes))
+        self.adoption = (AdoptionGate(adopt_margin) if ds is None
+                         else AdoptionGate.for_labels(adopt_margin, ds.y, ds.num_classes))
         self.adopted: deque[bytes] = deque(maxlen=8)   # recent round models adopted (trusted bases)
         self.beta = beta
         self.attacks = attacks   # attack rates measured at each evaluation (configured ones only)

@@ -17,7 +17,7 @@ from gossipnode.learn.aggregation.pipeline import Pipeline
 from gossipnode.learn.aggregation.rounds import pick_base, self_check, unfit_bases
 from gossipnode.learn.compress import Compressor
 from gossipnode.learn.sanity import (DEGENERATE_MODEL, WORSE_MODEL, AdoptionGate, check_model, degenerate,
-                                     label_skew, local_margin, probe_split)
+                                     probe_split)
 from gossipnode.learn.state import State, sub
 from gossipnode.learn.state import state_from_module  # noqa: F401  (used by subclasses' set-up)
 from gossipnode.wire.tensors import decode_values, to_raw
@@ -161,8 +161,7 @@ class Learning:
         gate = self._gates.get(i)
         if gate is None:
             labels = self.data.y[np.asarray(self.shards[i], dtype=np.int64)]
-            k = self.data.num_classes
-            gate = self._gates[i] = AdoptionGate(local_margin(self.cfg.adopt_margin, labels, k), label_skew(labels, k))
+            gate = self._gates[i] = AdoptionGate.for_labels(self.cfg.adopt_margin, labels, self.data.num_classes)
         return gate
 
     def adoption_problem(self, i: int, h: bytes, current: bytes) -> str | None:
