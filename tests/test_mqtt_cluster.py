@@ -16,6 +16,9 @@ FAST = ["--mnist1d-samples", "4000", "--bootstrap-wait", "3", "--bootstrap-timeo
         "--sample-size", "3", "--log-level", "info"]
 
 
+HONEST = {"worse_model", "unfit_base", "round_out_of_range"}   # refusals honest timing explains
+
+
 def _start(tmp_path, n: int, per_node_args, common: list[str]) -> list[NodeProcess]:
     ports = free_ports(n)
     nodes = []
@@ -60,7 +63,8 @@ def test_mqtt_only_cluster_learns_without_peers_flag(mosquitto, tmp_path, cleanu
     print(f"MQTT-only: mean accuracy {sum(_accs(nodes)) / 4:.3f} at round {_max_round(nodes)}, "
           f"{time.monotonic() - t0:.0f} s after start ({took:.0f} s waiting)")
     assert sum(s["rounds_aggregated"] for s in st) >= 3
-    assert all(sum(s["messages_rejected"].values()) == 0 for s in st), st
+    # nothing but what honest timing explains (as tests/test_integration_http.py; CI once saw one)
+    assert all(set(s["messages_rejected"]) <= HONEST for s in st), [s["messages_rejected"] for s in st]
 
 
 def test_mixed_http_and_mqtt_cluster_learns(mosquitto, tmp_path, cleanup) -> None:
